@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install everything the voice IVR needs on Debian 12 (run as root): system packages, then the
+# Python package with its development and Whisper extras. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+SYSTEM_PACKAGES=(
+  espeak-ng                      # TTS voices driven by pyttsx3
+  libportaudio2                  # sounddevice (ivr talk)
+  sox                            # fixture conversion in scripts/
+  mmdebstrap                     # the throwaway Asterisk 22 chroot (ivr sandbox)
+  asterisk-core-sounds-en-wav    # real recorded telephone prompts (Whisper WER test, fixtures)
+  asterisk-core-sounds-en        # its transcripts (core-sounds-en.txt.gz)
+  postgresql                     # PostgreSQL storage tests start their own server from this
+  pulseaudio                     # a virtual sound device for `ivr talk` tests
+)
+
+if [ "$(id -u)" -eq 0 ]; then
+  missing=()
+  for pkg in "${SYSTEM_PACKAGES[@]%%#*}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+else
+  echo "install.sh: not root; skipping system packages (${SYSTEM_PACKAGES[*]%%#*})" >&2
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
+echo "install.sh: done. Try: ivr demo"

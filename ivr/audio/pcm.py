@@ -1,0 +1,116 @@
+"""Telephone audio as this bridge carries it: 8 kHz, 16-bit signed little-endian, mono (slin).
+
+Asterisk's AudioSocket, the ASR engines and the prompt cache all speak this one format, so
+every conversion happens here, at the edge, once.
+"""
+
+from __future__ import annotations
+
+import io
+import wave
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from ivr.errors import AudioError
+
+SAMPLE_RATE = 8000
+SAMPLE_WIDTH = 2  # bytes, signed 16-bit little-endian
+FRAME_MS = 20
+FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 160
+FRAME_BYTES = FRAME_SAMPLES * SAMPLE_WIDTH  # 320: one AudioSocket audio frame
+
+
+def duration_s(pcm: bytes) -> float:
+    """Length in seconds of 8 kHz slin audio."""
+    return len(pcm) / (SAMPLE_RATE * SAMPLE_WIDTH)
+
+
+def frames(pcm: bytes, *, pad: bool = True) -> list[bytes]:
+    """Split slin audio into 20 ms frames; the last one is padded with silence if `pad`."""
+    out = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
+    if out and len(out[-1]) < FRAME_BYTES:
+        if pad:
+            out[-1] = out[-1] + b"\x00" * (FRAME_BYTES - len(out[-1]))
+        else:
+            out.pop()
+    return out
+
+
+def silence(ms: int) -> bytes:
+    """`ms` milliseconds of digital silence."""
+    return b"\x00" * (SAMPLE_RATE * SAMPLE_WIDTH * ms // 1000)
+
+
+def resample(samples: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample int16 mono samples with soxr (high quality, anti-aliased)."""
+    if rate_in == rate_out:
+        return samples.astype(np.int16, copy=False)
+    out = soxr.resample(samples.astype(np.float32) / 32768.0, rate_in, rate_out, quality="HQ")
+    return np.clip(out * 32768.0, -32768, 32767).astype(np.int16)
+
+
+def to_slin(samples: np.ndarray, rate: int) -> bytes:
+    """int16 (or float in [-1, 1]) mono samples at `rate` -> 8 kHz slin bytes."""
+    if samples.dtype.kind == "f":
+        samples = np.clip(samples * 32768.0, -32768, 32767).astype(np.int16)
+    return resample(samples, rate).astype("<i2").tobytes()
+
+
+def read_wav(source: str | Path | bytes, *, target_rate: int | None = SAMPLE_RATE) -> bytes:
+    """Read a PCM WAV file (any rate, mono or stereo, 8/16/32-bit) and return slin at `target_rate`.
+
+    With `target_rate=None` the file must already be 8 kHz 16-bit mono, else AudioError
+    says so: use that where a wrong rate is a tester's mistake rather than something to fix up.
+    """
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    try:
+        handle = wave.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), "rb")
+    except FileNotFoundError:
+        raise AudioError(f"{name}: no such file", fix="check the path") from None
+    except (wave.Error, EOFError) as exc:
+        raise AudioError(
+            f"{name}: not a readable PCM WAV file ({exc})",
+            fix="convert it, e.g. `sox IN -r 8000 -c 1 -b 16 OUT.wav`",
+        ) from None
+    with handle:
+        rate, width, channels = handle.getframerate(), handle.getsampwidth(), handle.getnchannels()
+        raw = handle.readframes(handle.getnframes())
+    if width not in (1, 2, 4):
+        raise AudioError(f"{name}: {8 * width}-bit samples are not supported", fix="use 16-bit PCM")
+    if len(raw) % (width * channels):
+        raise AudioError(f"{name}: truncated audio data", fix="re-export the file")
+    if target_rate is None:
+        if (rate, width, channels) != (SAMPLE_RATE, SAMPLE_WIDTH, 1):
+            raise AudioError(
+                f"{name}: expected 8000 Hz 16-bit mono, got {rate} Hz {8 * width}-bit {channels} channel(s)",
+                fix="convert with `sox IN -r 8000 -c 1 -b 16 OUT.wav`",
+            )
+        return raw
+    dtype = {1: np.uint8, 2: np.dtype("<i2"), 4: np.dtype("<i4")}[width]
+    samples = np.frombuffer(raw, dtype=dtype)
+    if width == 1:
+        samples = (samples.astype(np.int16) - 128) << 8
+    elif width == 4:
+        samples = (samples >> 16).astype(np.int16)
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
+    return resample(samples.astype(np.int16), rate, target_rate).astype("<i2").tobytes()
+
+
+def write_wav(path: str | Path, pcm: bytes, rate: int = SAMPLE_RATE) -> None:
+    """Write slin bytes as a 16-bit mono WAV."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(SAMPLE_WIDTH)
+        out.setframerate(rate)
+        out.writeframes(pcm)
+
+
+def rms(pcm: bytes) -> float:
+    """Root-mean-square level of slin audio, in sample units (0..32768)."""
+    if not pcm:
+        return 0.0
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    return float(np.sqrt(np.mean(samples * samples)))

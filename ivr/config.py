@@ -1,0 +1,147 @@
+"""Configuration: one YAML file (`ivr.yaml`, or `--config`), overridden by IVR_* environment variables.
+
+Every listener binds to loopback unless configured otherwise; secrets come from the
+environment or a file and are never logged (pydantic `SecretStr` hides them in reprs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+
+from ivr.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = "ivr.yaml"
+LANGUAGES = ("en", "ru", "ko")
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    agi_port: int = 4573
+    audiosocket_port: int = 9092
+    # the address Asterisk should dial for AudioSocket (differs from `host` behind NAT)
+    audiosocket_advertise: str = ""
+    health_port: int = 8089  # /healthz and /metrics
+    allowed_peers: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    max_calls: int = 100
+    max_call_s: int = 1800
+    first_message_timeout_s: float = 5.0
+    # how long the bridge waits for Asterisk's AudioSocket connection after EXEC AudioSocket
+    audiosocket_connect_timeout_s: float = 5.0
+
+
+class AmiSettings(BaseModel):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "ivr"
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+
+    def resolved_secret(self) -> str:
+        if self.secret is not None:
+            return self.secret.get_secret_value()
+        if self.secret_file is not None:
+            try:
+                return self.secret_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"AMI secret file {self.secret_file} cannot be read ({exc.strerror})",
+                    fix="create it (mode 600) or set IVR_AMI_SECRET",
+                ) from None
+        raise ConfigError("AMI is enabled but no secret is set", fix="set IVR_AMI_SECRET or ami.secret_file")
+
+
+class AsrSettings(BaseModel):
+    # per language: "vosk", "whisper" or "auto" (Vosk where a Vosk model for the language exists)
+    engine: dict[str, Literal["vosk", "whisper", "auto"]] = Field(
+        default_factory=lambda: {lang: "auto" for lang in LANGUAGES}
+    )
+    models_dir: Path = Path(os.path.expanduser("~/.cache/ivr/models"))
+    # explicit model path or name per language, e.g. {"en": "/srv/models/vosk-model-en-us-0.22"}
+    model: dict[str, str] = Field(default_factory=dict)
+    whisper_model: str = ""  # path or name; empty: the bundled tiny.en if installed
+
+
+class PathSettings(BaseModel):
+    grammars: Path = PROJECT_ROOT / "grammars"
+    flows: Path = PROJECT_ROOT / "flows"
+    prompts: Path = PROJECT_ROOT / "prompts"
+    fixtures: Path = PROJECT_ROOT / "audio_fixtures"
+    data: Path = Path(os.path.expanduser("~/.local/share/ivr"))
+
+
+class StorageSettings(BaseModel):
+    # SQLite by default; PostgreSQL by URL, e.g. postgresql+psycopg://ivr@localhost/ivr
+    url: str = ""
+
+    def resolved_url(self, paths: PathSettings) -> str:
+        return self.url or f"sqlite:///{paths.data / 'calls.sqlite3'}"
+
+
+class Settings(BaseModel):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    ami: AmiSettings = Field(default_factory=AmiSettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
+    paths: PathSettings = Field(default_factory=PathSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    default_lang: str = "en"
+    live_queue: str = "support"  # the Asterisk queue of the live line
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage.resolved_url(self.paths)
+
+
+# environment variable -> dotted settings path
+ENV_OVERRIDES = {
+    "IVR_HOST": "server.host",
+    "IVR_AGI_PORT": "server.agi_port",
+    "IVR_AUDIOSOCKET_PORT": "server.audiosocket_port",
+    "IVR_HEALTH_PORT": "server.health_port",
+    "IVR_AMI_HOST": "ami.host",
+    "IVR_AMI_PORT": "ami.port",
+    "IVR_AMI_USERNAME": "ami.username",
+    "IVR_AMI_SECRET": "ami.secret",
+    "IVR_AMI_SECRET_FILE": "ami.secret_file",
+    "IVR_STORAGE_URL": "storage.url",
+    "IVR_MODELS_DIR": "asr.models_dir",
+    "IVR_DATA_DIR": "paths.data",
+    "IVR_WHISPER_MODEL": "asr.whisper_model",
+}
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Load settings from `path` (or ./ivr.yaml if present), then apply IVR_* overrides."""
+    env = dict(os.environ) if env is None else env
+    raw: dict[str, Any] = {}
+    file = Path(path) if path else Path(env.get("IVR_CONFIG", DEFAULT_CONFIG_FILE))
+    if path and not file.exists():
+        raise ConfigError(f"config file {file} does not exist", fix="check --config or IVR_CONFIG")
+    if file.exists():
+        try:
+            raw = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: invalid YAML: {exc}", fix="fix the line shown") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{file}: expected a mapping at the top level")
+    for var, dotted in ENV_OVERRIDES.items():
+        if env.get(var):
+            _set_dotted(raw, dotted, env[var])
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{file}: {problems}", fix="see README 'Configuration'") from None
