@@ -1,0 +1,423 @@
+"""One call: caller audio in -> VAD -> ASR -> NLU -> dialog -> actions -> audio out.
+
+`CallSession` is transport-agnostic: it talks to a `Line` (ivr/frames.py), which is an
+AudioSocket connection behind Asterisk, the simulated line of `ivr demo`/`ivr replay`, or the
+sound device of `ivr talk`. Data flows one way:
+
+    line.events() --> _on_audio: Endpointer --> ASR worker (thread) --> inbox
+    inbox --> _listen: NLU --> DialogRuntime.handle --> actions --> Say: prompt cache --> line.play
+
+Three tasks per call: the line reader (never blocks on decoding), the ASR worker (one decode at
+a time per call, off the event loop), and the dialog loop (run()). Barge-in: the reader stops
+playback the moment the endpointer reports enough speech, or a key is pressed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ivr.asr.base import AsrEngine, AsrResult
+from ivr.audio.vad import BargeIn, Endpointer, EndpointParams, NoInputTimeout, SpeechEnded, SpeechStarted
+from ivr.config import Settings
+from ivr.dialog import events as ev
+from ivr.dialog.hooks import run_hook
+from ivr.errors import IvrError
+from ivr.frames import AudioIn, DtmfIn, HangupIn, Line
+from ivr.nlu.types import NONE_INTENT, Understanding
+from ivr.services import CallServices
+
+log = logging.getLogger(__name__)
+
+PREROLL_FRAMES = 15  # 300 ms of audio kept before speech onset, so the first syllable reaches ASR
+ASR_CHUNK_FRAMES = 5  # feed the recognizer every 100 ms of speech: partials without a thread hop per frame
+# when frames stop arriving (a line without transmit_silence), the wall clock ends the wait instead
+LISTEN_WALL_CLOCK_SLACK_S = 5.0
+
+
+@dataclass(frozen=True)
+class _CallerInput:
+    """One decided caller input, as the reader and the ASR worker hand it to the dialog loop."""
+
+    kind: str  # "speech" | "dtmf" | "noinput" | "hangup"
+    at: float = 0.0  # perf_counter() when the input was decided (end of speech, key, timeout)
+    result: AsrResult | None = None
+    digit: str = ""
+    endpoint_ms: float = 0.0
+    asr_ms: float = 0.0  # end of speech decided -> ASR final ready (includes queued chunks)
+    barge_in: bool = False
+
+
+@dataclass
+class TurnLog:
+    """What happened in one caller turn, with the latency split the benchmark reports."""
+
+    index: int
+    prompt: str = ""  # what the assistant said before this turn
+    transcript: str = ""
+    intent: str = ""
+    score: float = 0.0
+    confidence: float = 0.0
+    entities: dict[str, Any] = field(default_factory=dict)
+    dtmf: str = ""
+    no_input: bool = False
+    barge_in: bool = False
+    endpoint_ms: float = 0.0  # end of speech -> endpointer decision (audio time)
+    asr_ms: float = 0.0  # endpointer decision -> ASR final
+    nlu_ms: float = 0.0
+    dialog_ms: float = 0.0
+    tts_ms: float = 0.0  # prompt audio ready (cache hit or synthesis)
+    latency_ms: float = 0.0  # endpointer decision -> first response frame handed to the line
+    reply: str = ""
+
+
+@dataclass
+class CallResult:
+    call_id: str
+    lang: str
+    flow: str
+    route: str  # queue name on hand-off, "completed" on a normal goodbye, "hangup" if the caller left
+    reason: str
+    intent: str = ""
+    summary: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
+    turns: list[TurnLog] = field(default_factory=list)
+    survey_score: int | None = None
+    engine: str = ""
+
+    @property
+    def handed_off(self) -> bool:
+        return self.route not in ("completed", "hangup")
+
+
+class CallSession:
+    """Runs one conversation on one line until goodbye, hand-off or hang-up."""
+
+    def __init__(
+        self,
+        services: CallServices,
+        line: Line,
+        *,
+        lang: str,
+        flow: str = "support",
+        caller_id: str = "",
+        call_id: str | None = None,
+        channel: str = "",
+        on_turn: Callable[[TurnLog], None] | None = None,
+        on_say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.services = services
+        self.line = line
+        self.lang = lang
+        self.flow_name = flow
+        self.caller_id = caller_id
+        self.call_id = call_id or str(uuid.uuid4())
+        self.channel = channel
+        self.on_turn = on_turn
+        self.on_say = on_say
+        self.listening = asyncio.Event()  # set while waiting for the caller (the simulated line watches it)
+        self.playing = False
+        self.turns: list[TurnLog] = []
+
+        self._loaded = services.registry.get(flow, lang)
+        self._engine: AsrEngine | None = services.asr_engine(lang)
+        self._recognizer = self._engine.recognizer() if self._engine else None
+        self._base_params: EndpointParams = services.endpoint_params
+        self._endpointer = Endpointer(self._base_params)
+        self._inbox: asyncio.Queue[_CallerInput] = asyncio.Queue()
+        self._asr_jobs: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._preroll: collections.deque[bytes] = collections.deque(maxlen=PREROLL_FRAMES)
+        self._speech: list[bytes] = []
+        self._in_speech = False
+        self._barged = False  # the caller cut the current prompt short: skip the rest until Listen
+        self._say_barge_in = True
+        self._listen: ev.Listen | None = None  # the Listen in force or coming next (for its phrases)
+        self._speech_barge = False  # the utterance in progress began over a prompt
+        self._open_turn: TurnLog | None = None  # decided but not yet answered
+        self._decided_at = 0.0
+        self._deciding = False  # an input was decided and is on its way to the dialog
+
+    # ---- public -------------------------------------------------------------------------------
+    @property
+    def awaiting_caller(self) -> bool:
+        """True while the assistant waits for the caller and has nothing decided yet."""
+        return self.listening.is_set() and not self._deciding
+
+    async def run(self) -> CallResult:
+        """Run the conversation; never raises: errors end in a hand-off to the live line."""
+        services = self.services
+        services.metrics_call_started()
+        services.record("open_call", self)
+        reader = asyncio.create_task(self._read_line(), name=f"line-{self.call_id[:8]}")
+        asr = asyncio.create_task(self._asr_worker(), name=f"asr-{self.call_id[:8]}")
+        try:
+            async with asyncio.timeout(services.settings.server.max_call_s):
+                result = await self._converse()
+        except TimeoutError:
+            result = self._handoff_result(ev.Transfer(route=self._live_queue(), reason="max_call_length"))
+        except Exception as exc:  # fail open: the caller reaches a human, the record says why
+            log.exception("call %s failed; handing off to the live line", self.call_id)
+            services.metrics_error(type(exc).__name__)
+            result = self._handoff_result(ev.Transfer(route=self._live_queue(), reason="error", summary=str(exc)))
+        finally:
+            reader.cancel()
+            asr.cancel()
+            await asyncio.gather(reader, asr, return_exceptions=True)
+        result.turns = self.turns
+        services.record("close_call", self, result)
+        services.metrics_call_ended(result)
+        return result
+
+    # ---- dialog loop --------------------------------------------------------------------------
+    async def _converse(self) -> CallResult:
+        runtime = self._loaded.runtime
+        step = runtime.start(ev.CallStarted(caller_id=self.caller_id, now_iso=self.services.now_iso()))
+        state, pending = step.state, collections.deque(step.actions)
+        reply_to: TurnLog | None = None  # the caller turn the next prompt answers (for its latency)
+        last_reply = ""
+        survey: int | None = None
+        try:
+            while pending:
+                action = pending.popleft()
+                if isinstance(action, ev.Say):
+                    if self._barged:
+                        continue
+                    self._listen = next((a for a in pending if isinstance(a, ev.Listen)), self._listen)
+                    last_reply = await self._say(action, reply_to, last_reply)
+                elif isinstance(action, ev.Listen):
+                    self._close_turn()
+                    self._barged = False
+                    self._listen = action
+                    event, reply_to = await self._listen_once(action, prompt=last_reply)
+                    last_reply = ""
+                    if isinstance(event, ev.HungUp):
+                        return self._end_result("hangup", "caller_hung_up", survey)
+                    started = time.perf_counter()
+                    step = runtime.handle(state, event)
+                    reply_to.dialog_ms = _ms_since(started)
+                    state, pending = step.state, collections.deque(step.actions)
+                elif isinstance(action, ev.RunHook):
+                    done = await asyncio.to_thread(run_hook, action, self._hook_context())
+                    step = runtime.handle(state, done)
+                    state = step.state
+                    pending.extend(step.actions)
+                elif isinstance(action, ev.RecordSurvey):
+                    survey = action.score
+                    self.services.record("add_event", self, "survey", {"score": action.score})
+                elif isinstance(action, ev.Transfer):
+                    result = self._handoff_result(action)
+                    result.survey_score = survey
+                    return result
+                elif isinstance(action, ev.Hangup):
+                    return self._end_result("completed", action.reason, survey)
+            return self._end_result("completed", "flow_ended", survey)
+        finally:
+            self._close_turn()
+
+    async def _say(self, action: ev.Say, reply_to: TurnLog | None, said: str) -> str:
+        """Render and play one prompt; returns everything said since the caller last spoke."""
+        started = time.perf_counter()
+        try:
+            pcm = await self.services.prompt_audio(action.text, self.lang)
+        except IvrError as exc:
+            # no voice: the caller must not sit in silence; the flow goes on and keys still work
+            log.error("call %s: cannot render prompt %r: %s", self.call_id, action.prompt_id, exc)
+            self.services.metrics_error("tts")
+            pcm = b""
+        if self.on_say:
+            self.on_say(action.text)
+        if reply_to is not None and self._open_turn is reply_to:
+            reply_to.tts_ms = _ms_since(started)
+            reply_to.latency_ms = _ms_since(self._decided_at)
+            reply_to.reply = action.text
+            self._close_turn()
+        if pcm:
+            self._say_barge_in = action.barge_in
+            self.playing = True
+            try:
+                completed = await self.line.play(pcm)
+            finally:
+                self.playing = False
+            if not completed:
+                self._barged = True
+        return (said + " " + action.text).strip()
+
+    async def _listen_once(self, action: ev.Listen, prompt: str) -> tuple[ev.Event, TurnLog]:
+        """Wait for speech, a key, silence or hang-up; returns the dialog event and the turn's log."""
+        params = self._base_params.with_overrides(action.endpoint)
+        self._deciding = not self._inbox.empty()
+        if not self._in_speech:
+            self._endpointer.reset(params)
+        wall_clock_s = (params.no_input_ms + params.max_utterance_ms) / 1000 + LISTEN_WALL_CLOCK_SLACK_S
+        self.listening.set()
+        try:
+            got = await asyncio.wait_for(self._inbox.get(), timeout=wall_clock_s)
+        except TimeoutError:
+            got = _CallerInput("noinput", time.perf_counter())
+        finally:
+            self.listening.clear()
+        turn = TurnLog(index=len(self.turns) + 1, prompt=prompt, barge_in=got.barge_in)
+        self._decided_at = got.at
+        if got.kind == "hangup":
+            return ev.HungUp(), turn
+        self._open_turn = turn
+        if got.kind == "noinput":
+            turn.no_input = True
+            return ev.NoInput(), turn
+        if got.kind == "dtmf":
+            turn.dtmf = got.digit
+            return ev.Pressed(got.digit), turn
+        result = got.result or AsrResult("", 0.0, True)
+        turn.endpoint_ms, turn.asr_ms = got.endpoint_ms, got.asr_ms
+        turn.transcript, turn.confidence = result.text, result.confidence
+        started = time.perf_counter()
+        if result.text:
+            alternatives = [(alt.text, alt.confidence) for alt in result.nbest]
+            understanding = self._loaded.nlu.understand(alternatives, expected=action.expected_intents or None)
+        else:  # rejected by the recognizer: nothing in-grammar was said
+            understanding = Understanding(text="", intent=NONE_INTENT, score=0.0)
+        turn.nlu_ms = _ms_since(started)
+        turn.intent, turn.score, turn.entities = understanding.intent, understanding.score, understanding.entities
+        self.services.metrics_asr_confidence(result.confidence)
+        return ev.Heard(understanding), turn
+
+    def _close_turn(self) -> None:
+        """Record the open caller turn once: when its answer starts, or when the next listen begins."""
+        turn, self._open_turn = self._open_turn, None
+        if turn is None:
+            return
+        self.turns.append(turn)
+        self.services.record("add_turn", self, turn)
+        self.services.metrics_turn(turn)
+        if self.on_turn:
+            self.on_turn(turn)
+
+    # ---- line reader --------------------------------------------------------------------------
+    async def _read_line(self) -> None:
+        async for item in self.line.events():
+            if isinstance(item, AudioIn):
+                self._on_audio(item.pcm)
+            elif isinstance(item, DtmfIn):
+                barge = self.playing
+                if barge:
+                    self.line.stop_playback()
+                    self._barged = True
+                    self.services.metrics_barge_in()
+                self._deciding = True
+                self._inbox.put_nowait(_CallerInput("dtmf", time.perf_counter(), digit=item.digit, barge_in=barge))
+            elif isinstance(item, HangupIn):
+                break
+        self._inbox.put_nowait(_CallerInput("hangup", time.perf_counter()))
+
+    def _on_audio(self, frame: bytes) -> None:
+        if self._in_speech:
+            self._speech.append(frame)
+        else:
+            self._preroll.append(frame)
+        for event in self._endpointer.feed(frame):
+            if isinstance(event, SpeechStarted):
+                self._in_speech = True
+                self._speech = list(self._preroll)
+                self._preroll.clear()
+                self._speech_barge = self.playing
+                phrases = self._listen.phrases if self._listen else None
+                self._asr_jobs.put_nowait(("start", phrases))
+            elif isinstance(event, BargeIn):
+                if self.playing and self._say_barge_in:
+                    self.line.stop_playback()
+                    self._barged = True
+                    self.services.metrics_barge_in()
+            elif isinstance(event, SpeechEnded):
+                self._in_speech = False
+                self._deciding = True
+                self._flush_speech()
+                endpoint_ms = float(self._endpointer.params.end_silence_ms if event.reason == "silence" else 0)
+                self._asr_jobs.put_nowait(("final", endpoint_ms, self._speech_barge, time.perf_counter()))
+            elif isinstance(event, NoInputTimeout):
+                if self.listening.is_set():
+                    self._inbox.put_nowait(_CallerInput("noinput", time.perf_counter()))
+        if self._in_speech and len(self._speech) >= ASR_CHUNK_FRAMES:
+            self._flush_speech()
+
+    def _flush_speech(self) -> None:
+        if self._speech:
+            self._asr_jobs.put_nowait(("feed", b"".join(self._speech)))
+            self._speech = []
+
+    # ---- ASR worker ---------------------------------------------------------------------------
+    async def _asr_worker(self) -> None:
+        """Runs the recognizer's jobs in order, each in a thread; finals go to the inbox."""
+        recognizer = self._recognizer
+        while True:
+            job = await self._asr_jobs.get()
+            if recognizer is None:  # no model for this language: speech is ignored, keys still work
+                continue
+            try:
+                if job[0] == "start":
+                    await asyncio.to_thread(_start_turn, recognizer, job[1])
+                elif job[0] == "feed":
+                    await asyncio.to_thread(recognizer.accept, job[1])
+                else:
+                    _, endpoint_ms, barge, decided = job
+                    result = await asyncio.to_thread(recognizer.final)
+                    self._inbox.put_nowait(_CallerInput(
+                        "speech", decided, result, endpoint_ms=endpoint_ms, asr_ms=_ms_since(decided), barge_in=barge,
+                    ))
+            except Exception as exc:  # an engine fault costs this utterance, not the call
+                log.error("call %s: ASR failed: %s", self.call_id, exc)
+                self.services.metrics_error("asr")
+                if job[0] == "final":
+                    self._inbox.put_nowait(_CallerInput("speech", job[3], AsrResult("", 0.0, True), barge_in=job[2]))
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _hook_context(self) -> dict[str, Any]:
+        return {"caller_id": self.caller_id, "lang": self.lang, "call_id": self.call_id,
+                **self.services.hook_context}
+
+    def _live_queue(self) -> str:
+        return self.services.settings.live_queue
+
+    def _handoff_result(self, transfer: ev.Transfer) -> CallResult:
+        return CallResult(
+            call_id=self.call_id, lang=self.lang, flow=self.flow_name, route=transfer.route,
+            reason=transfer.reason, intent=transfer.intent, summary=transfer.summary,
+            variables=dict(transfer.variables), engine=self._engine.name if self._engine else "none",
+        )
+
+    def _end_result(self, route: str, reason: str, survey: int | None) -> CallResult:
+        intent = next((t.intent for t in reversed(self.turns) if t.intent not in ("", NONE_INTENT)), "")
+        return CallResult(
+            call_id=self.call_id, lang=self.lang, flow=self.flow_name, route=route, reason=reason,
+            intent=intent, survey_score=survey, engine=self._engine.name if self._engine else "none",
+        )
+
+
+def _start_turn(recognizer: Any, phrases: Any) -> None:
+    recognizer.set_grammar(list(phrases) if phrases else None)
+    recognizer.reset()
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+async def run_local_call(
+    settings: Settings,
+    lang: str,
+    flow: str,
+    audio_in: AsyncIterator[bytes],
+    play: Callable[[bytes], Awaitable[None]],
+    stop_playback: Callable[[], None],
+) -> CallResult:
+    """A call on the local sound device (`ivr talk`): microphone frames in, speaker out."""
+    from ivr.device_line import DeviceLine
+
+    services = CallServices.create(settings)
+    line = DeviceLine(audio_in, play, stop_playback)
+    return await CallSession(services, line, lang=lang, flow=flow, caller_id="local").run()

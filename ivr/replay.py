@@ -1,0 +1,277 @@
+"""Replay recorded caller audio through the whole pipeline and judge it against expectations.
+
+Each single-utterance fixture becomes a one-turn call: the assistant greets, the simulated caller
+says the recording, and the turn's transcript, intent and entities are checked. Each multi-turn
+call of the manifest runs turn by turn and is checked per turn and on its final route. Nothing
+is mocked: VAD, ASR, NLU, dialog, hooks and TTS are the ones `ivr serve` uses; only the phone
+line is simulated (ivr/simline.py), on an audio clock so a long run takes seconds per call.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rapidfuzz.distance import Levenshtein
+
+from ivr.audio.pcm import read_wav
+from ivr.call import CallResult, CallSession, TurnLog
+from ivr.errors import IvrError
+from ivr.fixtures import Call, Fixture, Turn
+from ivr.services import CallServices
+from ivr.simline import CallerTurn, SimulatedLine
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+
+
+# ---- scoring ----------------------------------------------------------------------------------
+def normalize(text: str) -> list[str]:
+    """Lower-case words without punctuation, as WER is usually scored."""
+    return re.findall(r"[\w']+", text.lower())
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(edit distance in words, reference length): sum both over a corpus for its WER."""
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    return Levenshtein.distance(ref, hyp), len(ref)
+
+
+def entities_match(expected: dict[str, Any], got: dict[str, Any]) -> bool:
+    """Every expected entity is present with an equal value (numbers compared as numbers)."""
+    for key, want in expected.items():
+        have = got.get(key)
+        if isinstance(want, (int, float)) and isinstance(have, (int, float)):
+            if abs(float(want) - float(have)) > 1e-9:
+                return False
+        elif str(have) != str(want):
+            return False
+    return True
+
+
+# ---- results ----------------------------------------------------------------------------------
+@dataclass
+class Check:
+    name: str  # transcript | intent | entities | say_contains | route
+    verdict: str
+    expected: Any = None
+    got: Any = None
+
+
+@dataclass
+class FixtureResult:
+    """One replayed recording (or one turn of a call)."""
+
+    file: str
+    lang: str
+    text: str = ""
+    intent: str = ""
+    score: float = 0.0
+    entities: dict[str, Any] = field(default_factory=dict)
+    confidence: float = 0.0
+    latency_ms: float = 0.0
+    asr_ms: float = 0.0
+    reply: str = ""
+    call: str = ""  # the manifest call this turn belongs to, "" for a single fixture
+    engine: str = ""
+    errors: int = 0  # word errors against the transcript
+    ref_words: int = 0
+    checks: list[Check] = field(default_factory=list)
+    reason: str = ""  # why skipped / failed outright
+
+    @property
+    def verdict(self) -> str:
+        verdicts = {c.verdict for c in self.checks}
+        if self.reason and not self.checks:
+            return SKIP if self.reason.startswith("skip") else FAIL
+        return FAIL if FAIL in verdicts else PASS if verdicts else SKIP
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["verdict"] = self.verdict
+        out["score"] = round(self.score, 3)
+        out["latency_ms"] = round(self.latency_ms, 1)
+        out["asr_ms"] = round(self.asr_ms, 1)
+        return out
+
+
+@dataclass
+class Totals:
+    fixtures: int = 0
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    wer: float | None = None
+    intent_accuracy: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, results: Iterable[FixtureResult]) -> Totals:
+        results = list(results)
+        totals = cls(fixtures=len(results))
+        for r in results:
+            if r.verdict == PASS:
+                totals.passed += 1
+            elif r.verdict == FAIL:
+                totals.failed += 1
+            else:
+                totals.skipped += 1
+                totals.skipped_reasons[r.reason] = totals.skipped_reasons.get(r.reason, 0) + 1
+        scored = [r for r in results if r.verdict != SKIP]
+        ref_words = sum(r.ref_words for r in scored)
+        if ref_words:
+            totals.wer = sum(r.errors for r in scored) / ref_words
+        intents = [c for r in scored for c in r.checks if c.name == "intent"]
+        if intents:
+            totals.intent_accuracy = sum(c.verdict == PASS for c in intents) / len(intents)
+        latencies = sorted(r.latency_ms for r in scored if r.latency_ms > 0)
+        if latencies:
+            totals.latency_p50_ms = statistics.median(latencies)
+            totals.latency_p95_ms = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
+        return totals
+
+
+# ---- running ----------------------------------------------------------------------------------
+async def run_call(
+    services: CallServices,
+    lang: str,
+    turns: list[CallerTurn],
+    *,
+    flow: str = "support",
+    caller_id: str = "",
+    realtime: bool = False,
+    on_turn: Callable[[TurnLog], None] | None = None,
+    on_say: Callable[[str], None] | None = None,
+) -> tuple[CallResult, SimulatedLine]:
+    """One simulated call through the real pipeline."""
+    line = SimulatedLine(turns, realtime=realtime)
+    session = CallSession(services, line, lang=lang, flow=flow, caller_id=caller_id,
+                          on_turn=on_turn, on_say=on_say)
+    line.attach(lambda: session.awaiting_caller)
+    try:
+        result = await session.run()
+    finally:
+        line.close()
+    return result, line
+
+
+def _turn_result(file: str, lang: str, log: TurnLog | None, engine: str, call: str = "") -> FixtureResult:
+    result = FixtureResult(file=file, lang=lang, call=call, engine=engine)
+    if log is not None:
+        result.text, result.intent, result.score = log.transcript, log.intent, log.score
+        result.entities, result.confidence = dict(log.entities), log.confidence
+        result.latency_ms, result.asr_ms, result.reply = log.latency_ms, log.asr_ms, log.reply
+    return result
+
+
+def _check_turn(result: FixtureResult, transcript: str | None, intent: str | None,
+                entities: dict[str, Any] | None, say_contains: list[str] | None = None) -> None:
+    if transcript:
+        result.errors, result.ref_words = word_errors(transcript, result.text)
+        # the transcript is informative (WER); the verdict rests on what was understood
+    if intent is not None:
+        result.checks.append(Check("intent", PASS if result.intent == intent else FAIL, intent, result.intent))
+    if entities:
+        ok = entities_match(entities, result.entities)
+        result.checks.append(Check("entities", PASS if ok else FAIL, entities, result.entities))
+    for needle in say_contains or []:
+        ok = needle.lower() in result.reply.lower()
+        result.checks.append(Check("say_contains", PASS if ok else FAIL, needle, result.reply))
+
+
+def _skip_reason(services: CallServices, lang: str) -> str:
+    if services.asr_engine(lang) is None:
+        return f"skip: no speech model for {lang!r} (see `ivr models list`)"
+    return ""
+
+
+async def replay_fixture(services: CallServices, fixture: Fixture) -> FixtureResult:
+    """A single recording as the caller's first turn of a call."""
+    skip = _skip_reason(services, fixture.lang)
+    if skip:
+        return FixtureResult(file=fixture.file, lang=fixture.lang, reason=skip)
+    try:
+        pcm = read_wav(fixture.path)
+    except IvrError as exc:
+        return FixtureResult(file=fixture.file, lang=fixture.lang, reason=str(exc))
+    call, _ = await run_call(services, fixture.lang, [CallerTurn(pcm=pcm, label=fixture.file)])
+    first = call.turns[0] if call.turns else None
+    result = _turn_result(fixture.file, fixture.lang, first, call.engine)
+    if fixture.no_input:
+        got = bool(first and first.no_input) or first is None
+        result.checks.append(Check("no_input", PASS if got else FAIL, True, got))
+        return result
+    if first is None or first.no_input:
+        result.reason = "no speech detected in the recording"
+    _check_turn(result, fixture.transcript, fixture.intent, fixture.entities)
+    return result
+
+
+def caller_turns(call: Call) -> list[CallerTurn]:
+    out = []
+    for turn in call.turns:
+        pcm = read_wav(turn.path) if turn.file else b""
+        out.append(CallerTurn(pcm=pcm, dtmf=turn.dtmf or "", label=turn.file or f"dtmf {turn.dtmf}",
+                              barge_in_after_ms=1200 if turn.barge_in else None))
+    return out
+
+
+async def replay_call(services: CallServices, call: Call, fixture_of: Callable[[str], Fixture | None],
+                      *, realtime: bool = False) -> list[FixtureResult]:
+    """A multi-turn call: one result per caller turn plus one for the route."""
+    skip = _skip_reason(services, call.lang)
+    if skip and any(t.file for t in call.turns):
+        return [FixtureResult(file=call.name, lang=call.lang, call=call.name, reason=skip)]
+    result, _ = await run_call(services, call.lang, caller_turns(call), flow=call.flow,
+                               caller_id=call.caller, realtime=realtime)
+    out = []
+    for i, turn in enumerate(call.turns):
+        log = result.turns[i] if i < len(result.turns) else None
+        label = turn.file or f"dtmf:{turn.dtmf}"
+        r = _turn_result(label, call.lang, log, result.engine, call=call.name)
+        fixture = fixture_of(turn.file) if turn.file else None
+        _check_turn(r, fixture.transcript if fixture else None, _expected(turn, fixture, "intent"),
+                    _expected(turn, fixture, "entities"), turn.say_contains)
+        if log is None:
+            r.checks.append(Check("turn", FAIL, "a turn", "the call ended before this turn"))
+        out.append(r)
+    route = FixtureResult(file=f"{call.name}:route", lang=call.lang, call=call.name, engine=result.engine)
+    route.checks.append(Check("route", PASS if result.route == call.route else FAIL, call.route,
+                              f"{result.route} ({result.reason})"))
+    out.append(route)
+    return out
+
+
+def _expected(turn: Turn, fixture: Fixture | None, what: str) -> Any:
+    own = getattr(turn, what)
+    if own is not None:
+        return own
+    return getattr(fixture, what) if fixture else None
+
+
+def wav_fixture(path: Path, lang: str) -> Fixture:
+    """A bare WAV given on the command line: replayed without expectations."""
+    return Fixture(file=path.name, lang=lang, transcript="", intent=None, source="command line",
+                   path=path)
+
+
+async def replay_all(services: CallServices, fixtures: list[Fixture], calls: list[Call],
+                     fixture_of: Callable[[str], Fixture | None],
+                     progress: Callable[[FixtureResult], None] | None = None) -> list[FixtureResult]:
+    results: list[FixtureResult] = []
+    for fixture in fixtures:
+        r = await replay_fixture(services, fixture)
+        results.append(r)
+        if progress:
+            progress(r)
+    for call in calls:
+        for r in await replay_call(services, call, fixture_of):
+            results.append(r)
+            if progress:
+                progress(r)
+    return results

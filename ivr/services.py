@@ -1,0 +1,167 @@
+"""Process-wide services every call shares: flows, ASR engines, prompt audio, records, metrics.
+
+Built once by `ivr serve`, `ivr demo`, `ivr replay` and `ivr talk`; a `CallSession` only ever
+reaches the outside world through this object, so each entry point wires the same pipeline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ivr.asr.base import AsrEngine
+from ivr.audio.vad import EndpointParams
+from ivr.config import Settings
+from ivr.dialog.registry import FlowRegistry
+from ivr.errors import IvrError
+
+if TYPE_CHECKING:
+    from ivr.call import CallResult, CallSession, TurnLog
+
+log = logging.getLogger(__name__)
+
+
+class RecordWriter:
+    """Writes call records in order on one background thread, so the event loop never waits on I/O.
+
+    The store itself retries and spools while its database is down; this thread only keeps the
+    order (open, turns, close) and survives any error a single write raises.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._jobs: queue.SimpleQueue[tuple[str, tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="call-records", daemon=True)
+        self._thread.start()
+
+    def submit(self, method: str, *args: Any) -> None:
+        self._jobs.put((method, args))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write everything queued, then stop."""
+        self._jobs.put(None)
+        self._thread.join(timeout)
+        flush = getattr(self.store, "flush", None)
+        if flush:
+            flush()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            method, args = job
+            try:
+                getattr(self.store, method)(*args)
+            except Exception:
+                log.exception("call record %s failed", method)
+
+
+@dataclass
+class CallServices:
+    settings: Settings
+    registry: FlowRegistry
+    prompts: Any  # ivr.tts.cache.PromptCache
+    records: RecordWriter | None = None
+    metrics: Any = None  # ivr.metrics.Metrics
+    endpoint_params: EndpointParams = field(default_factory=EndpointParams)
+    hook_context: dict[str, Any] = field(default_factory=dict)
+    engine_override: dict[str, str] = field(default_factory=dict)  # lang -> engine name (CLI flags)
+    _engines: dict[str, AsrEngine | None] = field(default_factory=dict)
+    _engine_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        *,
+        with_records: bool = True,
+        with_metrics: bool = False,
+        engine_override: dict[str, str] | None = None,
+    ) -> CallServices:
+        from ivr.demo_operator import hook_context_for
+        from ivr.tts.cache import PromptCache
+
+        records = None
+        if with_records:
+            from ivr.storage.records import CallStore
+
+            records = RecordWriter(CallStore(settings.storage_url))
+        metrics = None
+        if with_metrics:
+            from ivr.metrics import Metrics
+
+            metrics = Metrics()
+        return cls(
+            settings=settings,
+            registry=FlowRegistry(settings),
+            prompts=PromptCache.from_settings(settings),
+            records=records,
+            metrics=metrics,
+            hook_context=hook_context_for(settings),
+            engine_override=dict(engine_override or {}),
+        )
+
+    # ---- speech -------------------------------------------------------------------------------
+    def asr_engine(self, lang: str) -> AsrEngine | None:
+        """The process-wide engine for `lang`, or None (logged once) if no model is available.
+
+        Without an engine a call still works by keys (DTMF) and hands off on no-input.
+        """
+        with self._engine_lock:
+            if lang not in self._engines:
+                from ivr.asr.factory import engine_for
+
+                try:
+                    self._engines[lang] = engine_for(lang, self.settings, self.engine_override.get(lang))
+                except IvrError as exc:
+                    log.error("no speech recognition for %r: %s; calls in %r work by keys only", lang, exc, lang)
+                    self._engines[lang] = None
+            return self._engines[lang]
+
+    async def prompt_audio(self, text: str, lang: str) -> bytes:
+        return await self.prompts.get(text, lang)
+
+    # ---- records ------------------------------------------------------------------------------
+    def record(self, what: str, session: CallSession, *args: Any) -> None:
+        """Queue a call-record write: open_call, add_turn, add_event, close_call."""
+        if self.records is None:
+            return
+        from ivr import recording
+
+        method, payload = recording.to_store_call(what, session, *args)
+        self.records.submit(method, *payload)
+
+    def close(self) -> None:
+        if self.records is not None:
+            self.records.close()
+
+    # ---- metrics (no-ops without a registry) ---------------------------------------------------
+    def metrics_call_started(self) -> None:
+        if self.metrics:
+            self.metrics.call_started()
+
+    def metrics_call_ended(self, result: CallResult) -> None:
+        if self.metrics:
+            self.metrics.call_ended(route=result.route, reason=result.reason, handed_off=result.handed_off)
+
+    def metrics_turn(self, turn: TurnLog) -> None:
+        if self.metrics:
+            self.metrics.turn(turn)
+
+    def metrics_asr_confidence(self, confidence: float) -> None:
+        if self.metrics:
+            self.metrics.asr_confidence(confidence)
+
+    def metrics_barge_in(self) -> None:
+        if self.metrics:
+            self.metrics.barge_in()
+
+    def metrics_error(self, kind: str) -> None:
+        if self.metrics:
+            self.metrics.error(kind)
+
+    @staticmethod
+    def now_iso() -> str:
+        return dt.datetime.now().astimezone().isoformat(timespec="seconds")
