@@ -1,0 +1,358 @@
+"""Streaming Vosk (Kaldi) engine: one `vosk.Model` per process, one recognizer per call.
+
+Grammars. Vosk compiles a runtime phrase list into a *word loop*: any sequence of the words
+of any phrase is a legal hypothesis ("요금제 추가 연결" from phrases "요금제 변경", "데이터 추가",
+"상담원 연결"). So the recognizer maps hypotheses back onto whole phrases itself:
+
+1. decode with an n-best list (`SetMaxAlternatives`) and word timings (`SetWords`);
+2. turn the n-best scores into posteriors (softmax) and sum them per phrase whose words the
+   hypothesis spells exactly;
+3. reject (empty text) unless the best phrase has enough posterior mass AND its words cover
+   enough of the speech that was heard. Out-of-grammar speech is otherwise absorbed by one
+   short in-grammar word ("네") with silence around it: coverage catches that, and it works for
+   models without an `[unk]` word (the Korean model has none).
+
+Phrases with words the model does not know are dropped with a warning naming them (Vosk
+would silently drop the word and then recognise a different phrase).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ivr.asr.base import Alternative, AsrResult
+from ivr.audio.pcm import FRAME_BYTES, SAMPLE_RATE
+from ivr.errors import ConfigError, EngineError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+# n-best list length: enough to find the in-grammar reading behind a noisy top hypothesis.
+DEFAULT_MAX_ALTERNATIVES = 8
+# Minimum posterior mass of the chosen phrase over the n-best list (0..1).
+DEFAULT_MIN_CONFIDENCE = 0.3
+# Minimum share of the detected speech that the phrase's words must cover (0..1); measured on
+# espeak-ng Korean: in-grammar phrases cover 0.75-1.0, out-of-grammar speech forced onto a short
+# in-grammar word 0.2-0.5.
+DEFAULT_MIN_COVERAGE = 0.6
+# A 20 ms block counts as speech for the coverage measure when louder than this RMS and
+# than SPEECH_PEAK_SHARE of the turn's loudest blocks.
+SPEECH_MIN_RMS = 300.0
+SPEECH_PEAK_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class VoskParams:
+    """Recogniser settings; defaults are named constants above."""
+
+    max_alternatives: int = DEFAULT_MAX_ALTERNATIVES  # 0: single best with per-word confidences
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    min_coverage: float = DEFAULT_MIN_COVERAGE
+    # extra "garbage" words added to every grammar to absorb out-of-grammar speech; a hypothesis
+    # made only of phrase words after dropping them still matches, but they count as uncovered.
+    garbage_words: tuple[str, ...] = ()
+
+
+_MODELS: dict[str, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _import_vosk() -> Any:
+    try:
+        import vosk
+    except ImportError:  # pragma: no cover - vosk is a hard dependency
+        raise EngineError("the vosk package is not installed", fix="pip install vosk") from None
+    vosk.SetLogLevel(-1)
+    return vosk
+
+
+def load_model(path: str | Path) -> Any:
+    """The process-wide `vosk.Model` for `path` (loaded once, thread-safe)."""
+    key = str(Path(path).resolve())
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            return _MODELS[key]
+        if not Path(key).is_dir():
+            raise ModelNotFoundError(f"Vosk model directory {key} does not exist", fix="ivr models list")
+        vosk = _import_vosk()
+        started = time.monotonic()
+        try:
+            model = vosk.Model(key)
+        except Exception as exc:  # vosk raises a bare Exception on a bad model dir
+            raise EngineError(
+                f"Vosk cannot load the model at {key} ({exc})",
+                fix="point to an unpacked Vosk model (it has am/ and conf/), e.g. `ivr models path ko`",
+            ) from None
+        log.info("loaded Vosk model %s in %.1f s", key, time.monotonic() - started)
+        _MODELS[key] = model
+        return model
+
+
+def normalize_phrase(phrase: str) -> str:
+    """Lower-case, single-spaced: the form Vosk vocabularies use."""
+    return " ".join(phrase.lower().split())
+
+
+class VoskEngine:
+    """Process-wide Vosk engine; `recognizer()` is cheap and gives one recognizer per call."""
+
+    name = "vosk"
+    streaming = True
+
+    def __init__(self, model_path: str | Path, params: VoskParams | None = None) -> None:
+        self.model_path = Path(model_path)
+        self.params = params or VoskParams()
+        self.model = load_model(model_path)
+        self._vocab_cache: dict[str, bool] = {}
+
+    def in_vocabulary(self, word: str) -> bool:
+        """Does the model know this word (so a grammar can use it)?"""
+        if word not in self._vocab_cache:
+            self._vocab_cache[word] = self.model.vosk_model_find_word(word) >= 0
+        return self._vocab_cache[word]
+
+    def filter_phrases(self, phrases: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+        """Split phrases into usable ones and {phrase: unknown words}; logs a warning for the latter."""
+        kept: list[str] = []
+        dropped: dict[str, list[str]] = {}
+        for phrase in dict.fromkeys(normalize_phrase(p) for p in phrases):
+            if not phrase:
+                continue
+            unknown = [w for w in phrase.split() if not self.in_vocabulary(w)]
+            if unknown:
+                dropped[phrase] = unknown
+            else:
+                kept.append(phrase)
+        if dropped:
+            log.warning(
+                "grammar phrases dropped, words not in the Vosk model vocabulary (%s): %s",
+                self.model_path,
+                "; ".join(f"{p!r} ({', '.join(w)})" for p, w in dropped.items()),
+            )
+        return kept, dropped
+
+    def recognizer(self) -> VoskRecognizer:
+        return VoskRecognizer(self)
+
+
+@dataclass
+class _Hyp:
+    words: tuple[str, ...]
+    score: float  # log domain; only differences matter
+    covered_s: float  # summed duration of the words
+    confs: tuple[float, ...] = ()  # per-word confidences (single-best mode only)
+
+
+class VoskRecognizer:
+    """One call's recognizer; implements `ivr.asr.base.Recognizer`."""
+
+    def __init__(self, engine: VoskEngine) -> None:
+        self.engine = engine
+        self.params = engine.params
+        self._phrases: list[str] | None = None
+        self._pending: list[str] | None = None
+        self._grammar_changed = False
+        self._rec = self._new_kaldi()
+        self._begin_turn()
+
+    # --- Recognizer protocol -------------------------------------------------------------------
+    def set_grammar(self, phrases: Sequence[str] | None) -> None:
+        """Restrict to `phrases` (None: free-form); applied at the next turn (now if none started)."""
+        if phrases is None:
+            self._pending = None
+        else:
+            kept, _ = self.engine.filter_phrases(phrases)
+            if not kept:
+                raise ConfigError(
+                    f"no grammar phrase is usable with the Vosk model at {self.engine.model_path}: "
+                    f"{list(phrases)[:5]}",
+                    fix="use phrases made of words in the model vocabulary",
+                )
+            self._pending = kept
+        self._grammar_changed = self._pending != self._phrases
+        if self._grammar_changed and not self._fed_bytes:
+            self.reset()
+
+    def accept(self, pcm: bytes) -> AsrResult | None:
+        """Feed 8 kHz slin; returns a partial result when the hypothesis changed."""
+        if not pcm:
+            return None
+        self._fed_bytes += len(pcm)
+        self._levels.extend(_block_levels(pcm))
+        if self._rec.AcceptWaveform(pcm):
+            # Vosk's own endpointer closed a segment (a pause inside the turn): keep it.
+            self._segments.append(json.loads(self._rec.Result()))
+            partial = ""
+        else:
+            partial = json.loads(self._rec.PartialResult()).get("partial", "")
+        text = " ".join(t for t in [*(_top_text(s) for s in self._segments), partial] if t)
+        if text and text != self._last_partial:
+            self._last_partial = text
+            return AsrResult(text=text, confidence=0.0, is_final=False, engine="vosk")
+        return None
+
+    def final(self) -> AsrResult:
+        """Decode what was fed this turn; an empty text means rejected (or nothing said)."""
+        self._segments.append(json.loads(self._rec.FinalResult()))
+        hyps = _combine(_parse_segments(self._segments))
+        speech_s = _speech_seconds(self._levels)
+        result = self._decide(hyps, speech_s)
+        self._begin_turn()
+        return result
+
+    def reset(self) -> None:
+        """Forget this turn's audio; a grammar set since the last turn takes effect now."""
+        if self._grammar_changed:
+            self._phrases = self._pending
+            self._grammar_changed = False
+            self._rec = self._new_kaldi()
+        else:
+            self._rec.Reset()
+        self._begin_turn()
+
+    # --- internals ----------------------------------------------------------------------------
+    @property
+    def phrases(self) -> list[str] | None:
+        """The grammar in force for the current turn (None: free-form)."""
+        return self._phrases
+
+    def _begin_turn(self) -> None:
+        self._segments: list[dict[str, Any]] = []
+        self._levels: list[float] = []
+        self._fed_bytes = 0
+        self._last_partial = ""
+
+    def _new_kaldi(self) -> Any:
+        vosk = _import_vosk()
+        if self._phrases is None:
+            rec = vosk.KaldiRecognizer(self.engine.model, SAMPLE_RATE)
+        else:
+            garbage = [w for w in self.params.garbage_words if self.engine.in_vocabulary(w)]
+            grammar = json.dumps([*self._phrases, *garbage], ensure_ascii=False)
+            rec = vosk.KaldiRecognizer(self.engine.model, SAMPLE_RATE, grammar)
+        rec.SetWords(True)
+        if self.params.max_alternatives > 0:
+            rec.SetMaxAlternatives(self.params.max_alternatives)
+        return rec
+
+    def _decide(self, hyps: list[_Hyp], speech_s: float) -> AsrResult:
+        hyps = [h for h in hyps if h.words] or hyps
+        if not hyps or not hyps[0].words:
+            return AsrResult(text="", confidence=0.0, is_final=True, engine="vosk")
+        posts = _posteriors(hyps)
+        top_confs = hyps[0].confs or (posts[0],) * len(hyps[0].words)
+        raw_words = tuple((w, round(c, 3)) for w, c in zip(hyps[0].words, top_confs, strict=True))
+        if self._phrases is None:
+            alts = tuple(Alternative(" ".join(h.words), round(p, 3)) for h, p in zip(hyps, posts, strict=True))
+            best = alts[0]
+            return AsrResult(best.text, best.confidence, True, alts, raw_words, "vosk")
+        allowed = set(self._phrases)
+        garbage = set(self.params.garbage_words)
+        mass: dict[str, float] = {}
+        for hyp, post in zip(hyps, posts, strict=True):
+            kept = tuple(w for w in hyp.words if w not in garbage)
+            phrase = " ".join(kept)
+            coverage = _coverage(hyp, kept, speech_s)
+            if phrase in allowed and coverage >= self.params.min_coverage:
+                mass[phrase] = mass.get(phrase, 0.0) + post
+        ranked = sorted(mass.items(), key=lambda kv: -kv[1])
+        if not ranked or ranked[0][1] < self.params.min_confidence:
+            log.debug("rejected: n-best %s, speech %.2f s", [" ".join(h.words) for h in hyps], speech_s)
+            return AsrResult(text="", confidence=0.0, is_final=True, words=raw_words, engine="vosk")
+        alts = tuple(Alternative(p, round(m, 3)) for p, m in ranked)
+        return AsrResult(alts[0].text, alts[0].confidence, True, alts, raw_words, "vosk")
+
+
+def _top_text(segment: dict[str, Any]) -> str:
+    if "alternatives" in segment:
+        alts = segment["alternatives"]
+        return str(alts[0].get("text", "")) if alts else ""
+    return str(segment.get("text", ""))
+
+
+def _parse_segments(segments: list[dict[str, Any]]) -> list[list[_Hyp]]:
+    """Each Vosk result JSON -> its hypotheses (best first)."""
+    out: list[list[_Hyp]] = []
+    for seg in segments:
+        if "alternatives" in seg:
+            hyps = [
+                _Hyp(
+                    tuple(str(a.get("text", "")).split()),
+                    float(a.get("confidence", 0.0)),
+                    sum(w["end"] - w["start"] for w in a.get("result", [])),
+                )
+                for a in seg["alternatives"]
+            ]
+        else:
+            words = seg.get("result", [])
+            confs = tuple(float(w.get("conf", 1.0)) for w in words)
+            hyps = [
+                _Hyp(
+                    tuple(str(seg.get("text", "")).split()),
+                    0.0,
+                    sum(w["end"] - w["start"] for w in words),
+                    confs,
+                )
+            ]
+        out.append(hyps)
+    return out
+
+
+def _combine(segments: list[list[_Hyp]]) -> list[_Hyp]:
+    """Join the segments of one turn: the best of each earlier segment + the n-best of the last."""
+    spoken = [s for s in segments if s and s[0].words]
+    if not spoken:
+        return []
+    *head, last = spoken
+    prefix = [s[0] for s in head]
+    words = tuple(w for h in prefix for w in h.words)
+    covered = sum(h.covered_s for h in prefix)
+    confs = tuple(c for h in prefix for c in h.confs)
+    return [_Hyp(words + h.words, h.score, covered + h.covered_s, confs + h.confs) for h in last]
+
+
+def _posteriors(hyps: list[_Hyp]) -> list[float]:
+    """n-best scores -> probabilities (softmax); single-best mode: mean word confidence."""
+    if len(hyps) == 1 and hyps[0].confs:
+        return [sum(hyps[0].confs) / len(hyps[0].confs)]
+    top = max(h.score for h in hyps)
+    weights = [math.exp(h.score - top) for h in hyps]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def _coverage(hyp: _Hyp, kept: tuple[str, ...], speech_s: float) -> float:
+    """Share of the detected speech explained by the (non-garbage) words of a hypothesis."""
+    if speech_s <= 0:
+        return 1.0
+    covered = hyp.covered_s * (len(kept) / len(hyp.words) if hyp.words else 0.0)
+    return covered / speech_s
+
+
+def _block_levels(pcm: bytes) -> list[float]:
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float64)
+    block = FRAME_BYTES // 2
+    return [
+        float(np.sqrt(np.mean(samples[i : i + block] ** 2))) for i in range(0, len(samples), block) if block
+    ]
+
+
+def _speech_seconds(levels: list[float]) -> float:
+    """Span from the first to the last speech block of the turn, in seconds (0: no speech found)."""
+    if not levels:
+        return 0.0
+    peak = float(np.percentile(levels, 95))
+    threshold = max(SPEECH_MIN_RMS, SPEECH_PEAK_SHARE * peak)
+    voiced = [i for i, level in enumerate(levels) if level >= threshold]
+    if not voiced:
+        return 0.0
+    return (voiced[-1] - voiced[0] + 1) * FRAME_BYTES / (2 * SAMPLE_RATE)

@@ -1,0 +1,226 @@
+"""Voice activity detection and endpointing for one caller turn.
+
+Sans-io: the `Endpointer` is fed one 20 ms slin frame at a time and keeps its own clock
+from the amount of audio fed (or an explicit `now_ms`), never the wall clock, so a test
+can replay any audio instantly and the call pipeline can drive it from AudioSocket frames.
+
+Speech detection is energy based with an adaptive noise floor and hysteresis: a frame is
+speech when its RMS is above both an absolute floor and a multiple of the running noise
+level. That is enough for telephone audio (already band-limited and gain-controlled by
+the network) and has no model to download.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ivr.audio.pcm import FRAME_MS, SAMPLE_RATE, SAMPLE_WIDTH, rms
+from ivr.errors import ConfigError
+
+# --- defaults, with the anchors they were taken from ---------------------------------------------
+# How long to wait for the caller to start talking before a no-input event. VoiceXML leaves
+# `timeout` platform-dependent (Plum: 3 s; Microsoft Speech Server `initialtimeout`: 3 s); callers on
+# a phone line often need a beat longer after a question, so 5 s, the common IVR "Read()" timeout.
+DEFAULT_NO_INPUT_MS = 5000
+# Trailing silence that ends an utterance. VoiceXML `completetimeout` (Microsoft: 0.5 s) and
+# `incompletetimeout` (Microsoft: 1 s; Speech Server `endsilence` 1000 ms); the Vosk models' own
+# endpoint rule 2 uses 0.5 s. Commercial IVRs typically sit at 700-800 ms: 800 ms.
+DEFAULT_END_SILENCE_MS = 800
+# Longest utterance before we stop listening and decode what we have. Microsoft Speech Server
+# `babbletimeout` defaults to 20 s; a menu answer is a few seconds, so 15 s is generous.
+DEFAULT_MAX_UTTERANCE_MS = 15000
+# Speech that must last this long over a prompt before it counts as barge-in (the prompt stops).
+# Shorter blips (a cough, "uh", line noise) must not cut a prompt. Asterisk BackgroundDetect()
+# needs min=100 ms of sound; one short syllable is ~200-300 ms: 300 ms.
+DEFAULT_BARGE_IN_MIN_SPEECH_MS = 300
+# Consecutive speech needed to declare "speech started" (Asterisk BackgroundDetect min=100 ms).
+DEFAULT_SPEECH_START_MS = 100
+# Absolute RMS floor for speech, in 16-bit sample units. Asterisk dsp.conf `silencethreshold=256`
+# is an average-magnitude threshold on the same scale; RMS of speech sits above it.
+DEFAULT_MIN_SPEECH_RMS = 300.0
+# Speech when RMS exceeds the noise floor by this factor; keep "in speech" above the lower factor
+# (hysteresis, as in LiveKit's audio gate: activation 3x, deactivation 1.8x the silence floor).
+DEFAULT_START_RATIO = 3.0
+DEFAULT_CONTINUE_RATIO = 1.8
+# Noise floor tracker: slow rise (speech must not pull it up), fast fall.
+DEFAULT_NOISE_RISE = 0.02
+DEFAULT_NOISE_FALL = 0.3
+DEFAULT_INITIAL_NOISE_RMS = 50.0
+
+
+@dataclass(frozen=True)
+class EndpointParams:
+    """Per-state endpointing settings (flows may override any of them by name)."""
+
+    no_input_ms: int = DEFAULT_NO_INPUT_MS  # 0 disables the no-input timeout
+    end_silence_ms: int = DEFAULT_END_SILENCE_MS
+    max_utterance_ms: int = DEFAULT_MAX_UTTERANCE_MS
+    barge_in_min_speech_ms: int = DEFAULT_BARGE_IN_MIN_SPEECH_MS
+    speech_start_ms: int = DEFAULT_SPEECH_START_MS
+    min_speech_rms: float = DEFAULT_MIN_SPEECH_RMS
+    start_ratio: float = DEFAULT_START_RATIO
+    continue_ratio: float = DEFAULT_CONTINUE_RATIO
+    noise_rise: float = DEFAULT_NOISE_RISE
+    noise_fall: float = DEFAULT_NOISE_FALL
+    initial_noise_rms: float = DEFAULT_INITIAL_NOISE_RMS
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(
+                    f"endpointing setting {f.name}={value!r} must be a number >= 0",
+                    fix=f"set {f.name} to a non-negative number (default {f.default})",
+                )
+        if not 0 < self.noise_rise <= 1 or not 0 < self.noise_fall <= 1:
+            raise ConfigError("noise_rise and noise_fall must be in (0, 1]", fix="use e.g. 0.02 and 0.3")
+        if self.continue_ratio > self.start_ratio:
+            raise ConfigError(
+                f"continue_ratio {self.continue_ratio} is above start_ratio {self.start_ratio}",
+                fix="keep continue_ratio <= start_ratio (hysteresis)",
+            )
+
+    def with_overrides(self, overrides: dict[str, Any] | None) -> EndpointParams:
+        """A copy with some fields replaced, e.g. from a flow state's `endpointing:` mapping."""
+        if not overrides:
+            return self
+        known = {f.name: f for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown endpointing setting(s): {', '.join(unknown)}",
+                fix=f"use one of: {', '.join(known)}",
+            )
+        values: dict[str, Any] = {}
+        for name, value in overrides.items():
+            kind = int if known[name].type in (int, "int") else float
+            try:
+                values[name] = kind(value)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"endpointing setting {name}={value!r} is not a number", fix=f"give {name} a number"
+                ) from None
+        return dataclasses.replace(self, **values)
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    """The caller started talking; `at_ms` is where the speech began (turn clock)."""
+
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class BargeIn:
+    """Speech has lasted `barge_in_min_speech_ms`: stop any prompt that is playing."""
+
+    at_ms: int
+    speech_ms: int
+
+
+@dataclass(frozen=True)
+class SpeechEnded:
+    """End of the utterance: decode now. `speech_ms` runs from speech start to last speech."""
+
+    at_ms: int
+    reason: Literal["silence", "max_length"]
+    speech_ms: int
+
+
+@dataclass(frozen=True)
+class NoInputTimeout:
+    """Nothing was said within `no_input_ms` of the turn start."""
+
+    at_ms: int
+
+
+EndpointEvent = SpeechStarted | BargeIn | SpeechEnded | NoInputTimeout
+
+
+class Endpointer:
+    """Turn endpointing state machine: waiting -> speaking -> done (until `reset`)."""
+
+    def __init__(self, params: EndpointParams | None = None) -> None:
+        self.params = params or EndpointParams()
+        self.reset(self.params)
+
+    def reset(self, params: EndpointParams | None = None) -> None:
+        """Start a new turn (optionally with new settings); the noise floor is kept across turns."""
+        if params is not None:
+            self.params = params
+        if not hasattr(self, "noise_rms"):
+            self.noise_rms = self.params.initial_noise_rms
+        self.now_ms = 0
+        self.state: Literal["waiting", "speaking", "done"] = "waiting"
+        self._run_start_ms: int | None = None  # start of the current run of speech frames (waiting)
+        self._speech_start_ms = 0
+        self._last_speech_end_ms = 0
+        self._voiced_ms = 0
+        self._barged_in = False
+
+    @property
+    def in_speech(self) -> bool:
+        return self.state == "speaking"
+
+    def is_speech(self, level: float) -> bool:
+        """Is a frame of RMS `level` speech, given the state (hysteresis) and the noise floor?"""
+        p = self.params
+        ratio = p.continue_ratio if self.state == "speaking" else p.start_ratio
+        return level >= p.min_speech_rms and level >= self.noise_rms * ratio
+
+    def feed(self, frame: bytes, now_ms: int | None = None) -> list[EndpointEvent]:
+        """Feed one frame of 8 kHz slin (normally 20 ms); returns the events it caused, in order.
+
+        `now_ms` is the turn clock at the END of this frame; by default the clock advances by
+        the frame's duration.
+        """
+        frame_ms = max(1, len(frame) * 1000 // (SAMPLE_RATE * SAMPLE_WIDTH)) if frame else FRAME_MS
+        self.now_ms = now_ms if now_ms is not None else self.now_ms + frame_ms
+        start_ms = self.now_ms - frame_ms
+        if self.state == "done":
+            return []
+        p = self.params
+        level = rms(frame)
+        speech = self.is_speech(level)
+        if not speech:
+            self._track_noise(level)
+        events: list[EndpointEvent] = []
+        if self.state == "waiting":
+            if speech:
+                if self._run_start_ms is None:
+                    self._run_start_ms = start_ms
+                if self.now_ms - self._run_start_ms >= p.speech_start_ms:
+                    self.state = "speaking"
+                    self._speech_start_ms = self._run_start_ms
+                    self._voiced_ms = self.now_ms - self._run_start_ms
+                    self._last_speech_end_ms = self.now_ms
+                    events.append(SpeechStarted(self._speech_start_ms))
+            else:
+                self._run_start_ms = None
+                if p.no_input_ms and self.now_ms >= p.no_input_ms:
+                    self.state = "done"
+                    events.append(NoInputTimeout(self.now_ms))
+                    return events
+        else:
+            if speech:
+                self._voiced_ms += self.now_ms - start_ms
+                self._last_speech_end_ms = self.now_ms
+        if self.state != "speaking":
+            return events
+        if not self._barged_in and self._voiced_ms >= p.barge_in_min_speech_ms:
+            self._barged_in = True
+            events.append(BargeIn(self.now_ms, self._voiced_ms))
+        speech_ms = self._last_speech_end_ms - self._speech_start_ms
+        if self.now_ms - self._last_speech_end_ms >= p.end_silence_ms:
+            self.state = "done"
+            events.append(SpeechEnded(self.now_ms, "silence", speech_ms))
+        elif p.max_utterance_ms and self.now_ms - self._speech_start_ms >= p.max_utterance_ms:
+            self.state = "done"
+            events.append(SpeechEnded(self.now_ms, "max_length", speech_ms))
+        return events
+
+    def _track_noise(self, level: float) -> None:
+        rate = self.params.noise_rise if level > self.noise_rms else self.params.noise_fall
+        self.noise_rms = max(1.0, self.noise_rms + rate * (level - self.noise_rms))
