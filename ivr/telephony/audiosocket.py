@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ivr.audio.pcm import FRAME_BYTES, FRAME_MS
 from ivr.errors import ProtocolError
+from ivr.frames import AudioIn, DtmfIn, HangupIn  # shared with the simulated line and the device
 
 log = logging.getLogger(__name__)
 
@@ -42,29 +43,10 @@ ERROR_CODES = {0x00: "none", 0x01: "hangup", 0x02: "frame forwarding", 0x04: "me
 
 
 @dataclass(frozen=True)
-class HangupIn:
-    """The peer hung up (kind 0x00) or the connection ended."""
-
-
-@dataclass(frozen=True)
 class UuidIn:
     """The call UUID Asterisk sends first (kind 0x01)."""
 
     uuid: uuidlib.UUID
-
-
-@dataclass(frozen=True)
-class DtmfIn:
-    """One DTMF digit pressed by the caller (kind 0x03)."""
-
-    digit: str
-
-
-@dataclass(frozen=True)
-class AudioIn:
-    """Caller audio: 8 kHz slin bytes (kind 0x10)."""
-
-    pcm: bytes
 
 
 @dataclass(frozen=True)
@@ -79,6 +61,7 @@ class ErrorIn:
 
 
 Message = HangupIn | UuidIn | DtmfIn | AudioIn | ErrorIn
+__all__ = ["AudioIn", "DtmfIn", "HangupIn"]  # re-exported: callers may import them from here
 
 
 def encode(kind: int, payload: bytes = b"") -> bytes:
