@@ -1,0 +1,83 @@
+"""Pick the ASR engine for a language from the settings, once per process.
+
+`asr.engine.<lang>`: "vosk", "whisper" or "auto" (Vosk where a Vosk model for the language
+resolves locally, else Whisper for English when it is installed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from ivr.asr.base import AsrEngine
+from ivr.asr.models import resolve_model
+from ivr.config import Settings, load_settings
+from ivr.errors import ConfigError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+ENGINE_NAMES = ("vosk", "whisper", "auto")
+# languages the bundled Whisper weights (tiny.en) understand
+WHISPER_BUNDLED_LANGS = ("en",)
+
+_ENGINES: dict[tuple[str, str, str], AsrEngine] = {}
+_LOCK = threading.Lock()
+
+
+def engine_for(
+    lang: str, settings: Settings | None = None, engine: str | None = None, *, model: str | None = None
+) -> AsrEngine:
+    """The process-wide engine for `lang`: `engine` overrides settings.asr.engine[lang].
+
+    `model` is an explicit Vosk model path/name or Whisper model path/name.
+    Raises ModelNotFoundError (with the fix) when no engine can serve the language.
+    """
+    settings = settings or load_settings()
+    choice = engine or settings.asr.engine.get(lang, "auto")
+    if choice not in ENGINE_NAMES:
+        raise ConfigError(f"unknown ASR engine {choice!r} for {lang!r}", fix=f"use one of {', '.join(ENGINE_NAMES)}")
+    key = (lang, choice, model or "")
+    with _LOCK:
+        if key not in _ENGINES:
+            _ENGINES[key] = _build(lang, settings, choice, model)
+        return _ENGINES[key]
+
+
+def _build(lang: str, settings: Settings, choice: str, model: str | None) -> AsrEngine:
+    if choice == "vosk":
+        return _vosk(lang, settings, model)
+    if choice == "whisper":
+        return _whisper(lang, settings, model)
+    try:
+        return _vosk(lang, settings, model)
+    except ModelNotFoundError as vosk_missing:
+        from ivr.asr.whisper import whisper_available
+
+        if lang in WHISPER_BUNDLED_LANGS and (settings.asr.whisper_model or whisper_available()):
+            log.info("no Vosk model for %s; using Whisper", lang)
+            return _whisper(lang, settings, None)
+        raise ModelNotFoundError(
+            f"no speech recognition for {lang!r}: {vosk_missing}",
+            fix=f"run `ivr models pull {lang}` on a connected machine"
+            + (", or pip install 'ivr[whisper]'" if lang in WHISPER_BUNDLED_LANGS else ""),
+        ) from None
+
+
+def _vosk(lang: str, settings: Settings, model: str | None) -> AsrEngine:
+    from ivr.asr.vosk import VoskEngine
+
+    resolved = resolve_model(lang, settings, model)
+    log.info("ASR %s: Vosk model %s (%s)", lang, resolved.path, resolved.source)
+    return VoskEngine(resolved.path)
+
+
+def _whisper(lang: str, settings: Settings, model: str | None) -> AsrEngine:
+    from ivr.asr.whisper import WhisperEngine, WhisperParams
+
+    name = model or settings.asr.whisper_model
+    if not name and lang not in WHISPER_BUNDLED_LANGS:
+        raise ModelNotFoundError(
+            f"the bundled Whisper model (tiny.en) is English-only; no Whisper model for {lang!r}",
+            fix="set asr.whisper_model to a multilingual CTranslate2 Whisper model, or use Vosk",
+        )
+    return WhisperEngine(name, WhisperParams(language=lang))
