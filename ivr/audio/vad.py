@@ -5,13 +5,14 @@ from the amount of audio fed (or an explicit `now_ms`), never the wall clock, so
 can replay any audio instantly and the call pipeline can drive it from AudioSocket frames.
 
 Speech detection is energy based with an adaptive noise floor and hysteresis: a frame is
-speech when its RMS is above both an absolute floor and a multiple of the running noise
-level. That is enough for telephone audio (already band-limited and gain-controlled by
+speech when its RMS is above both an absolute floor and a multiple of the noise floor (the
+quietest frame of the last 1.5 s). That is enough for telephone audio (already band-limited and gain-controlled by
 the network) and has no model to download.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,10 +45,10 @@ DEFAULT_MIN_SPEECH_RMS = 300.0
 # (hysteresis, as in LiveKit's audio gate: activation 3x, deactivation 1.8x the silence floor).
 DEFAULT_START_RATIO = 3.0
 DEFAULT_CONTINUE_RATIO = 1.8
-# Noise floor tracker: slow rise (speech must not pull it up), fast fall.
-DEFAULT_NOISE_RISE = 0.02
-DEFAULT_NOISE_FALL = 0.3
-DEFAULT_INITIAL_NOISE_RMS = 50.0
+# Noise floor = the minimum frame level over this window ("minimum statistics", R. Martin 2001,
+# tracks noise over ~1.5 s windows): stationary noise sets its own floor and is not speech, while
+# speech always has quieter gaps within 1.5 s that keep the floor low.
+DEFAULT_NOISE_WINDOW_MS = 1500
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,7 @@ class EndpointParams:
     min_speech_rms: float = DEFAULT_MIN_SPEECH_RMS
     start_ratio: float = DEFAULT_START_RATIO
     continue_ratio: float = DEFAULT_CONTINUE_RATIO
-    noise_rise: float = DEFAULT_NOISE_RISE
-    noise_fall: float = DEFAULT_NOISE_FALL
-    initial_noise_rms: float = DEFAULT_INITIAL_NOISE_RMS
+    noise_window_ms: int = DEFAULT_NOISE_WINDOW_MS
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -74,8 +73,11 @@ class EndpointParams:
                     f"endpointing setting {f.name}={value!r} must be a number >= 0",
                     fix=f"set {f.name} to a non-negative number (default {f.default})",
                 )
-        if not 0 < self.noise_rise <= 1 or not 0 < self.noise_fall <= 1:
-            raise ConfigError("noise_rise and noise_fall must be in (0, 1]", fix="use e.g. 0.02 and 0.3")
+        if self.noise_window_ms < FRAME_MS:
+            raise ConfigError(
+                f"noise_window_ms={self.noise_window_ms} is shorter than one frame",
+                fix=f"use at least {FRAME_MS} (default {DEFAULT_NOISE_WINDOW_MS})",
+            )
         if self.continue_ratio > self.start_ratio:
             raise ConfigError(
                 f"continue_ratio {self.continue_ratio} is above start_ratio {self.start_ratio}",
@@ -150,8 +152,9 @@ class Endpointer:
         """Start a new turn (optionally with new settings); the noise floor is kept across turns."""
         if params is not None:
             self.params = params
-        if not hasattr(self, "noise_rms"):
-            self.noise_rms = self.params.initial_noise_rms
+        window = max(1, self.params.noise_window_ms // FRAME_MS)
+        old = list(getattr(self, "_levels", ()))
+        self._levels: collections.deque[float] = collections.deque(old[-window:], maxlen=window)
         self.now_ms = 0
         self.state: Literal["waiting", "speaking", "done"] = "waiting"
         self._run_start_ms: int | None = None  # start of the current run of speech frames (waiting)
@@ -163,6 +166,11 @@ class Endpointer:
     @property
     def in_speech(self) -> bool:
         return self.state == "speaking"
+
+    @property
+    def noise_rms(self) -> float:
+        """Current noise floor estimate (RMS); kept across turns of one call."""
+        return min(self._levels) if self._levels else 0.0
 
     def is_speech(self, level: float) -> bool:
         """Is a frame of RMS `level` speech, given the state (hysteresis) and the noise floor?"""
@@ -183,9 +191,8 @@ class Endpointer:
             return []
         p = self.params
         level = rms(frame)
+        self._levels.append(level)
         speech = self.is_speech(level)
-        if not speech:
-            self._track_noise(level)
         events: list[EndpointEvent] = []
         if self.state == "waiting":
             if speech:
@@ -220,7 +227,3 @@ class Endpointer:
             self.state = "done"
             events.append(SpeechEnded(self.now_ms, "max_length", speech_ms))
         return events
-
-    def _track_noise(self, level: float) -> None:
-        rate = self.params.noise_rise if level > self.noise_rms else self.params.noise_fall
-        self.noise_rms = max(1.0, self.noise_rms + rate * (level - self.noise_rms))

