@@ -15,6 +15,7 @@ values a sandbox must change rendered in (ports, directories, the AMI secret).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -34,6 +35,7 @@ from pathlib import Path
 from ivr.audio.pcm import read_wav, write_wav
 from ivr.config import PROJECT_ROOT
 from ivr.errors import IvrError
+from ivr.telephony.ami import AmiClient, AmiEvent
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,8 @@ DEFAULT_BOOT_TIMEOUT_S = 60.0
 DEFAULT_STOP_TIMEOUT_S = 10.0
 AMI_USER = "ivr"
 # test-friendly dialplan defaults (the production values live in asterisk/extensions.conf)
-SANDBOX_GLOBALS = {"IVR_MENU_WAIT": "2", "IVR_QUEUE_TIMEOUT": "3"}
+SANDBOX_GLOBALS = {"IVR_MENU_WAIT": "2", "IVR_QUEUE_TIMEOUT": "3", "IVR_MENU_PROMPT": "beep"}
+TEST_CALLER = "Local/s@ivr-test-caller/n"
 
 
 class SandboxError(IvrError):
@@ -386,6 +389,40 @@ class Sandbox:
         write_wav(self.host_path(f"sounds/{stem}.wav"), read_wav(source))
         return f"{self.dir_in_chroot}/sounds/{stem}"
 
+    async def originate_test_call(
+        self,
+        ami: AmiClient,
+        caller_sounds: list[str],
+        flow: str = "support",
+        record_as: str = "",
+        *,
+        lang: str = "en",
+        delay_s: float = 0.5,
+        wait_s: float = 5.0,
+        dtmf: str = "",
+        variables: dict[str, str] | None = None,
+    ) -> SandboxCall:
+        """Start a whole call inside Asterisk: a Local channel whose caller side says `caller_sounds`
+        (names from `install_sound`), presses `dtmf`, listens `wait_s` s, recording what it hears as
+        `record_as` (host file: `SandboxCall.heard_wav`); the other side enters [ivr] with `flow`.
+        `variables` may override dialplan globals for this call only (e.g. IVR_AGI)."""
+        call = SandboxCall(
+            caller_uniqueid=str(uuid.uuid4()), ivr_uniqueid=str(uuid.uuid4()),
+            heard_wav=self.host_path(self.recording_path(record_as) + ".wav") if record_as else None,
+            ami=ami,
+        )
+        call._hangup = ami.expect_event(
+            lambda e: e.name == "Hangup" and e.get("Uniqueid") == call.caller_uniqueid)
+        channel_vars = {
+            "IVR_FLOW": flow, "IVR_LANG": lang, "IVR_TEST_SOUNDS": "&".join(caller_sounds),
+            "IVR_TEST_RECORD": self.recording_path(record_as) if record_as else "",
+            "IVR_TEST_DELAY": str(delay_s), "IVR_TEST_WAIT": str(wait_s), "IVR_TEST_DTMF": dtmf,
+            **(variables or {}),
+        }
+        await ami.originate(TEST_CALLER, "ivr", "s", 1, variables=channel_vars,
+                            channel_id=call.ivr_uniqueid, other_channel_id=call.caller_uniqueid)
+        return call
+
     def recording_path(self, name: str) -> str:
         """In-chroot path (without .wav) for a recording called `name` in this instance."""
         return f"{self.dir_in_chroot}/recordings/{name}"
@@ -420,6 +457,27 @@ class Sandbox:
 
         return AmiSettings(enabled=True, host="127.0.0.1", port=self.info.ami_port, username=AMI_USER,
                            secret=self.ami_secret)
+
+
+@dataclass
+class SandboxCall:
+    """A call started by `Sandbox.originate_test_call`."""
+
+    caller_uniqueid: str  # the simulated caller's half (Local ...;2)
+    ivr_uniqueid: str  # the half that runs [ivr] (Local ...;1): the AGI channel
+    heard_wav: Path | None  # what the caller heard (complete once the call has ended)
+    ami: AmiClient
+    _hangup: asyncio.Future[AmiEvent] | None = None
+
+    async def wait_ended(self, timeout: float) -> None:
+        """Wait until the caller's side has hung up (and the recording is closed)."""
+        assert self._hangup is not None
+        await asyncio.wait_for(self._hangup, timeout)
+        if self.heard_wav is not None:  # MixMonitor closes its files right after the hang-up
+            for _ in range(50):
+                if self.heard_wav.exists() and self.heard_wav.stat().st_size > 44:
+                    break
+                await asyncio.sleep(0.1)
 
 
 def load_info(name: str) -> SandboxInfo | None:

@@ -159,7 +159,7 @@ def test_real_replies_captured_from_asterisk() -> None:
     assert codes == [200, 200, 200, 510, 520, 200]
     get_var = items[2]
     assert isinstance(get_var, AgiResponse) and get_var.data == 'x "quoted" \\ ünï'
-    assert "Usage" in items[4].usage
+    assert items[4].usage == "Sets a variable to the current channel."
 
 
 @given(st.binary(max_size=300))

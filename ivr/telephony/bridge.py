@@ -1,0 +1,292 @@
+"""The bridge: one FastAGI session + one AudioSocket connection per call, and the hand-off.
+
+For each AGI request (the dialplan's `AGI(agi://host:4573/<flow>?lang=xx)`):
+  1. ANSWER, then `EXEC AudioSocket <uuid>,<host>:<port>` and wait for Asterisk to connect with
+     that UUID (`server.audiosocket_connect_timeout_s`);
+  2. run `handler(TelephonyCall)` (the conversation) for at most `server.max_call_s`;
+  3. end the AudioSocket (Asterisk's AudioSocket() returns), set IVR_ROUTE / IVR_INTENT /
+     IVR_SUMMARY / IVR_REASON (+ IVR_QUEUE and any extra IVR_* variables) and end the AGI session,
+     so the dialplan continues (asterisk/extensions.conf: Queue() or the DTMF menu).
+
+Fail-open: whatever goes wrong on our side (no AudioSocket connection, handler exception or
+timeout, overload, shutdown) the call goes back to the dialplan with IVR_ROUTE=dtmf_menu and
+IVR_REASON saying why; never silence, never a hang-up. If the bridge is down altogether, the
+dialplan sees AGISTATUS=FAILURE and does the same on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from ivr.config import Settings
+from ivr.telephony.agi import (
+    AgiError,
+    AgiHangup,
+    AgiServer,
+    AgiServerParams,
+    AgiSession,
+    truncate_utf8,
+)
+from ivr.telephony.audiosocket import AudioSocketParams, AudioSocketServer, AudioSocketSession
+
+log = logging.getLogger(__name__)
+
+ROUTE_QUEUE = "queue"
+ROUTE_DTMF_MENU = "dtmf_menu"
+ROUTE_END = "end"
+# longest value we set: AGI lines are read into a 2048-byte buffer, leave room for the command
+MAX_VALUE_BYTES = 1500
+EXEC_RETURN_TIMEOUT_S = 5.0  # after we hang up the AudioSocket, Asterisk's EXEC returns at once
+
+
+@dataclass
+class HandOff:
+    """Where the call goes when the assistant is done, and what it learned.
+
+    `route`: "queue" (live line), "dtmf_menu" (push buttons) or "end" (served, hang up).
+    `variables`: extra channel variables; names without the IVR_ prefix get it.
+    """
+
+    route: str = ROUTE_QUEUE
+    intent: str = ""
+    summary: str = ""
+    reason: str = "handoff"
+    queue: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
+
+    def channel_variables(self) -> dict[str, str]:
+        """Everything to SET on the channel, flattened to safe single-line values."""
+        out = {"IVR_ROUTE": self.route, "IVR_INTENT": self.intent, "IVR_SUMMARY": self.summary,
+               "IVR_REASON": self.reason}
+        if self.queue:
+            out["IVR_QUEUE"] = self.queue
+        for name, value in self.variables.items():
+            out[name if name.startswith("IVR_") else f"IVR_{name}"] = str(value)
+        return {name: truncate_utf8(value, MAX_VALUE_BYTES) for name, value in out.items()}
+
+
+@dataclass
+class TelephonyCall:
+    """One call as the conversation handler sees it."""
+
+    flow: str  # the FastAGI script path: agi://host:4573/<flow>
+    query: dict[str, str]  # its parameters, e.g. {"lang": "en"}
+    lang: str
+    caller_id: str
+    caller_name: str
+    channel: str
+    uniqueid: str
+    call_uuid: uuid.UUID
+    agi: AgiSession
+    audio: AudioSocketSession
+
+
+CallHandler = Callable[[TelephonyCall], Awaitable[HandOff | None]]
+
+
+@dataclass
+class BridgeParams:
+    host: str = "127.0.0.1"
+    agi_port: int = 4573
+    audiosocket_port: int = 9092
+    audiosocket_advertise: str = ""  # host[:port] Asterisk dials; default host:audiosocket_port
+    allowed_peers: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
+    first_message_timeout_s: float = 5.0
+    audiosocket_connect_timeout_s: float = 5.0
+    max_calls: int = 100
+    max_call_s: float = 1800.0
+    drain_timeout_s: float = 30.0  # graceful shutdown: how long calls in progress may finish
+    fail_open_route: str = ROUTE_DTMF_MENU
+    default_lang: str = "en"
+    audio: AudioSocketParams = field(default_factory=AudioSocketParams)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BridgeParams:
+        server = settings.server
+        return cls(
+            host=server.host, agi_port=server.agi_port, audiosocket_port=server.audiosocket_port,
+            audiosocket_advertise=server.audiosocket_advertise, allowed_peers=list(server.allowed_peers),
+            first_message_timeout_s=server.first_message_timeout_s,
+            audiosocket_connect_timeout_s=server.audiosocket_connect_timeout_s,
+            max_calls=server.max_calls, max_call_s=server.max_call_s, default_lang=settings.default_lang,
+        )
+
+
+class Bridge:
+    """The FastAGI and AudioSocket servers plus the per-call logic. `await start()`, `await stop()`."""
+
+    def __init__(self, params: BridgeParams, handler: CallHandler) -> None:
+        self.params = params
+        self.handler = handler
+        self.audiosocket = AudioSocketServer(
+            params.host, params.audiosocket_port, allowed_peers=params.allowed_peers,
+            first_message_timeout_s=params.first_message_timeout_s, params=params.audio,
+        )
+        self.agi = AgiServer(
+            AgiServerParams(params.host, params.agi_port, params.allowed_peers, params.first_message_timeout_s),
+            default=self.handle_call,
+        )
+        self._handler_tasks: set[asyncio.Task[HandOff | None]] = set()
+        self.calls_active = 0
+        self.calls_total = 0
+        self.outcomes: list[tuple[str, HandOff]] = []  # (uniqueid, what we set) for the last calls
+
+    async def start(self) -> None:
+        await self.audiosocket.start()
+        await self.agi.start()
+        log.info("bridge: FastAGI on %s:%d, AudioSocket on %s:%d", self.params.host, self.agi.port,
+                 self.params.host, self.audiosocket.port)
+
+    @property
+    def agi_port(self) -> int:
+        return self.agi.port
+
+    @property
+    def audiosocket_port(self) -> int:
+        return self.audiosocket.port
+
+    @property
+    def advertise(self) -> str:
+        adv = self.params.audiosocket_advertise
+        if not adv:
+            host = self.params.host if self.params.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+            return f"{host}:{self.audiosocket.port}"
+        return adv if ":" in adv else f"{adv}:{self.audiosocket.port}"
+
+    async def stop(self, drain_timeout_s: float | None = None) -> None:
+        """Stop accepting calls; let calls in progress finish for up to `drain_timeout_s`, then
+        cut their conversations short (they still go back to the dialplan, fail-open)."""
+        timeout = self.params.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        await self.agi.stop_accepting()
+        calls = set(self.agi.active)
+        if calls:
+            log.info("bridge: waiting up to %.0f s for %d call(s) in progress", timeout, len(calls))
+            _done, pending = await asyncio.wait(calls, timeout=timeout)
+            if pending:
+                for task in list(self._handler_tasks):
+                    task.cancel()
+                await asyncio.wait(pending, timeout=EXEC_RETURN_TIMEOUT_S + 2)
+        await self.audiosocket.stop()
+
+    # per call ------------------------------------------------------------------------------------
+
+    async def handle_call(self, agi: AgiSession) -> None:
+        """The AGI handler for every flow."""
+        request = agi.request
+        self.calls_total += 1
+        if self.calls_active >= self.params.max_calls:
+            log.warning("bridge: %d calls in progress (max_calls): %s goes to the menu", self.calls_active,
+                        request.channel)
+            await self._finish(agi, HandOff(route=self.params.fail_open_route, reason="overload"))
+            return
+        self.calls_active += 1
+        try:
+            outcome = await self._converse(agi)
+            if outcome is not None and not agi.hung_up:
+                await self._finish(agi, outcome)
+        finally:
+            self.calls_active -= 1
+
+    async def _converse(self, agi: AgiSession) -> HandOff | None:
+        """Run the conversation; return what to hand off (None: the caller hung up)."""
+        request = agi.request
+        call_uuid = uuid.uuid4()
+        expected = self.audiosocket.expect(call_uuid)
+        exec_task: asyncio.Task[int] | None = None
+        audio: AudioSocketSession | None = None
+        fail = HandOff(route=self.params.fail_open_route, reason="error")
+        try:
+            await agi.answer()
+            exec_task = asyncio.create_task(agi.exec("AudioSocket", f"{call_uuid},{self.advertise}"))
+            await asyncio.wait({expected, exec_task}, timeout=self.params.audiosocket_connect_timeout_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not expected.done():
+                log.error("bridge: Asterisk did not connect AudioSocket for %s within %.1f s (dialled %s)",
+                          request.channel, self.params.audiosocket_connect_timeout_s, self.advertise)
+                fail.reason = "audiosocket_unreachable"
+                return fail
+            audio = expected.result()
+            call = TelephonyCall(
+                flow=request.flow, query=request.query,
+                lang=request.query.get("lang") or self.params.default_lang,
+                caller_id=request.callerid, caller_name=request.calleridname, channel=request.channel,
+                uniqueid=request.uniqueid, call_uuid=call_uuid, agi=agi, audio=audio,
+            )
+            task = asyncio.create_task(self.handler(call), name=f"call-{request.uniqueid}")
+            self._handler_tasks.add(task)
+            try:
+                result = await asyncio.wait_for(task, self.params.max_call_s)
+            except TimeoutError:
+                log.error("bridge: call %s reached max_call_s (%.0f s)", request.channel, self.params.max_call_s)
+                fail.reason = "timeout"
+                return fail
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the call itself is being cancelled, not just the conversation
+                fail.reason = "shutdown"
+                return fail
+            finally:
+                self._handler_tasks.discard(task)
+            if result is None:
+                return None if (agi.hung_up or not audio.is_open) else HandOff(route=ROUTE_END, reason="completed")
+            return result
+        except AgiHangup:
+            return None
+        except AgiError as exc:
+            log.error("bridge: AGI failed on %s: %s", request.channel, exc)
+            return fail
+        except Exception:
+            log.exception("bridge: call handler failed on %s (flow %r); failing open to %s",
+                          request.channel, request.flow, fail.route)
+            return fail
+        finally:
+            expected.cancel()
+            if audio is not None:
+                await audio.close()
+            if exec_task is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(exec_task), EXEC_RETURN_TIMEOUT_S)
+                if not exec_task.done():
+                    # Asterisk never answered EXEC: the AGI stream is stuck, so no hand-off variables;
+                    # closing the session leaves IVR_ROUTE empty and the dialplan opens the menu
+                    exec_task.cancel()
+                    agi.hung_up = True
+
+    async def _finish(self, agi: AgiSession, outcome: HandOff) -> None:
+        """Set the IVR_* variables; the AGI server then closes the session and the dialplan goes on."""
+        self.outcomes = (self.outcomes + [(agi.request.uniqueid, outcome)])[-100:]
+        try:
+            for name, value in outcome.channel_variables().items():
+                await agi.set_variable(name, value)
+            await agi.verbose(f"IVR: route={outcome.route} intent={outcome.intent} reason={outcome.reason}")
+        except AgiHangup:
+            log.info("bridge: %s hung up before the hand-off", agi.request.channel)
+        except AgiError as exc:
+            log.error("bridge: could not set hand-off variables on %s: %s", agi.request.channel, exc)
+
+
+async def serve_bridge(
+    settings: Settings,
+    handler: CallHandler,
+    *,
+    params: BridgeParams | None = None,
+    started: Callable[[Bridge], None] | None = None,
+) -> None:
+    """Run the FastAGI and AudioSocket servers until cancelled, then shut down gracefully.
+
+    `started(bridge)` is called once both servers listen (ports are then known).
+    """
+    bridge = Bridge(params or BridgeParams.from_settings(settings), handler)
+    await bridge.start()
+    if started is not None:
+        started(bridge)
+    try:
+        await asyncio.Event().wait()  # until cancelled
+    finally:
+        await asyncio.shield(bridge.stop())
