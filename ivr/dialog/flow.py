@@ -323,7 +323,6 @@ class Flow(_Strict):
                     errors.append(f"{self.where('states', name, *key)}: state {name!r} goes to unknown state "
                                   f"{target!r}{hint}")
             if state.kind == "menu":
-                missing = sorted(set(state.on) - set(state.dtmf.values()) - set(self.global_dtmf.values()))
                 if not state.dtmf:
                     errors.append(f"{self.where('states', name)}: menu state {name!r} has no `dtmf` keys: "
                                   "callers who cannot speak need a key for every choice")
