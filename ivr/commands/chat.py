@@ -113,7 +113,7 @@ def converse(loaded: Any, lines: Iterator[str], context: dict[str, Any], caller_
                 show("[blue]caller   [/] [dim](silence)[/]")
             elif kind == "dtmf":
                 event = ev.Pressed(value)
-                show(f"[blue]caller   [/] [keys {escape(value)}]")
+                show(f"[blue]caller   [/] {escape(f'[keys {value}]')}")
             else:
                 understanding = nlu.understand(value, expected=action.expected_intents or None)
                 event = ev.Heard(understanding)

@@ -343,7 +343,12 @@ class Flow(_Strict):
         warnings = []
         for name, state in self.states.items():
             if state.kind == "menu" and state.dtmf:
-                missing = sorted(set(state.on) - set(state.dtmf.values()) - set(self.global_dtmf.values()))
+                keyed = set(state.dtmf.values()) | set(self.global_dtmf.values())
+                for intent in state.dtmf.values():  # a key that opens another menu offers its keys too
+                    nxt = self.states.get(state.on.get(intent, ""))
+                    if nxt is not None:
+                        keyed |= set(nxt.dtmf.values())
+                missing = sorted(set(state.on) - keyed)
                 if missing:
                     warnings.append(f"{self.where('states', name, 'dtmf')}: menu state {name!r} has no key for "
                                     f"{', '.join(missing)} (fine if another key leads to them)")
