@@ -131,3 +131,27 @@ def test_concurrent_recognizers_off_the_event_loop(engine: VoskEngine) -> None:
         return await asyncio.gather(call("ko_sangdamwon_yeongyeol"), call("ko_aniyo"))
 
     assert asyncio.run(both()) == ["상담원 연결", "아니요"]
+
+
+def test_single_best_mode_gives_word_confidences(engine: VoskEngine) -> None:
+    from ivr.asr.vosk import VoskParams
+
+    single = VoskEngine(engine.model_path, VoskParams(max_alternatives=0))
+    rec = single.recognizer()
+    rec.set_grammar(PHRASES)
+    _, final = run_turn(rec, wav("ko_sangdamwon_yeongyeol"))
+    assert final.text == "상담원 연결"
+    assert [w for w, _ in final.words] == ["상담원", "연결"]
+    assert all(0.0 < c <= 1.0 for _, c in final.words)
+    assert final.confidence == pytest.approx(sum(c for _, c in final.words) / 2, abs=1e-3)
+
+
+def test_free_form_decoding(engine: VoskEngine) -> None:
+    """Without a grammar the full vocabulary is searched: slower, and the n-best is ranked."""
+    rec = engine.recognizer()
+    rec.set_grammar(None)
+    _, final = run_turn(rec, wav("ko_sangdamwon_yeongyeol"))
+    assert final.text and final.is_final
+    confidences = [a.confidence for a in final.alternatives]
+    assert confidences == sorted(confidences, reverse=True)
+    assert abs(sum(a.confidence for a in final.alternatives) - 1.0) < 0.01

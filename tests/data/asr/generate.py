@@ -35,7 +35,7 @@ def main() -> None:
             write_wav(HERE / f"{stem}.wav", pcm)
             print(f"{stem}.wav: {text}")
         # a 16 kHz file (wrong rate for strict readers) and a corrupt one (RIFF header, junk body)
-        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), "wrong rate"], check=True)
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), "thank you for calling"], check=True)
         write_wav(HERE / "en_16k.wav", read_wav(raw, target_rate=16000), rate=16000)
         (HERE / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00" + b"\xff" * 40)
 
