@@ -190,6 +190,7 @@ class Sandbox:
         name: str | None = None,
         ami_port: int | None = None,
         globals_: dict[str, str] | None = None,
+        asterisk_options: dict[str, str] | None = None,
         rootfs: Path | None = None,
         boot_timeout_s: float = DEFAULT_BOOT_TIMEOUT_S,
         detach: bool = False,
@@ -198,6 +199,8 @@ class Sandbox:
 
         `agi_port` is where the dialplan's AGI() will dial the bridge (127.0.0.1);
         `audiosocket_port` is only recorded (the bridge tells Asterisk where to connect).
+        `globals_` overrides extensions.conf [globals]; `asterisk_options` asterisk.conf [options]
+        (e.g. {"transmit_silence": "no"} to see what happens without it).
         `detach=True` lets the instance outlive this process (`ivr sandbox up`).
         """
         check_root()
@@ -216,7 +219,7 @@ class Sandbox:
         )
         secret = secrets.token_urlsafe(18)
         sandbox = cls(info, secret)
-        sandbox._write_config(extra_dialplan, {**SANDBOX_GLOBALS, **(globals_ or {})})
+        sandbox._write_config(extra_dialplan, {**SANDBOX_GLOBALS, **(globals_ or {})}, asterisk_options or {})
         console = open(sandbox.host_path("log/console.log"), "wb")
         command = [
             "unshare", "--mount", "--propagation", "private", "sh", "-c",
@@ -340,7 +343,7 @@ class Sandbox:
         except OSError:
             return ""
 
-    def _write_config(self, extra_dialplan: str, globals_: dict[str, str]) -> None:
+    def _write_config(self, extra_dialplan: str, globals_: dict[str, str], options: dict[str, str]) -> None:
         base = self.dir_in_chroot
         for sub in ("etc", "run", "spool", "log", "db", "lib", "sounds", "recordings"):
             self.host_path(sub).mkdir(parents=True, exist_ok=True)
@@ -353,6 +356,8 @@ class Sandbox:
                          ("astlogdir", "log"), ("astdbdir", "db"), ("astvarlibdir", "lib")):
             conf = set_option(conf, "directories", key, f"{base}/{sub}")
         conf = set_option(conf, "options", "verbose", "3")
+        for key, value in options.items():
+            conf = set_option(conf, "options", key, value)
         (etc / "asterisk.conf").write_text(conf)
         manager = templates["manager.conf"]
         manager = set_option(manager, "general", "port", str(self.info.ami_port))

@@ -74,12 +74,29 @@ class QueueStatus:
         return self.holdtime_s * (self.calls + 1) / max(self.members, 1)
 
 
+_C_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
+
+
+def unescape_variable(value: str) -> str:
+    """Undo the C-style escaping Asterisk applies to ChanVariable values (\\" -> ", \\\\ -> \\)."""
+    if "\\" not in value:
+        return value
+    out, chars = [], iter(value)
+    for char in chars:
+        if char == "\\":
+            nxt = next(chars, "")
+            out.append(_C_ESCAPES.get(nxt, nxt))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def _to_event(raw: Any) -> AmiEvent:
     fields: dict[str, str] = {}
     variables: dict[str, str] = {}
     for key, value in raw.keys.items():
         if isinstance(value, dict):  # ChanVariable and friends, parsed into {name: value} by the library
-            variables.update(value)
+            variables.update({name: unescape_variable(val) for name, val in value.items()})
         else:
             fields[key] = value
     return AmiEvent(raw.name, fields, variables)

@@ -1,0 +1,203 @@
+"""The telephony spine against a real Asterisk 22 (the sandbox): no simulation of Asterisk.
+
+Each call is a Local channel originated over AMI: its caller side plays a real recorded prompt
+(asterisk-core-sounds-en-wav) and records what it hears; the other side runs asterisk/extensions.conf
+[ivr], whose AGI() reaches the bridge started here with a small test handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ivr.audio.pcm import FRAME_BYTES, read_wav
+from ivr.sandbox import Sandbox, _free_port
+from ivr.telephony.ami import AmiClient, AmiEvent
+from ivr.telephony.audiosocket import AudioIn, DtmfIn, HangupIn
+from ivr.telephony.bridge import Bridge, BridgeParams, HandOff, TelephonyCall
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
+
+PROMPT = Path("/usr/share/asterisk/sounds/en/hello-world.wav")  # real recorded voice, 1.4 s
+TONE_HZ = 1000
+TONE = (np.sin(2 * np.pi * TONE_HZ * np.arange(8000) / 8000) * 8000).astype("<i2").tobytes()  # 1 s
+SUMMARY = 'lost card, says "urgent" \\ ünï — 100%'
+
+
+def _tone_level(pcm: bytes, hz: int = TONE_HZ) -> tuple[float, float]:
+    """(seconds of audio dominated by `hz`, rms there): what the caller heard of our tone."""
+    samples = np.frombuffer(pcm, "<i2").astype(np.float64)
+    window, seconds, levels = 400, 0.0, []
+    for start in range(0, len(samples) - window, window):
+        seg = samples[start : start + window]
+        if np.sqrt(np.mean(seg**2)) < 500:
+            continue
+        spectrum = np.abs(np.fft.rfft(seg))
+        peak = np.fft.rfftfreq(window, 1 / 8000)[spectrum.argmax()]
+        if abs(peak - hz) <= 40:
+            seconds += window / 8000
+            levels.append(np.sqrt(np.mean(seg**2)))
+    return seconds, float(np.mean(levels)) if levels else 0.0
+
+
+def _join_of(call_uniqueid: str) -> Callable[[AmiEvent], bool]:
+    return lambda e: e.name == "QueueCallerJoin" and e.get("Uniqueid") == call_uniqueid
+
+
+async def _with_bridge(sandbox: Sandbox, handler, scenario: Callable[[Bridge, AmiClient], Awaitable[None]],
+                       **params) -> None:
+    bridge = Bridge(BridgeParams(agi_port=sandbox.info.agi_port, audiosocket_port=0, **params), handler)
+    await bridge.start()
+    try:
+        async with AmiClient(sandbox.ami_settings()) as ami:
+            await scenario(bridge, ami)
+    finally:
+        await bridge.stop(drain_timeout_s=5)
+
+
+def test_call_audio_both_ways_dtmf_and_handoff(sandbox: Sandbox) -> None:
+    """(a) the bridge gets the caller's audio, (b) the caller hears the bridge, DTMF arrives,
+    (c) the hand-off reaches the queue with the IVR_* variables readable over AMI."""
+    sound = sandbox.install_sound(PROMPT)
+    seen: dict = {}
+
+    async def handler(call: TelephonyCall) -> HandOff | None:
+        received, digits = bytearray(), ""
+        async for event in call.audio.events():
+            if isinstance(event, AudioIn):
+                received += event.pcm
+            elif isinstance(event, DtmfIn):
+                digits += event.digit
+                if digits.endswith("#"):
+                    break
+            elif isinstance(event, HangupIn):
+                return None
+        seen.update(received=bytes(received), digits=digits, flow=call.flow, query=call.query,
+                    channel=call.channel, uniqueid=call.uniqueid)
+        seen["played"] = await call.audio.play(TONE)
+        return HandOff(intent="lost_card", summary=SUMMARY, reason="handoff", variables={"CONFIDENCE": "0.91"})
+
+    async def scenario(bridge: Bridge, ami: AmiClient) -> None:
+        call = await sandbox.originate_test_call(ami, [sound], flow="support", record_as="both-ways",
+                                                 dtmf="42#", wait_s=3)
+        join = await ami.wait_event(_join_of(call.ivr_uniqueid), 20)
+        queue = await ami.queue_status("support")
+        seen["join"], seen["queue"] = join, queue
+        await call.wait_ended(20)
+        seen["heard"] = read_wav(call.heard_wav)
+        seen["ivr_uniqueid"] = call.ivr_uniqueid
+
+    asyncio.run(_with_bridge(sandbox, handler, scenario))
+
+    # routing by script path and query args
+    assert seen["flow"] == "support" and seen["query"] == {"lang": "en"}
+    assert seen["channel"].startswith("Local/s@ivr-test-caller") and seen["uniqueid"]
+    # (a) the caller's audio: the prompt's non-silent span arrives, within one frame of the file
+    prompt = read_wav(PROMPT)
+    got = np.frombuffer(seen["received"], "<i2")
+    spoken = np.nonzero(got)[0]
+    expected = np.nonzero(np.frombuffer(prompt, "<i2"))[0]
+    assert len(spoken)
+    assert abs(2 * (spoken[-1] - spoken[0] + 1) - 2 * (expected[-1] - expected[0] + 1)) <= FRAME_BYTES
+    # ...and sample for sample (slin passes through Asterisk unchanged), bar the last partial frame
+    start = spoken[0] - expected[0]
+    whole = len(prompt) // FRAME_BYTES * FRAME_BYTES // 2
+    file_samples = np.frombuffer(prompt, "<i2")[:whole]
+    assert np.mean(got[start : start + whole] == file_samples) > 0.99
+    assert seen["digits"] == "42#"
+    # (b) the caller heard our 1 s tone, at the level we sent (8000 peak = 5657 rms)
+    assert seen["played"] is True
+    seconds, level = _tone_level(seen["heard"])
+    assert 0.9 <= seconds <= 1.1
+    assert 5000 < level < 6300
+    # (c) the hand-off reached the queue with the variables (AMI escapes quotes/backslashes; we undo it)
+    join: AmiEvent = seen["join"]
+    assert join.get("Queue") == "support"
+    assert join.variables["IVR_ROUTE"] == "queue"
+    assert join.variables["IVR_INTENT"] == "lost_card"
+    assert join.variables["IVR_SUMMARY"] == SUMMARY
+    assert join.variables["IVR_REASON"] == "handoff"
+    assert join.variables["IVR_QUEUE"] == "support"
+    assert seen["queue"].calls >= 1  # our caller is waiting in the live line
+
+
+def test_fail_open_when_bridge_is_stopped(sandbox: Sandbox) -> None:
+    """Bridge down (its port closed): the caller gets the DTMF menu, presses 1, reaches the queue."""
+
+    async def never(call: TelephonyCall) -> HandOff | None:  # pragma: no cover - never called
+        raise AssertionError("the stopped bridge must not get calls")
+
+    async def main() -> AmiEvent:
+        port = _free_port()
+        bridge = Bridge(BridgeParams(agi_port=port, audiosocket_port=0), never)
+        await bridge.start()
+        await bridge.stop(drain_timeout_s=1)  # the port is closed now
+        async with AmiClient(sandbox.ami_settings()) as ami:
+            call = await sandbox.originate_test_call(
+                ami, [], record_as="bridge-down", delay_s=1.0, dtmf="1", wait_s=3,
+                variables={"IVR_AGI": f"agi://127.0.0.1:{port}"},
+            )
+            join = await ami.wait_event(_join_of(call.ivr_uniqueid), 20)
+            await call.wait_ended(20)
+            return join
+
+    join = asyncio.run(main())
+    assert join.variables["IVR_REASON"] == "bridge_unreachable"
+    assert join.variables["IVR_INTENT"] == "menu_1"  # the caller's key press in [ivr-menu]
+    assert join.variables["IVR_ROUTE"] == "queue"
+
+
+def test_fail_open_when_handler_crashes_mid_call(sandbox: Sandbox) -> None:
+    """The conversation raises after hearing some audio: the call still reaches the live line,
+    through the DTMF menu, with IVR_REASON=error; the caller is never hung up on."""
+    sound = sandbox.install_sound(PROMPT)
+    frames = []
+
+    async def crash(call: TelephonyCall) -> HandOff | None:
+        async for event in call.audio.events():
+            frames.append(event)
+            if len(frames) >= 20:
+                raise RuntimeError("boom: the recogniser fell over")
+        return None
+
+    async def scenario(bridge: Bridge, ami: AmiClient) -> None:
+        call = await sandbox.originate_test_call(ami, [sound], record_as="crash", wait_s=5)
+        join = await ami.wait_event(_join_of(call.ivr_uniqueid), 20)
+        hangup = ami.expect_event(lambda e: e.name == "Hangup" and e.get("Uniqueid") == call.ivr_uniqueid)
+        await call.wait_ended(20)
+        ended = await asyncio.wait_for(hangup, 5)
+        frames.append((join, ended))
+
+    asyncio.run(_with_bridge(sandbox, crash, scenario))
+    join, ended = frames[-1]
+    assert join.variables["IVR_REASON"] == "error"
+    assert join.variables["IVR_ROUTE"] == "queue"  # menu timed out -> live line
+    # the IVR side hung up only because the simulated caller did (cause 16 = normal clearing)
+    assert ended.get("Cause") == "16"
+
+
+def test_audiosocket_unreachable_fails_open(sandbox: Sandbox) -> None:
+    """Asterisk cannot reach our AudioSocket (wrong advertised address): menu, reason said."""
+
+    async def handler(call: TelephonyCall) -> HandOff | None:  # pragma: no cover - never reached
+        raise AssertionError("no AudioSocket, no conversation")
+
+    async def scenario(bridge: Bridge, ami: AmiClient) -> None:
+        call = await sandbox.originate_test_call(ami, [], record_as="no-media", wait_s=6)
+        started = time.monotonic()
+        join = await ami.wait_event(_join_of(call.ivr_uniqueid), 25)
+        frames.append((join, time.monotonic() - started))
+        await call.wait_ended(20)
+
+    frames: list = []
+    closed = _free_port()
+    asyncio.run(_with_bridge(sandbox, handler, scenario, audiosocket_advertise=f"127.0.0.1:{closed}",
+                             audiosocket_connect_timeout_s=2.0))
+    join, _elapsed = frames[0]
+    assert join.variables["IVR_REASON"] == "audiosocket_unreachable"
+    assert join.variables["IVR_ROUTE"] == "queue"
