@@ -145,7 +145,7 @@ def _tariff_texts(code: str, sub: Subscriber, lang: str, prefix: str = "tariff")
     data_gb, prices = TARIFFS[code]
     price = prices.get(sub.currency, 0)
     return {
-        f"{prefix}": code,
+        f"{prefix}_code": code,
         f"{prefix}_name": TARIFF_NAMES[lang][code],
         f"{prefix}_price_text": money_text(price, sub.currency, lang),
         f"{prefix}_data_text": UNLIMITED[lang] if not data_gb else data_text(data_gb, lang),

