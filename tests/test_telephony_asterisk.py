@@ -166,7 +166,7 @@ def test_fail_open_when_handler_crashes_mid_call(sandbox: Sandbox) -> None:
         return None
 
     async def scenario(bridge: Bridge, ami: AmiClient) -> None:
-        call = await sandbox.originate_test_call(ami, [sound], record_as="crash", wait_s=5)
+        call = await sandbox.originate_test_call(ami, [sound], record_as="crash", wait_s=4)
         join = await ami.wait_event(_join_of(call.ivr_uniqueid), 20)
         hangup = ami.expect_event(lambda e: e.name == "Hangup" and e.get("Uniqueid") == call.ivr_uniqueid)
         await call.wait_ended(20)
@@ -188,7 +188,7 @@ def test_audiosocket_unreachable_fails_open(sandbox: Sandbox) -> None:
         raise AssertionError("no AudioSocket, no conversation")
 
     async def scenario(bridge: Bridge, ami: AmiClient) -> None:
-        call = await sandbox.originate_test_call(ami, [], record_as="no-media", wait_s=6)
+        call = await sandbox.originate_test_call(ami, [], record_as="no-media", wait_s=3.5)
         started = time.monotonic()
         join = await ami.wait_event(_join_of(call.ivr_uniqueid), 25)
         frames.append((join, time.monotonic() - started))
