@@ -90,6 +90,16 @@ def test_grammar_snaps_to_phrase_and_rejects_out_of_grammar(engine: WhisperEngin
     assert other.words  # the raw transcript is kept for logs
 
 
+def test_noise_does_not_hallucinate_a_phrase(engine: WhisperEngine) -> None:
+    """Decoded with a phrase-list prompt, noise tends to echo the prompt ("yes, no, no, no, ...")."""
+    import numpy as np
+
+    phrases = ["thank you", "goodbye", "operator", "check my balance", "yes", "no"]
+    for seed in (1, 2):
+        noise = np.random.default_rng(seed).normal(0, 300 * seed, 12000).astype("<i2").tobytes()
+        assert decode(engine, noise, phrases).text == ""
+
+
 def test_silence_is_nothing(engine: WhisperEngine) -> None:
     assert decode(engine, silence(1500)).text == ""
     assert decode(engine, b"").text == ""

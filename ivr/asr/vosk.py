@@ -161,8 +161,11 @@ class VoskRecognizer:
         self._phrases: list[str] | None = None
         self._pending: list[str] | None = None
         self._grammar_changed = False
+        self._segments: list[dict[str, Any]] = []
+        self._levels: list[float] = []
+        self._fed_bytes = 0
+        self._last_partial = ""
         self._rec = self._new_kaldi()
-        self._begin_turn()
 
     # --- Recognizer protocol -------------------------------------------------------------------
     def set_grammar(self, phrases: Sequence[str] | None) -> None:
@@ -226,8 +229,8 @@ class VoskRecognizer:
         return self._phrases
 
     def _begin_turn(self) -> None:
-        self._segments: list[dict[str, Any]] = []
-        self._levels: list[float] = []
+        self._segments = []
+        self._levels = []
         self._fed_bytes = 0
         self._last_partial = ""
 

@@ -41,6 +41,15 @@ DEFAULT_SNAP_MIN_SCORE = 70.0
 DEFAULT_MAX_ALTERNATIVES = 5
 # shortest audio worth decoding: below this Whisper hallucinates on noise
 MIN_AUDIO_S = 0.2
+# Whisper's own hallucination test: a transcript whose gzip compression ratio exceeds this is a
+# repetition loop ("no, no, no, ..."), typical of noise decoded with a phrase-list prompt
+MAX_COMPRESSION_RATIO = 2.4
+# token budget per second of audio (fast speech is ~4 tokens/s) plus a constant: bounds the time
+# a hallucination loop can burn
+TOKENS_PER_S = 8
+EXTRA_TOKENS = 10
+# with a grammar, a snapped phrase needs at least this decoder confidence
+DEFAULT_GRAMMAR_MIN_CONFIDENCE = 0.2
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class WhisperParams:
     no_speech_threshold: float = DEFAULT_NO_SPEECH_THRESHOLD
     snap_min_score: float = DEFAULT_SNAP_MIN_SCORE
     max_alternatives: int = DEFAULT_MAX_ALTERNATIVES
+    grammar_min_confidence: float = DEFAULT_GRAMMAR_MIN_CONFIDENCE
 
 
 _MODELS: dict[tuple[str, str, int], Any] = {}
@@ -150,6 +160,7 @@ class WhisperEngine:
                 initial_prompt=prompt,
                 hotwords=prompt,
                 vad_filter=False,
+                max_new_tokens=int(len(audio) / WHISPER_RATE * TOKENS_PER_S) + EXTRA_TOKENS,
             )
             segments = list(segments)  # the generator decodes lazily
         except Exception as exc:
@@ -162,6 +173,9 @@ class WhisperEngine:
         avg_logprob = sum(s.avg_logprob * w for s, w in zip(segments, weights, strict=True)) / sum(weights)
         no_speech = max(s.no_speech_prob for s in segments)
         if no_speech > p.no_speech_threshold and avg_logprob < -1.0:
+            return "", 0.0
+        if max(s.compression_ratio for s in segments) > MAX_COMPRESSION_RATIO:
+            log.debug("dropped a repetitive transcript (hallucination): %r", texts)
             return "", 0.0
         confidence = math.exp(avg_logprob) * (1.0 - no_speech)
         return " ".join(texts), round(min(1.0, max(0.0, confidence)), 3)
@@ -209,7 +223,7 @@ class WhisperRecognizer:
         )
         good = [(phrase, score) for _norm, score, phrase in matches if score >= self.engine.params.snap_min_score]
         words = tuple((w, confidence) for w in text.split())
-        if not good:
+        if not good or confidence < self.engine.params.grammar_min_confidence:
             log.debug("rejected %r: closest phrases %s", text, matches[:3])
             return AsrResult("", 0.0, True, words=words, engine="whisper")
         alts = tuple(Alternative(phrase, round(confidence * score / 100.0, 3)) for phrase, score in good)
