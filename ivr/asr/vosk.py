@@ -113,6 +113,7 @@ class VoskEngine:
         self.params = params or VoskParams()
         self.model = load_model(model_path)
         self._vocab_cache: dict[str, bool] = {}
+        self._warned: set[str] = set()
 
     def in_vocabulary(self, word: str) -> bool:
         """Does the model know this word (so a grammar can use it)?"""
@@ -132,7 +133,8 @@ class VoskEngine:
                 dropped[phrase] = unknown
             else:
                 kept.append(phrase)
-        if dropped:
+        if dropped and not set(dropped) <= self._warned:
+            self._warned.update(dropped)  # once per phrase per process, not at every turn
             log.warning(
                 "grammar phrases dropped, words not in the Vosk model vocabulary (%s): %s",
                 self.model_path,
