@@ -129,7 +129,9 @@ class CallSession:
         self._engine: AsrEngine | None = services.asr_engine(lang)
         self._recognizer = self._engine.recognizer() if self._engine else None
         self._base_params: EndpointParams = services.endpoint_params
-        self._endpointer = Endpointer(self._base_params)
+        # between turns the endpointer only watches for barge-in: no-input counts while listening
+        self._between_turns = self._base_params.with_overrides({"no_input_ms": 0})
+        self._endpointer = Endpointer(self._between_turns)
         self._inbox: asyncio.Queue[_CallerInput] = asyncio.Queue()
         self._asr_jobs: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._preroll: collections.deque[bytes] = collections.deque(maxlen=PREROLL_FRAMES)
@@ -342,6 +344,8 @@ class CallSession:
             elif isinstance(event, NoInputTimeout):
                 if self.listening.is_set():
                     self._inbox.put_nowait(_CallerInput("noinput", time.perf_counter()))
+        if self._endpointer.state == "done":  # the turn is decided: re-arm for barge-in over the reply
+            self._endpointer.reset(self._between_turns)
         if self._in_speech and len(self._speech) >= ASR_CHUNK_FRAMES:
             self._flush_speech()
 
