@@ -201,3 +201,92 @@ def test_audiosocket_unreachable_fails_open(sandbox: Sandbox) -> None:
     join, _elapsed = frames[0]
     assert join.variables["IVR_REASON"] == "audiosocket_unreachable"
     assert join.variables["IVR_ROUTE"] == "queue"
+
+
+def _serve_scenario(sandbox: Sandbox, conversation_s: float, drain_timeout_s: float) -> tuple[AmiEvent, AmiEvent]:
+    """serve_bridge() is cancelled while a call is in progress; a second call comes after."""
+    from ivr.config import Settings
+    from ivr.telephony.bridge import serve_bridge
+
+    in_call = asyncio.Event()
+
+    async def handler(call: TelephonyCall) -> HandOff | None:
+        in_call.set()
+        await asyncio.sleep(conversation_s)
+        return HandOff(intent="balance", reason="handoff")
+
+    async def main() -> tuple[AmiEvent, AmiEvent]:
+        params = BridgeParams(agi_port=sandbox.info.agi_port, audiosocket_port=0, drain_timeout_s=drain_timeout_s)
+        server = asyncio.create_task(serve_bridge(Settings(), handler, params=params))
+        await asyncio.sleep(0.2)
+        joins: dict[str, AmiEvent] = {}
+        with_joins = lambda e: joins.setdefault(e.get("Uniqueid"), e) if e.name == "QueueCallerJoin" else None  # noqa: E731
+        async with AmiClient(sandbox.ami_settings(), with_joins) as ami:
+            first = await sandbox.originate_test_call(ami, [], wait_s=3)
+            await asyncio.wait_for(in_call.wait(), 10)
+            server.cancel()  # SIGTERM-like: stop accepting, drain the call in progress
+            second = await sandbox.originate_test_call(ami, [], wait_s=3)
+            with pytest.raises(asyncio.CancelledError):
+                await server
+            await first.wait_ended(conversation_s + 20)
+            await second.wait_ended(20)
+        return joins[first.ivr_uniqueid], joins[second.ivr_uniqueid]
+
+    return asyncio.run(main())
+
+
+def test_graceful_shutdown_lets_the_call_in_progress_finish(sandbox: Sandbox) -> None:
+    first, second = _serve_scenario(sandbox, conversation_s=1.0, drain_timeout_s=10)
+    assert first.variables["IVR_REASON"] == "handoff" and first.variables["IVR_INTENT"] == "balance"
+    assert second.variables["IVR_REASON"] == "bridge_unreachable"  # no new calls once stopping
+
+
+def test_shutdown_drain_timeout_still_fails_open(sandbox: Sandbox) -> None:
+    first, _second = _serve_scenario(sandbox, conversation_s=30.0, drain_timeout_s=0.5)
+    assert first.variables["IVR_REASON"] == "shutdown"
+    assert first.variables["IVR_ROUTE"] == "queue"  # menu -> live line, not a hang-up
+
+
+def test_idle_audiosocket_without_transmit_silence_needs_our_keepalive() -> None:
+    """What we verified about Asterisk's 2 s AudioSocket inactivity rule, kept as a test: with
+    transmit_silence=no a silent Local caller sends no frames, and AudioSocket() ends after 2 s
+    unless the bridge sends something; our idle keep-alive (a silence frame every 0.5 s) keeps
+    it up. (With transmit_silence=yes, asterisk/asterisk.conf, Asterisk's frames alone suffice.)
+    Runs its own second sandbox instance, alongside the session one."""
+    from conftest import _sandbox_unavailable
+
+    from ivr.telephony.audiosocket import AudioSocketParams
+
+    if _sandbox_unavailable():
+        pytest.skip(_sandbox_unavailable())
+    results: dict[float, tuple[bool, int]] = {}
+
+    def handler_for(keepalive: float):
+        async def handler(call: TelephonyCall) -> HandOff | None:
+            inbound = 0
+
+            async def consume() -> None:
+                nonlocal inbound
+                async for event in call.audio.events():
+                    inbound += isinstance(event, AudioIn)
+
+            try:
+                await asyncio.wait_for(consume(), 3.0)
+                results[keepalive] = (False, inbound)  # Asterisk ended the AudioSocket
+            except TimeoutError:
+                results[keepalive] = (True, inbound)
+            return HandOff()
+        return handler
+
+    with Sandbox.start(agi_port=_free_port(), asterisk_options={"transmit_silence": "no"}) as quiet:
+        for keepalive in (0.0, 0.5):
+            async def scenario(bridge: Bridge, ami: AmiClient, quiet: Sandbox = quiet) -> None:
+                call = await quiet.originate_test_call(ami, [], wait_s=4)
+                await call.wait_ended(20)
+
+            asyncio.run(_with_bridge(quiet, handler_for(keepalive), scenario,
+                                     audio=AudioSocketParams(idle_keepalive_s=keepalive)))
+        log = quiet.console_log()
+    assert results[0.0] == (False, 0)
+    assert "Reached timeout after 2000 ms of no activity on AudioSocket" in log
+    assert results[0.5] == (True, 0)

@@ -1,0 +1,79 @@
+"""The AMI client against the sandbox Asterisk, logged in as the least-privilege `ivr` user of
+asterisk/manager.conf (read = call,agent; write = originate,reporting)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from ivr.config import AmiSettings
+from ivr.sandbox import Sandbox, _free_port
+from ivr.telephony.ami import AmiClient, AmiError, AmiEvent, QueueStatus
+
+pytestmark = pytest.mark.asterisk
+
+
+def test_login_refused_names_user_and_fix_without_leaking_secret(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = AmiSettings.model_validate({**sandbox.ami_settings().model_dump(), "secret": "wrong-secret-123"})
+
+    async def main() -> None:
+        await AmiClient(settings).connect()
+
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(AmiError) as caught:
+        asyncio.run(main())
+    assert str(caught.value) == (
+        f"AMI at 127.0.0.1:{sandbox.ami_port} refused the login of user 'ivr': Authentication failed "
+        "(fix: check the user in manager.conf and IVR_AMI_SECRET / ami.secret_file (same secret))"
+    )
+    assert "wrong-secret-123" not in caplog.text and sandbox.ami_secret not in caplog.text
+    assert "wrong-secret-123" not in repr(settings)  # pydantic SecretStr
+
+
+def test_unreachable_ami_says_so() -> None:
+    settings = AmiSettings(enabled=True, port=_free_port(), secret="x")
+    with pytest.raises(AmiError, match=r"^AMI at 127\.0\.0\.1:\d+ is unreachable \(Connection refused\)"):
+        asyncio.run(AmiClient(settings).connect())
+
+
+def test_queue_status_and_unknown_queue(sandbox: Sandbox) -> None:
+    async def main() -> QueueStatus:
+        async with AmiClient(sandbox.ami_settings()) as ami:
+            with pytest.raises(AmiError, match="queue 'nope' is not configured"):
+                await ami.queue_status("nope")
+            return await ami.queue_status("support")
+
+    status = asyncio.run(main())
+    assert status.queue == "support" and status.members == 0
+    assert status.expected_wait_s() == 0.0 if status.available > status.calls else status.expected_wait_s() >= 0
+
+
+def test_expected_wait_estimate() -> None:
+    assert QueueStatus("q", calls=0, holdtime_s=60, members=2, available=1).expected_wait_s() == 0.0
+    assert QueueStatus("q", calls=3, holdtime_s=60, members=2, available=0).expected_wait_s() == 120.0
+    assert QueueStatus("q", calls=1, holdtime_s=30, members=0, available=0).expected_wait_s() == 60.0
+
+
+def test_events_reach_the_callback_for_call_records(sandbox: Sandbox) -> None:
+    """Originate a test call (no bridge on this port: fail-open to the queue) and collect the
+    events a call record needs, through the callback, in order."""
+    events: list[AmiEvent] = []
+
+    async def main() -> str:
+        async with AmiClient(sandbox.ami_settings(), events.append) as ami:
+            call = await sandbox.originate_test_call(
+                ami, [], wait_s=2.5, delay_s=0.2, variables={"IVR_AGI": f"agi://127.0.0.1:{_free_port()}"})
+            await call.wait_ended(20)
+            await asyncio.sleep(0.3)
+            return call.ivr_uniqueid
+
+    ivr_side = asyncio.run(main())
+    mine = [e.name for e in events if e.get("Uniqueid") == ivr_side]
+    assert "QueueCallerJoin" in mine and "Hangup" in mine
+    assert mine.index("QueueCallerJoin") < mine.index("Hangup")
+    assert all(e.name in {"Hangup", "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon",
+                          "OriginateResponse"} for e in events if e.get("Uniqueid") == ivr_side)
