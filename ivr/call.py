@@ -155,7 +155,7 @@ class CallSession:
         """Run the conversation; never raises: errors end in a hand-off to the live line."""
         services = self.services
         services.metrics_call_started()
-        services.record("open_call", self)
+        services.record_open(self)
         reader = asyncio.create_task(self._read_line(), name=f"line-{self.call_id[:8]}")
         asr = asyncio.create_task(self._asr_worker(), name=f"asr-{self.call_id[:8]}")
         try:
@@ -172,7 +172,7 @@ class CallSession:
             asr.cancel()
             await asyncio.gather(reader, asr, return_exceptions=True)
         result.turns = self.turns
-        services.record("close_call", self, result)
+        services.record_close(self, result)
         services.metrics_call_ended(result)
         return result
 
@@ -211,7 +211,7 @@ class CallSession:
                     pending.extend(step.actions)
                 elif isinstance(action, ev.RecordSurvey):
                     survey = action.score
-                    self.services.record("add_event", self, "survey", {"score": action.score})
+                    self.services.record_event(self, "survey", {"score": action.score})
                 elif isinstance(action, ev.Transfer):
                     result = self._handoff_result(action)
                     result.survey_score = survey
@@ -286,7 +286,6 @@ class CallSession:
             understanding = Understanding(text="", intent=NONE_INTENT, score=0.0)
         turn.nlu_ms = _ms_since(started)
         turn.intent, turn.score, turn.entities = understanding.intent, understanding.score, understanding.entities
-        self.services.metrics_asr_confidence(result.confidence)
         return ev.Heard(understanding), turn
 
     def _close_turn(self) -> None:
@@ -295,7 +294,7 @@ class CallSession:
         if turn is None:
             return
         self.turns.append(turn)
-        self.services.record("add_turn", self, turn)
+        self.services.record_turn(self, turn)
         self.services.metrics_turn(turn)
         if self.on_turn:
             self.on_turn(turn)
@@ -387,18 +386,22 @@ class CallSession:
     def _live_queue(self) -> str:
         return self.services.settings.live_queue
 
+    @property
+    def engine_name(self) -> str:
+        return self._engine.name if self._engine else "none"
+
     def _handoff_result(self, transfer: ev.Transfer) -> CallResult:
         return CallResult(
             call_id=self.call_id, lang=self.lang, flow=self.flow_name, route=transfer.route,
             reason=transfer.reason, intent=transfer.intent, summary=transfer.summary,
-            variables=dict(transfer.variables), engine=self._engine.name if self._engine else "none",
+            variables=dict(transfer.variables), engine=self.engine_name,
         )
 
     def _end_result(self, route: str, reason: str, survey: int | None) -> CallResult:
         intent = next((t.intent for t in reversed(self.turns) if t.intent not in ("", NONE_INTENT)), "")
         return CallResult(
             call_id=self.call_id, lang=self.lang, flow=self.flow_name, route=route, reason=reason,
-            intent=intent, survey_score=survey, engine=self._engine.name if self._engine else "none",
+            intent=intent, survey_score=survey, engine=self.engine_name,
         )
 
 

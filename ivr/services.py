@@ -34,12 +34,12 @@ class RecordWriter:
 
     def __init__(self, store: Any) -> None:
         self.store = store
-        self._jobs: queue.SimpleQueue[tuple[str, tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[str, tuple[Any, ...], dict[str, Any]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="call-records", daemon=True)
         self._thread.start()
 
-    def submit(self, method: str, *args: Any) -> None:
-        self._jobs.put((method, args))
+    def submit(self, method: str, *args: Any, **kwargs: Any) -> None:
+        self._jobs.put((method, args, kwargs))
 
     def close(self, timeout: float = 10.0) -> None:
         """Write everything queued, then stop."""
@@ -51,9 +51,9 @@ class RecordWriter:
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
-            method, args = job
+            method, args, kwargs = job
             try:
-                getattr(self.store, method)(*args)
+                getattr(self.store, method)(*args, **kwargs)
             except Exception:
                 log.exception("call record %s failed", method)
 
@@ -90,13 +90,13 @@ class CallServices:
             records = RecordWriter(CallStore(settings.storage_url))
         metrics = None
         if with_metrics:
-            from ivr.metrics import Metrics
+            from ivr.metrics import METRICS
 
-            metrics = Metrics()
+            metrics = METRICS
         return cls(
             settings=settings,
             registry=FlowRegistry(settings),
-            prompts=PromptCache.from_settings(settings),
+            prompts=PromptCache(settings.paths.prompts),
             records=records,
             metrics=metrics,
             hook_context=hook_context_for(settings),
@@ -123,15 +123,35 @@ class CallServices:
     async def prompt_audio(self, text: str, lang: str) -> bytes:
         return await self.prompts.get(text, lang)
 
-    # ---- records ------------------------------------------------------------------------------
-    def record(self, what: str, session: CallSession, *args: Any) -> None:
-        """Queue a call-record write: open_call, add_turn, add_event, close_call."""
-        if self.records is None:
-            return
-        from ivr import recording
+    # ---- records: written in order on the writer thread; a crash loses at most the turn in flight --
+    def record_open(self, session: CallSession) -> None:
+        if self.records:
+            self.records.submit("open_call", session.call_id, lang=session.lang, flow=session.flow_name,
+                                caller=session.caller_id, channel=session.channel, engine=session.engine_name)
 
-        method, payload = recording.to_store_call(what, session, *args)
-        self.records.submit(method, *payload)
+    def record_turn(self, session: CallSession, turn: TurnLog) -> None:
+        if self.records:
+            from ivr.storage.records import TurnRecord
+
+            self.records.submit("add_turn", session.call_id, TurnRecord(
+                idx=turn.index, prompt=turn.prompt, transcript=turn.transcript, intent=turn.intent,
+                confidence=turn.confidence if turn.transcript else None, asr_ms=turn.asr_ms or None,
+                nlu_ms=turn.nlu_ms or None, dialog_ms=turn.dialog_ms, tts_ms=turn.tts_ms or None,
+                latency_ms=turn.latency_ms or None, dtmf=turn.dtmf, no_input=turn.no_input,
+                no_match=bool(turn.transcript or not (turn.dtmf or turn.no_input)) and turn.intent == "none",
+                barge_in=turn.barge_in,
+            ))
+
+    def record_event(self, session: CallSession, kind: str, data: dict[str, Any]) -> None:
+        if self.records:
+            self.records.submit("add_event", session.call_id, kind, data)
+
+    def record_close(self, session: CallSession, result: CallResult) -> None:
+        if self.records:
+            status = "transferred" if result.handed_off else "abandoned" if result.route == "hangup" else "completed"
+            self.records.submit("close_call", session.call_id, status=status, route=result.route,
+                                handoff_reason=result.reason, intent=result.intent or None,
+                                survey_score=result.survey_score)
 
     def close(self) -> None:
         if self.records is not None:
@@ -144,15 +164,19 @@ class CallServices:
 
     def metrics_call_ended(self, result: CallResult) -> None:
         if self.metrics:
-            self.metrics.call_ended(route=result.route, reason=result.reason, handed_off=result.handed_off)
+            self.metrics.call_ended(route=result.route if result.handed_off else "")
+            if result.handed_off:
+                self.metrics.handoff(result.reason)
 
     def metrics_turn(self, turn: TurnLog) -> None:
         if self.metrics:
-            self.metrics.turn(turn)
+            def s(ms: float) -> float | None:
+                return ms / 1000 if ms else None
 
-    def metrics_asr_confidence(self, confidence: float) -> None:
-        if self.metrics:
-            self.metrics.asr_confidence(confidence)
+            self.metrics.observe_turn(
+                s(turn.latency_ms), asr_s=s(turn.asr_ms), nlu_s=s(turn.nlu_ms), dialog_s=s(turn.dialog_ms),
+                tts_s=s(turn.tts_ms), confidence=turn.confidence if turn.transcript else None,
+            )
 
     def metrics_barge_in(self) -> None:
         if self.metrics:
