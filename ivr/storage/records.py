@@ -189,6 +189,7 @@ class StoreParams:
     max_retry_s: float = DEFAULT_MAX_RETRY_S
     connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT_S
     background_retry: bool = True  # a daemon thread drains the queue while the database is down
+    spool: bool = True  # False: no spool file (readers such as `ivr report`; memory queue only)
 
 
 # ---- (de)serialising queued writes ---------------------------------------------------------
@@ -224,7 +225,7 @@ class CallStore:
         self._next_retry = 0.0
         self._retry_delay = self.params.retry_s
         self.dropped = 0  # writes lost (queue overflow with no spool, or rejected data)
-        self.spool_path = self.params.spool_path or _default_spool(url)
+        self.spool_path = (self.params.spool_path or _default_spool(url)) if self.params.spool else None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
