@@ -96,7 +96,10 @@ def _rate(part: int, whole: int) -> float | None:
 
 
 def compute(
-    calls: list[CallRecord], turns: list[TurnRecord], *, since: datetime | None = None,
+    calls: list[CallRecord],
+    turns: list[TurnRecord],
+    *,
+    since: datetime | None = None,
     until: datetime | None = None,
 ) -> Report:
     """The report over `calls` and their `turns` (pure: no I/O)."""
@@ -110,8 +113,7 @@ def compute(
     )
     report.intents = dict(Counter(c.intent or "none" for c in calls).most_common())
     report.langs = dict(Counter(c.lang or "?" for c in calls).most_common())
-    hours = Counter(c.started_at.astimezone(UTC).strftime("%Y-%m-%dT%H") for c in calls)
-    report.calls_per_hour = dict(sorted(hours.items()))
+    report.calls_per_hour = _per_hour([c.started_at for c in calls])
 
     report.turns = len(turns)
     report.no_match_rate = _rate(sum(t.no_match for t in turns), len(turns))
@@ -141,10 +143,21 @@ def compute(
     return report
 
 
+def _per_hour(times: list[datetime]) -> dict[str, int]:
+    """Calls per UTC hour from the first to the last, quiet hours included as 0."""
+    if not times:
+        return {}
+    hours = Counter(t.astimezone(UTC).replace(minute=0, second=0, microsecond=0) for t in times)
+    out, hour, last = {}, min(hours), max(hours)
+    while hour <= last:
+        out[hour.strftime("%Y-%m-%dT%H")] = hours.get(hour, 0)
+        hour += timedelta(hours=1)
+    return out
+
+
 def build_report(store: Any, since: datetime | None = None, until: datetime | None = None) -> Report:
     """Read calls and turns from a CallStore and compute the report."""
-    return compute(store.calls(since=since, until=until), store.turns_since(since, until), since=since,
-                   until=until)
+    return compute(store.calls(since=since, until=until), store.turns_since(since, until), since=since, until=until)
 
 
 # ---- terminal ------------------------------------------------------------------------------
@@ -254,8 +267,7 @@ def plots(report: Report) -> dict[str, str]:
         keys = list(report.calls_per_hour)
         ax.plot(range(len(keys)), list(report.calls_per_hour.values()), marker="o", color="#4c72b0")
         step = max(1, len(keys) // 8)
-        ax.set_xticks(range(0, len(keys), step), [k[5:].replace("T", " ") + "h" for k in keys[::step]],
-                      rotation=20)
+        ax.set_xticks(range(0, len(keys), step), [k[5:].replace("T", " ") + "h" for k in keys[::step]], rotation=20)
         ax.set_ylabel("calls")
         ax.set_title("Calls per hour (UTC)")
         out["Calls per hour"] = _png(fig)
@@ -277,22 +289,30 @@ def render_html(report: Report) -> str:
         ("CSAT", "-" if report.csat_avg is None else f"{report.csat_avg:.2f} / 5 (n={report.csat_count})"),
         ("NPS-style", "-" if report.nps.get("score") is None else f"{report.nps['score']:+.1f}"),
     ]
-    cards = "".join(f'<div class="kpi"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>'
-                    for k, v in kpis)
+    cards = "".join(
+        f'<div class="kpi"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>' for k, v in kpis
+    )
 
     def table(title: str, counts: dict[str, int]) -> str:
         total = sum(counts.values())
-        rows = "".join(f"<tr><td>{esc(str(k))}</td><td>{n}</td><td>{_pct(_rate(n, total))}</td></tr>"
-                       for k, n in counts.items()) or '<tr><td colspan="3">none</td></tr>'
+        rows = (
+            "".join(
+                f"<tr><td>{esc(str(k))}</td><td>{n}</td><td>{_pct(_rate(n, total))}</td></tr>"
+                for k, n in counts.items()
+            )
+            or '<tr><td colspan="3">none</td></tr>'
+        )
         return f"<h2>{esc(title)}</h2><table><tr><th></th><th>calls</th><th>share</th></tr>{rows}</table>"
 
-    tables = "".join([
-        table("Outcomes", report.outcomes),
-        table("Transfer reasons", report.transfer_reasons),
-        table("Intents", report.intents),
-        table("Languages", report.langs),
-        table("CSAT distribution", {str(k): v for k, v in report.csat_dist.items()}),
-    ])
+    tables = "".join(
+        [
+            table("Outcomes", report.outcomes),
+            table("Transfer reasons", report.transfer_reasons),
+            table("Intents", report.intents),
+            table("Languages", report.langs),
+            table("CSAT distribution", {str(k): v for k, v in report.csat_dist.items()}),
+        ]
+    )
     figures = "".join(
         f'<figure><img alt="{esc(title)}" src="data:image/png;base64,{data}"><figcaption>{esc(title)}'
         "</figcaption></figure>"

@@ -40,25 +40,43 @@ def day(tmp_path_factory):
     rng = random.Random(20260501)
     url = f"sqlite:///{tmp_path_factory.mktemp('report') / 'calls.sqlite3'}"
     expect = {
-        "status": Counter(), "reasons": Counter(), "intents": Counter(), "scores": [], "latencies": [],
-        "turns": 0, "no_match": 0, "no_input": 0, "hours": Counter(),
+        "status": Counter(),
+        "reasons": Counter(),
+        "intents": Counter(),
+        "scores": [],
+        "latencies": [],
+        "turns": 0,
+        "no_match": 0,
+        "no_input": 0,
+        "hours": Counter(),
     }
     with CallStore(url, StoreParams(spool=False)) as store:
         for n in range(215):
             in_window = n < 200
             start = (DAY if in_window else DAY - timedelta(days=1)) + timedelta(seconds=rng.randrange(86_400))
-            cid = store.open_call(lang=rng.choice(["en", "ru", "ko"]), flow="support",
-                                  caller=f"+1555{rng.randrange(10**7):07d}", started_at=start)
+            cid = store.open_call(
+                lang=rng.choice(["en", "ru", "ko"]),
+                flow="support",
+                caller=f"+1555{rng.randrange(10**7):07d}",
+                started_at=start,
+            )
             for idx in range(rng.randint(1, 5)):
                 no_input = rng.random() < 0.1
                 no_match = not no_input and rng.random() < 0.15
                 latency = None if no_input else round(rng.lognormvariate(6.3, 0.4), 1)
-                store.add_turn(cid, TurnRecord(
-                    idx=idx, started_at=start + timedelta(seconds=8 * idx), prompt="How can I help?",
-                    transcript="" if no_input else f"card 4111 1111 1111 1111 turn {idx}",
-                    intent="none" if no_match else rng.choice(INTENTS), no_input=no_input, no_match=no_match,
-                    latency_ms=latency,
-                ))
+                store.add_turn(
+                    cid,
+                    TurnRecord(
+                        idx=idx,
+                        started_at=start + timedelta(seconds=8 * idx),
+                        prompt="How can I help?",
+                        transcript="" if no_input else f"card 4111 1111 1111 1111 turn {idx}",
+                        intent="none" if no_match else rng.choice(INTENTS),
+                        no_input=no_input,
+                        no_match=no_match,
+                        latency_ms=latency,
+                    ),
+                )
                 if in_window:
                     expect["turns"] += 1
                     expect["no_match"] += no_match
@@ -69,8 +87,15 @@ def day(tmp_path_factory):
             reason = rng.choice(REASONS) if status == "transferred" else ""
             intent = rng.choice(INTENTS)
             score = rng.choice([None, None, 1, 2, 3, 4, 5, 5]) if status != "abandoned" else None
-            store.close_call(cid, status=status, route="support" if reason else "", handoff_reason=reason,
-                             intent=intent, survey_score=score, ended_at=start + timedelta(minutes=2))
+            store.close_call(
+                cid,
+                status=status,
+                route="support" if reason else "",
+                handoff_reason=reason,
+                intent=intent,
+                survey_score=score,
+                ended_at=start + timedelta(minutes=2),
+            )
             if in_window:
                 expect["status"][status] += 1
                 expect["intents"][intent] += 1
@@ -108,7 +133,8 @@ def test_counts_and_rates_match_the_generated_day(report, day):
     assert report.turns == expect["turns"]
     assert report.no_match_rate == pytest.approx(expect["no_match"] / expect["turns"])
     assert report.no_input_rate == pytest.approx(expect["no_input"] / expect["turns"])
-    assert report.calls_per_hour == dict(sorted(expect["hours"].items()))
+    assert {hour: n for hour, n in report.calls_per_hour.items() if n} == dict(expect["hours"])
+    assert len(report.calls_per_hour) == 24  # every hour of the day, quiet ones as 0
 
 
 def test_latency_percentiles(report, day):
@@ -137,8 +163,14 @@ def test_html_is_self_contained_with_plots_and_no_pii(report):
     page = render_html(report)
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     titles = [title for title, _ in images]
-    assert titles == ["Call outcomes", "Transfer reasons", "Intents", "Turn latency", "CSAT distribution",
-                      "Calls per hour"]
+    assert titles == [
+        "Call outcomes",
+        "Transfer reasons",
+        "Intents",
+        "Turn latency",
+        "CSAT distribution",
+        "Calls per hour",
+    ]
     import base64
 
     for _, data in images:
@@ -161,8 +193,14 @@ def test_terminal_tables(report):
 def test_cli_json_and_html(day, tmp_path, capsys):
     url, expect = day
     html_file = tmp_path / "report.html"
-    args = argparse.Namespace(config=None, since=DAY.isoformat(), until=(DAY + timedelta(days=1)).isoformat(),
-                              db=url, html=str(html_file), json=True)
+    args = argparse.Namespace(
+        config=None,
+        since=DAY.isoformat(),
+        until=(DAY + timedelta(days=1)).isoformat(),
+        db=url,
+        html=str(html_file),
+        json=True,
+    )
     assert report_command.run(args) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["calls"] == sum(expect["status"].values()) + 1
@@ -171,8 +209,9 @@ def test_cli_json_and_html(day, tmp_path, capsys):
 
 
 def test_cli_missing_sqlite_file_names_the_fix(tmp_path):
-    args = argparse.Namespace(config=None, since="1d", until=None, db=f"sqlite:///{tmp_path / 'none.db'}",
-                              html=None, json=True)
+    args = argparse.Namespace(
+        config=None, since="1d", until=None, db=f"sqlite:///{tmp_path / 'none.db'}", html=None, json=True
+    )
     with pytest.raises(StorageError, match="no call records"):
         report_command.run(args)
 
