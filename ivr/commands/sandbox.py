@@ -37,11 +37,11 @@ def run(args: argparse.Namespace) -> int:
                           f"AGI -> 127.0.0.1:{info.agi_port}")
         return 0
     if args.action == "down":
-        info = sandbox.load_info(args.name)
-        if info is None:
+        found = sandbox.load_info(args.name)
+        if found is None:
             console.print(f"no sandbox named {args.name!r}")
             return 1
-        sandbox.Sandbox(info, "").stop()
+        sandbox.Sandbox(found, "").stop()
         console.print(f"sandbox {args.name} stopped")
         return 0
     settings = load_settings(args.config)

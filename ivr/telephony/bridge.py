@@ -22,6 +22,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ivr.config import Settings
 from ivr.telephony.agi import (
@@ -131,7 +132,7 @@ class Bridge:
             AgiServerParams(params.host, params.agi_port, params.allowed_peers, params.first_message_timeout_s),
             default=self.handle_call,
         )
-        self._handler_tasks: set[asyncio.Task[HandOff | None]] = set()
+        self._handler_tasks: set[asyncio.Future[HandOff | None]] = set()
         self.calls_active = 0
         self.calls_total = 0
         self.outcomes: list[tuple[str, HandOff]] = []  # (uniqueid, what we set) for the last calls
@@ -203,7 +204,8 @@ class Bridge:
         try:
             await agi.answer()
             exec_task = asyncio.create_task(agi.exec("AudioSocket", f"{call_uuid},{self.advertise}"))
-            await asyncio.wait({expected, exec_task}, timeout=self.params.audiosocket_connect_timeout_s,
+            first: set[asyncio.Future[Any]] = {expected, exec_task}
+            await asyncio.wait(first, timeout=self.params.audiosocket_connect_timeout_s,
                                return_when=asyncio.FIRST_COMPLETED)
             if not expected.done():
                 log.error("bridge: Asterisk did not connect AudioSocket for %s within %.1f s (dialled %s)",
@@ -217,7 +219,7 @@ class Bridge:
                 caller_id=request.callerid, caller_name=request.calleridname, channel=request.channel,
                 uniqueid=request.uniqueid, call_uuid=call_uuid, agi=agi, audio=audio,
             )
-            task = asyncio.create_task(self.handler(call), name=f"call-{request.uniqueid}")
+            task: asyncio.Future[HandOff | None] = asyncio.ensure_future(self.handler(call))
             self._handler_tasks.add(task)
             try:
                 result = await asyncio.wait_for(task, self.params.max_call_s)
