@@ -137,3 +137,20 @@ def test_with_overrides_validates() -> None:
         EndpointParams(max_utterance_ms=-1)
     with pytest.raises(ConfigError, match="hysteresis"):
         EndpointParams(start_ratio=1.5, continue_ratio=2.0)
+
+
+ALLISON = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+
+
+@pytest.mark.skipif(not ALLISON.is_dir(), reason="needs asterisk-core-sounds-en-wav (./install.sh)")
+@pytest.mark.parametrize("name", ["auth-incorrect", "pbx-invalidpark", "vm-nomore"])
+def test_recorded_prompt_is_one_utterance(name: str) -> None:
+    """Real telephone speech with pauses between sentences ends once, after its last word."""
+    pcm = read_wav(ALLISON / f"{name}.wav", target_rate=None)
+    padded = silence(LEAD_MS) + pcm + silence(2000)
+    _, speech_end = speech_bounds_ms(padded)
+    events = run(Endpointer(), padded)
+    assert [type(e) for _, e in events] == [SpeechStarted, BargeIn, SpeechEnded]
+    ended = events[-1][1]
+    assert isinstance(ended, SpeechEnded) and ended.reason == "silence"
+    assert speech_end < ended.at_ms <= speech_end + DEFAULT_END_SILENCE_MS + 3 * FRAME_MS
