@@ -290,3 +290,55 @@ def test_idle_audiosocket_without_transmit_silence_needs_our_keepalive() -> None
     assert results[0.0] == (False, 0)
     assert "Reached timeout after 2000 ms of no activity on AudioSocket" in log
     assert results[0.5] == (True, 0)
+
+
+def test_barge_in_stops_our_audio_when_the_caller_speaks(sandbox: Sandbox) -> None:
+    """The bridge starts a 4 s tone; the caller starts talking after 1 s; the handler stops
+    playback on the first caller frame with sound: the caller hears about 1 s of tone, not 4."""
+    sound = sandbox.install_sound(PROMPT)
+    seen: dict = {}
+
+    async def handler(call: TelephonyCall) -> HandOff | None:
+        playing = asyncio.create_task(call.audio.play(TONE * 4))
+        async for event in call.audio.events():
+            if isinstance(event, AudioIn) and np.any(np.frombuffer(event.pcm, "<i2")):
+                call.audio.stop_playback()
+                break
+        seen["completed"] = await playing
+        seen["playing_after"] = call.audio.is_playing
+        return HandOff(intent="barge_in")
+
+    async def scenario(bridge: Bridge, ami: AmiClient) -> None:
+        call = await sandbox.originate_test_call(ami, [sound], record_as="barge", delay_s=1.0, wait_s=1)
+        await call.wait_ended(20)
+        seen["heard"] = read_wav(call.heard_wav)
+
+    asyncio.run(_with_bridge(sandbox, handler, scenario))
+    assert seen["completed"] is False and seen["playing_after"] is False
+    seconds, _level = _tone_level(seen["heard"])
+    print(f"caller heard {seconds:.2f} s of the 4 s tone")
+    assert 0.5 <= seconds <= 2.0  # about the 1 s before the caller spoke, far from the 4 s sent
+
+
+def test_caller_hangs_up_mid_call(sandbox: Sandbox) -> None:
+    """The caller leaves while the assistant listens: the handler's events end with HangupIn,
+    the bridge hands nothing off and closes cleanly."""
+    seen: dict = {}
+
+    async def handler(call: TelephonyCall) -> HandOff | None:
+        async for event in call.audio.events():
+            seen["last"] = event
+        return None
+
+    async def scenario(bridge: Bridge, ami: AmiClient) -> None:
+        call = await sandbox.originate_test_call(ami, [], record_as="leaves", delay_s=0.5, wait_s=0.5)
+        await call.wait_ended(20)
+        for _ in range(50):
+            if bridge.calls_active == 0 and "last" in seen:
+                break
+            await asyncio.sleep(0.1)
+        seen["active"], seen["outcomes"] = bridge.calls_active, list(bridge.outcomes)
+
+    asyncio.run(_with_bridge(sandbox, handler, scenario))
+    assert seen["last"] == HangupIn()
+    assert seen["active"] == 0 and seen["outcomes"] == []
