@@ -323,3 +323,12 @@ def test_every_menu_key_answers(registry: FlowRegistry, db_path: Path, lang: str
         assert len(result.said) > 2, (key, intent)
         if lang in MENU_ANSWERS:
             assert MENU_ANSWERS[lang][intent] in said(result), (key, intent, result.said)
+
+
+def test_hang_up_during_the_survey_counts_as_completed(registry: FlowRegistry) -> None:
+    runtime = registry.get("support", "en").runtime
+    state = runtime.start(ev.CallStarted(now_iso=OPEN)).state
+    state = runtime.handle(state, ev.HookDone("python:ivr.demo_operator.hooks.identify", {})).state
+    assert not runtime.is_closing(state)
+    survey = runtime.handle(state, ev.Heard(registry.get("support", "en").nlu.understand("goodbye"))).state
+    assert survey.node == "goodbye" and runtime.is_closing(survey)

@@ -69,6 +69,11 @@ class Subscriber:
     blocked: bool
 
 
+def _subscriber(row: tuple) -> Subscriber:
+    msisdn, name, lang, balance, currency, tariff, data_left, roaming, blocked = row
+    return Subscriber(msisdn, name, lang, balance, currency, tariff, data_left, bool(roaming), bool(blocked))
+
+
 class OperatorDb:
     """The subscriber database at `path` (created and seeded if missing)."""
 
@@ -109,7 +114,7 @@ class OperatorDb:
                     "SELECT msisdn, name, lang, balance, currency, tariff, data_left, roaming, blocked"
                     " FROM subscribers WHERE is_default = 1 ORDER BY lang = ? DESC, lang = 'en' DESC LIMIT 1",
                     (lang,)).fetchone()
-        return Subscriber(*row[:7], bool(row[7]), bool(row[8]))
+        return _subscriber(row)
 
     def find_number(self, msisdn: str) -> Subscriber | None:
         """A subscriber by number, matching on the last 10 digits (so 8916..., +7916... and 916... agree)."""
@@ -121,7 +126,7 @@ class OperatorDb:
                                   "blocked FROM subscribers"):
                 own = "".join(ch for ch in row[0] if ch.isdigit())
                 if own[-10:] == digits[-10:]:
-                    return Subscriber(*row[:7], bool(row[7]), bool(row[8]))
+                    return _subscriber(row)
         return None
 
     def update(self, msisdn: str, kind: str, detail: str = "", **fields: float | str | int) -> None:

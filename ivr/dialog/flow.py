@@ -326,9 +326,9 @@ class Flow(_Strict):
                 if not state.dtmf:
                     errors.append(f"{self.where('states', name)}: menu state {name!r} has no `dtmf` keys: "
                                   "callers who cannot speak need a key for every choice")
-            for key, intent in state.dtmf.items():
+            for digit, intent in state.dtmf.items():
                 if intent not in state.on and intent not in self.globals and state.confirm is None:
-                    errors.append(f"{self.where('states', name, 'dtmf', key)}: key {key} selects {intent!r}, "
+                    errors.append(f"{self.where('states', name, 'dtmf', digit)}: key {digit} selects {intent!r}, "
                                   f"which state {name!r} does not handle (add it to `on`)")
             if state.listens and not state.say and not state.reprompt:
                 errors.append(f"{self.where('states', name)}: state {name!r} listens without saying anything")

@@ -127,10 +127,10 @@ def check_files(grammars_dir: Path, flows_dir: Path, prompts_dir: Path,
         known_slots = flow.slot_names()
         for lang in langs:
             lang_errors: list[str] = []
-            grammar = grammars.get(lang)
-            if grammar is not None:
+            lang_grammar = grammars.get(lang)
+            if lang_grammar is not None:
                 for key, intent in flow.intents_used():
-                    if intent not in grammar.intents:
+                    if intent not in lang_grammar.intents:
                         lang_errors.append(f"{flow.where(*key)}: intent {intent!r} is not in grammars/{lang}/ "
                                            f"(add it with a few phrases)")
             if lang in prompts:
@@ -146,8 +146,8 @@ def check_files(grammars_dir: Path, flows_dir: Path, prompts_dir: Path,
                                                f"flow {flow.flow!r} never fills (known: "
                                                f"{', '.join(sorted(known_slots))})")
             report.errors += _dedupe(lang_errors, report.errors)
-            if not flow_errors and not lang_errors and grammar is not None and lang in prompts:
-                nlu = Nlu(grammar)
+            if not flow_errors and not lang_errors and lang_grammar is not None and lang in prompts:
+                nlu = Nlu(lang_grammar)
                 texts = prompts[lang][0]
                 built[(flow.flow, lang)] = LoadedFlow(flow, nlu, DialogRuntime(flow, lang, nlu, texts), texts, 0)
     return report, built

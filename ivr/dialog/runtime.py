@@ -136,6 +136,11 @@ class DialogRuntime:
             return self.start(event)
         raise TypeError(f"unknown dialog event {event!r}")
 
+    def is_closing(self, state: DialogState) -> bool:
+        """True once the caller's business is done (the post-call survey or the call ended): a hang-up
+        now is a normal end of call ("completed"), not an abandoned one."""
+        return state.ended or self.flow.states[state.node].survey is not None
+
     def render(self, prompt_id: str, slots: Mapping[str, Any]) -> str:
         """The text of a prompt with its {placeholders} filled from `slots`."""
         try:
