@@ -155,3 +155,19 @@ def test_free_form_decoding(engine: VoskEngine) -> None:
     confidences = [a.confidence for a in final.alternatives]
     assert confidences == sorted(confidences, reverse=True)
     assert abs(sum(a.confidence for a in final.alternatives) - 1.0) < 0.01
+
+
+def test_near_miss_credit_is_opt_in(engine: VoskEngine) -> None:
+    """With min_phrase_similarity < 1, a hypothesis one word off a long phrase counts for it."""
+    from ivr.asr.vosk import VoskParams
+
+    phrases = ["상담원 연결해 주세요", "아니요"]
+    exact = VoskEngine(engine.model_path).recognizer()
+    exact.set_grammar(phrases)
+    fuzzy = VoskEngine(engine.model_path, VoskParams(min_phrase_similarity=0.6)).recognizer()
+    fuzzy.set_grammar(phrases)
+    assert exact._closest_phrase(("상담원", "연결해")) is None  # noqa: SLF001
+    assert fuzzy._closest_phrase(("상담원", "연결해")) == ("상담원 연결해 주세요", pytest.approx(2 / 3))  # noqa: SLF001
+    assert fuzzy._closest_phrase(("주세요",)) is None  # noqa: SLF001
+    _, final = run_turn(fuzzy, wav("ko_aniyo"))
+    assert final.text == "아니요"

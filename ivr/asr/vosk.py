@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rapidfuzz.distance import Levenshtein
 
 from ivr.asr.base import Alternative, AsrResult
 from ivr.audio.pcm import FRAME_BYTES, SAMPLE_RATE
@@ -44,6 +45,10 @@ DEFAULT_MIN_CONFIDENCE = 0.3
 # espeak-ng Korean: in-grammar phrases cover 0.75-1.0, out-of-grammar speech forced onto a short
 # in-grammar word 0.2-0.5.
 DEFAULT_MIN_COVERAGE = 0.6
+# Exact phrases only by default. 0.6 would also credit one wrong word in a phrase of three or more
+# ("인터넷 안 좋아요" -> "인터넷 안 돼요"); on espeak-ng Korean with the 76-phrase support grammar that
+# turned 2 rejections into right answers but 4 into wrong ones, so it stays opt-in.
+DEFAULT_MIN_PHRASE_SIMILARITY = 1.0
 # A 20 ms block counts as speech for the coverage measure when louder than this RMS and
 # than SPEECH_PEAK_SHARE of the turn's loudest blocks.
 SPEECH_MIN_RMS = 300.0
@@ -57,6 +62,9 @@ class VoskParams:
     max_alternatives: int = DEFAULT_MAX_ALTERNATIVES  # 0: single best with per-word confidences
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
     min_coverage: float = DEFAULT_MIN_COVERAGE
+    # a hypothesis also counts for a phrase it nearly spells (word-level similarity >= this; 1.0:
+    # exact only); its posterior is then weighted by the similarity
+    min_phrase_similarity: float = DEFAULT_MIN_PHRASE_SIMILARITY
     # extra "garbage" words added to every grammar to absorb out-of-grammar speech; a hypothesis
     # made only of phrase words after dropping them still matches, but they count as uncovered.
     garbage_words: tuple[str, ...] = ()
@@ -260,21 +268,33 @@ class VoskRecognizer:
             alts = tuple(Alternative(" ".join(h.words), round(p, 3)) for h, p in zip(hyps, posts, strict=True))
             best = alts[0]
             return AsrResult(best.text, best.confidence, True, alts, raw_words, "vosk")
-        allowed = set(self._phrases)
         garbage = set(self.params.garbage_words)
         mass: dict[str, float] = {}
         for hyp, post in zip(hyps, posts, strict=True):
             kept = tuple(w for w in hyp.words if w not in garbage)
-            phrase = " ".join(kept)
-            coverage = _coverage(hyp, kept, speech_s)
-            if phrase in allowed and coverage >= self.params.min_coverage:
-                mass[phrase] = mass.get(phrase, 0.0) + post
+            if _coverage(hyp, kept, speech_s) < self.params.min_coverage:
+                continue
+            match = self._closest_phrase(kept)
+            if match is not None:
+                mass[match[0]] = mass.get(match[0], 0.0) + post * match[1]
         ranked = sorted(mass.items(), key=lambda kv: -kv[1])
         if not ranked or ranked[0][1] < self.params.min_confidence:
             log.debug("rejected: n-best %s, speech %.2f s", [" ".join(h.words) for h in hyps], speech_s)
             return AsrResult(text="", confidence=0.0, is_final=True, words=raw_words, engine="vosk")
         alts = tuple(Alternative(p, round(m, 3)) for p, m in ranked)
         return AsrResult(alts[0].text, alts[0].confidence, True, alts, raw_words, "vosk")
+
+    def _closest_phrase(self, words: tuple[str, ...]) -> tuple[str, float] | None:
+        """The grammar phrase these words spell, or nearly spell (word-level similarity), with its score."""
+        phrase = " ".join(words)
+        phrases = self._phrases or []
+        if phrase in phrases:
+            return phrase, 1.0
+        if not words or self.params.min_phrase_similarity >= 1.0:
+            return None
+        best = max(phrases, key=lambda p: Levenshtein.normalized_similarity(words, p.split()))
+        score = Levenshtein.normalized_similarity(words, best.split())
+        return (best, score) if score >= self.params.min_phrase_similarity else None
 
 
 def _top_text(segment: dict[str, Any]) -> str:
