@@ -332,3 +332,24 @@ def test_hang_up_during_the_survey_counts_as_completed(registry: FlowRegistry) -
     assert not runtime.is_closing(state)
     survey = runtime.handle(state, ev.Heard(registry.get("support", "en").nlu.understand("goodbye"))).state
     assert survey.node == "goodbye" and runtime.is_closing(survey)
+
+
+def test_ko_block_sim_and_operator_handoff(registry: FlowRegistry, db_path: Path) -> None:
+    result = talk(registry, db_path, "ko", ["분실 신고", "네", "상담원 연결해 주세요"])
+    assert "유심이 정지되었습니다." in said(result)
+    assert OperatorDb(db_path).find("", "ko").blocked
+    handoff = transfer(result)
+    assert (handoff.route, handoff.reason, handoff.intent) == ("support", "caller_asked", "block_sim")
+    assert "상담원 연결해 주세요" in handoff.summary and handoff.variables["IVR_LANG"] == "ko"
+
+
+def test_ru_roaming_internet_addon(registry: FlowRegistry, db_path: Path) -> None:
+    lines = ["я еду за границу", "да", "да", "настроить интернет", "да", "купить интернет", "один гигабайт", "да",
+             "нет", "#4"]
+    result = talk(registry, db_path, "ru", lines)
+    text = said(result)
+    assert "Готово. Роуминг включён. Хорошей поездки!" in result.said
+    assert "точку доступа internet.demo" in text
+    assert "1 гигабайт дополнительного интернета стоят 100 рублей. Подключить?" in result.said
+    assert "Теперь у вас 3 гигабайта интернета, на счёте 250 рублей." in text
+    assert result.survey == 4
