@@ -13,12 +13,35 @@ import logging
 import signal
 from collections.abc import Callable
 
+from ivr.audio.pcm import FRAME_MS
 from ivr.call import CallSession
 from ivr.config import Settings
 from ivr.services import CallServices
-from ivr.telephony.bridge import ROUTE_END, ROUTE_QUEUE, Bridge, CallHandler, HandOff, TelephonyCall, serve_bridge
+from ivr.telephony.audiosocket import AudioSocketParams
+from ivr.telephony.bridge import (
+    ROUTE_END,
+    ROUTE_QUEUE,
+    Bridge,
+    BridgeParams,
+    CallHandler,
+    HandOff,
+    TelephonyCall,
+    serve_bridge,
+)
 
 log = logging.getLogger(__name__)
+
+
+def bridge_params(settings: Settings) -> BridgeParams:
+    """The bridge as `ivr serve` runs it.
+
+    While the assistant is silent it still sends a silence frame every 20 ms (not just a sparse
+    keep-alive): the caller's channel then carries a steady media clock, as from a phone, so
+    Asterisk applications on it (WaitForSilence, MixMonitor, talk detection) see real time pass.
+    """
+    params = BridgeParams.from_settings(settings)
+    params.audio = AudioSocketParams(idle_keepalive_s=FRAME_MS / 1000)
+    return params
 
 
 def conversation_handler(services: CallServices) -> CallHandler:
@@ -53,7 +76,8 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
         metrics_server = MetricsServer(services.metrics, settings.server.host, settings.server.health_port)
         await metrics_server.start()
     serving = asyncio.create_task(
-        serve_bridge(settings, conversation_handler(services), started=started), name="bridge"
+        serve_bridge(settings, conversation_handler(services), params=bridge_params(settings), started=started),
+        name="bridge",
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,127 @@
+"""Whole conversations through a real Asterisk 22 (the sandbox) and the real pipeline.
+
+The caller is Asterisk itself ([ivr-test-turns]): it plays fixture utterances in turn, each after
+the assistant's prompt ends (or over it, for barge-in), and records what it heard. The assistant
+is `ivr serve`'s handler on the bridge: VAD, ASR (Whisper for English, Vosk for Korean), NLU,
+the support flow with hooks on the demo subscriber database, TTS, call records in real SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from ivr.audio.pcm import FRAME_BYTES, duration_s, read_wav, rms
+from ivr.config import Settings
+from ivr.demo_operator import db_path_for
+from ivr.demo_operator.db import OperatorDb
+from ivr.fixtures import load_manifest
+from ivr.sandbox import Sandbox
+from ivr.server import bridge_params, conversation_handler
+from ivr.services import CallServices
+from ivr.telephony.ami import AmiClient, AmiEvent
+from ivr.telephony.bridge import Bridge
+from ivr.testcall import originate_turns
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
+
+CALLER = "+15550100"
+
+
+def _services(tmp_path: Path) -> CallServices:
+    settings = Settings()
+    settings.paths.data = tmp_path  # demo subscriber DB and call records of this test only
+    settings.storage.url = f"sqlite:///{tmp_path / 'calls.sqlite3'}"
+    return CallServices.create(settings, engine_override={"en": "whisper", "ko": "vosk"})
+
+
+def _run(sandbox: Sandbox, services: CallServices, call_name: str, *, barge_in_turn: int = 0):
+    """Play one manifest call through Asterisk; returns (queue join or None, call record, turns, heard)."""
+    call = next(c for c in load_manifest().calls if c.name == call_name)
+    sounds = [sandbox.install_sound(t.path, name=f"{call_name}-{i}") for i, t in enumerate(call.turns)]
+    record = sandbox.recording_path(call_name)
+    heard_wav = sandbox.host_path(record + ".wav")
+
+    async def main() -> AmiEvent | None:
+        params = bridge_params(services.settings)
+        params.agi_port, params.audiosocket_port = sandbox.info.agi_port, 0
+        bridge = Bridge(params, conversation_handler(services))
+        await bridge.start()
+        try:
+            async with AmiClient(sandbox.ami_settings()) as ami:
+                joined = ami.expect_event(lambda e: e.name == "QueueCallerJoin")
+                test_call = await originate_turns(ami, sounds, lang=call.lang, record=record, heard_wav=heard_wav,
+                                                  caller_id=CALLER, barge_in_turn=barge_in_turn, wait_s=10)
+                joined_by = lambda e: e.get("Uniqueid") == test_call.ivr_uniqueid  # noqa: E731
+                await test_call.wait_ended(180)
+                if joined.done() and joined_by(joined.result()):
+                    return joined.result()
+                joined.cancel()
+                return None
+        finally:
+            await bridge.stop(drain_timeout_s=10)
+
+    join = asyncio.run(main())
+    services.close()  # writes every queued record
+    store = services.records.store
+    (record_row,) = store.calls()
+    return join, record_row, store.turns(record_row.id), read_wav(heard_wav)
+
+
+def test_english_balance_then_goodbye_with_whisper(sandbox: Sandbox, tmp_path: Path) -> None:
+    services = _services(tmp_path)
+    join, call, turns, heard = _run(sandbox, services, "en_balance_then_goodbye")
+    subscriber = OperatorDb(db_path_for(services.settings)).find(CALLER, "en")
+
+    assert join is None  # served by the assistant, not the live line
+    assert call.engine == "whisper" and call.lang == "en" and call.route == "completed"
+    assert [t.intent for t in turns[:2]] == ["balance", "goodbye"]
+    # the answer to the balance question carries the amount from the subscriber database
+    answer = turns[1].prompt
+    assert f"{int(subscriber.balance)}" in answer, answer
+    assert all(t.latency_ms and t.latency_ms > 0 for t in turns[:2])
+    # the caller heard the assistant talk for several seconds (greeting, menu, balance, goodbye)
+    assert duration_s(heard) > 5 and rms(heard) > 100
+
+
+def test_korean_operator_handoff_with_vosk_reaches_the_queue_with_context(sandbox: Sandbox, tmp_path: Path) -> None:
+    services = _services(tmp_path)
+    join, call, turns, _ = _run(sandbox, services, "ko_operator_handoff")
+
+    assert call.engine == "vosk" and call.lang == "ko"
+    assert turns[0].intent == "operator"
+    assert join is not None, "the call did not reach the live-line queue"
+    assert join.get("Queue") == "support"
+    assert join.variables["IVR_ROUTE"] == "queue"
+    assert join.variables["IVR_INTENT"] == "operator"
+    assert join.variables["IVR_SUMMARY"]  # what the assistant learned, for the agent
+    assert join.variables["IVR_CALL_ID"] == call.id
+    assert call.status == "transferred" and call.route == "support"
+
+
+def _first_pause_s(pcm: bytes, pause_s: float = 1.5) -> tuple[float, float]:
+    """(when the assistant first spoke, when it first fell silent for `pause_s`) in what the caller heard."""
+    levels = [rms(pcm[i : i + FRAME_BYTES]) for i in range(0, len(pcm) - FRAME_BYTES, FRAME_BYTES)]
+    first = next(i for i, level in enumerate(levels) if level > 300)
+    need, quiet = int(pause_s * 50), 0
+    for i in range(first, len(levels)):
+        quiet = quiet + 1 if levels[i] < 100 else 0
+        if quiet >= need:
+            return first / 50, (i - need + 1) / 50
+    return first / 50, len(levels) / 50
+
+
+def test_barge_in_stops_the_prompt_and_the_question_is_understood(sandbox: Sandbox, tmp_path: Path) -> None:
+    services = _services(tmp_path)
+    join, call, turns, heard = _run(sandbox, services, "en_barge_in", barge_in_turn=1)
+
+    first = turns[0]
+    assert first.barge_in, "the caller's speech over the greeting did not register as barge-in"
+    assert first.intent == "balance"
+    # greeting + menu play for about 10 s uninterrupted; the caller spoke 1.5 s in, so the assistant
+    # must have gone quiet within ~2 s of starting (1.5 s + minimum speech + one frame), not 10 s
+    spoke, paused = _first_pause_s(heard)
+    assert paused - spoke < 3.0, (spoke, paused)
+    assert call.route == "completed" and join is None
