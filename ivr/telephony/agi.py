@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 MAX_COMMAND_BYTES = 2047
 MAX_ENV_BYTES = 64 * 1024
 MAX_RESPONSE_LINE_BYTES = 64 * 1024
-DEFAULT_COMMAND_TIMEOUT_S = 3600.0  # EXEC AudioSocket lasts the whole conversation
+# Asterisk answers a command at once, except EXEC, which lasts as long as the application
+# (AudioSocket: the whole conversation) and so has no default limit
+DEFAULT_COMMAND_TIMEOUT_S = 10.0
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -333,11 +335,15 @@ class AgiSession:
             self._pending.extend(self._parser.feed(data))
         return self._pending.pop(0)
 
-    async def command(self, verb: str, *args: str | int, timeout: float | None = None) -> AgiResponse:
-        """Send one command and wait for its reply; raise AgiError subclasses on failure.
+    async def command(
+        self, verb: str, *args: str | int, timeout: float | None = DEFAULT_COMMAND_TIMEOUT_S
+    ) -> AgiResponse:
+        """Send one command and wait for its reply (up to `timeout` s; None: no limit).
 
-        A HANGUP signal seen before the reply is remembered (`hung_up`); the reply is still read
-        so the stream stays in step, then AgiHangup is raised if the reply is not a success.
+        Raises AgiError subclasses on failure. A HANGUP signal seen before the reply is remembered
+        (`hung_up`); the reply is still read so the stream stays in step, then AgiHangup is raised
+        if the reply is not a success. After a timeout the stream is out of step: the session is
+        marked `hung_up` and should only be closed.
         """
         line = format_command(verb, *args)
         async with self._lock:
@@ -346,7 +352,12 @@ class AgiSession:
             self._writer.write(line)
             await self._writer.drain()
             while True:
-                item = await asyncio.wait_for(self._next_item(), timeout or DEFAULT_COMMAND_TIMEOUT_S)
+                try:
+                    item = await asyncio.wait_for(self._next_item(), timeout)
+                except TimeoutError:
+                    self.hung_up = True
+                    raise AgiError(f"AGI command {verb!r}: no reply from Asterisk within {timeout:.0f} s",
+                                   fix="check Asterisk's load and the network to it") from None
                 if isinstance(item, AgiHangupSignal):
                     self.hung_up = True
                     continue
@@ -373,7 +384,9 @@ class AgiSession:
         return response.data if response.value == 1 else None
 
     async def exec(self, app: str, args: str = "", *, timeout: float | None = None) -> int:
-        """Run a dialplan application (`EXEC app args`) and return its result (-1: failed/hung up)."""
+        """Run a dialplan application (`EXEC app args`) and return its result (-1: failed/hung up).
+
+        No time limit by default: the application may run for the whole call."""
         response = await self.command("EXEC", app, args, timeout=timeout)
         return response.value
 

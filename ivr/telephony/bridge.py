@@ -203,7 +203,8 @@ class Bridge:
         fail = HandOff(route=self.params.fail_open_route, reason="error")
         try:
             await agi.answer()
-            exec_task = asyncio.create_task(agi.exec("AudioSocket", f"{call_uuid},{self.advertise}"))
+            exec_task = asyncio.create_task(
+                agi.exec("AudioSocket", f"{call_uuid},{self.advertise}", timeout=self.params.max_call_s + 60))
             first: set[asyncio.Future[Any]] = {expected, exec_task}
             await asyncio.wait(first, timeout=self.params.audiosocket_connect_timeout_s,
                                return_when=asyncio.FIRST_COMPLETED)
