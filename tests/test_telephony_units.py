@@ -222,3 +222,26 @@ def test_audiosocket_garbage_first_message_is_closed(garbage: bytes) -> None:
         return data
 
     assert asyncio.run(main()) == b""
+
+
+def test_agi_server_survives_an_endless_line_and_serves_the_next_call() -> None:
+    async def main() -> list[str]:
+        flows: list[str] = []
+
+        async def handler(session: AgiSession) -> None:
+            flows.append(session.request.flow)
+
+        server = AgiServer(AgiServerParams(port=0, first_message_timeout_s=2), default=handler)
+        await server.start()
+        _r, bad = await asyncio.open_connection("127.0.0.1", server.port)
+        bad.write(b"agi_network: " + b"x" * 200_000)  # no newline, larger than any sane line
+        await bad.drain()
+        reader, good = await asyncio.open_connection("127.0.0.1", server.port)
+        good.write(ENV)
+        await asyncio.wait_for(reader.read(), 3)
+        for writer in (bad, good):
+            writer.close()
+        await server.stop_accepting()
+        return flows
+
+    assert asyncio.run(main()) == ["billing"]

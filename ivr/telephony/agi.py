@@ -490,8 +490,8 @@ class AgiServer:
         except TimeoutError:
             log.warning("AGI: %s sent no environment within %.1f s", host, self.params.first_message_timeout_s)
             return
-        except ProtocolError as exc:
-            log.warning("AGI: %s: %s", host, exc)
+        except (ProtocolError, ValueError, ConnectionError) as exc:  # ValueError: a line over 64 KiB
+            log.warning("AGI: %s: bad environment block: %s", host, exc)
             return
         handler = self.routes.get(request.flow, self.default)
         if handler is None:
