@@ -103,7 +103,7 @@ class TtsEngine:
                 fix=f"add it to TtsParams.voices (configured: {', '.join(sorted(self.params.voices))})",
             )
         self.start()
-        if voice not in self._voice_ids:
+        if voice.split("+")[0].lower() not in self._voice_ids:  # "en-us+f3": a variant of en-us
             raise EngineError(
                 f"espeak-ng has no voice {voice!r} (for {lang!r})",
                 fix="see `espeak-ng --voices` for installed voices, or install espeak-ng-data",
