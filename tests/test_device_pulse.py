@@ -177,3 +177,71 @@ def test_list_devices_shows_pulseaudio(pulse_env: dict[str, str]) -> None:
     code = "from ivr.audio.device import list_devices; print(list_devices())"
     proc = subprocess.run([sys.executable, "-c", code], env=pulse_env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "pulse" in proc.stdout
+
+
+# ---- `ivr talk` end to end: a virtual caller speaks into the "mic" sink, the assistant answers on "spk" ----
+TALK_CHILD = """
+import sys
+from ivr.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+SPEAKING_RMS = 200.0  # a 20 ms block of the assistant's voice on the speaker monitor
+QUIET_S = 1.0  # the assistant has finished a prompt after this much silence
+
+
+class SpeakerMonitor:
+    """Reads what `ivr talk` plays (the monitor of its output sink) and tells when a prompt is over."""
+
+    def __init__(self, env: dict[str, str], sink: str) -> None:
+        self.proc = subprocess.Popen(
+            ["parec", f"--device={sink}.monitor", "--rate=8000", "--channels=1", "--format=s16le", "--raw"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+
+    def wait_prompt_done(self, timeout_s: float, talk: subprocess.Popen) -> None:
+        """Wait until the assistant speaks, then falls quiet for QUIET_S (fail early if `talk` exits)."""
+        import numpy as np
+
+        assert self.proc.stdout is not None
+        spoke, quiet = False, 0.0
+        for _ in range(int(timeout_s / 0.02)):
+            if talk.poll() is not None:
+                raise AssertionError(f"ivr talk exited early ({talk.returncode}): {talk.communicate()}")
+            block = np.frombuffer(self.proc.stdout.read(320), dtype="<i2").astype(float)
+            loud = bool(block.size) and float(np.sqrt(np.mean(block**2))) > SPEAKING_RMS
+            spoke = spoke or loud
+            quiet = 0.0 if loud else quiet + 0.02
+            if spoke and quiet >= QUIET_S:
+                return
+        raise AssertionError("the assistant did not finish a prompt in time")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.mark.slow
+def test_ivr_talk_conversation_through_virtual_mic_and_speaker(pulse_env: dict[str, str]) -> None:
+    """The whole `ivr talk`: greeting out, balance question in, answer out, goodbye in, call completed."""
+    env = dict(pulse_env)
+    for sink in ("spk", "mic"):
+        subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={sink}", "rate=8000"],
+                       env=env, check=True, capture_output=True)
+    env.update(PULSE_SINK="spk", PULSE_SOURCE="mic.monitor", IVR_DATA_DIR=env["HOME"])
+    speaker = SpeakerMonitor(env, "spk")
+    talk = subprocess.Popen([sys.executable, "-c", TALK_CHILD, "talk", "--lang", "en"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        speaker.wait_prompt_done(60, talk)  # the greeting (first call also loads the speech models)
+        for turn in ("balance_1.wav", "goodbye_1.wav"):
+            subprocess.run(["paplay", "--device=mic", str(PROJECT_ROOT / "audio_fixtures" / "en" / turn)],
+                           env=env, check=True, timeout=30)
+            if turn.startswith("balance"):
+                speaker.wait_prompt_done(60, talk)  # the answer with the balance
+        out, err = talk.communicate(timeout=60)
+    finally:
+        talk.kill()
+        speaker.close()
+    assert talk.returncode == 0, err[-3000:]
+    assert "-> balance" in out and "-> goodbye" in out, out
+    assert "call ended: completed" in out, out

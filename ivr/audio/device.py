@@ -28,7 +28,7 @@ from ivr.audio.pcm import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, SAMPLE_WIDTH, resa
 from ivr.errors import AudioError
 from ivr.frames import AudioIn, HangupIn, LineEvent
 
-DEFAULT_MAX_QUEUED_FRAMES = 50  # 1 s of microphone audio; older frames are dropped if the consumer lags
+DEFAULT_MAX_QUEUED_FRAMES = 250  # 5 s of microphone audio (model loads stall the reader); then the oldest go
 DEFAULT_LATENCY = "low"
 NO_DEVICE_MESSAGE = (
     "no sound device found; `ivr talk` needs a microphone and speaker — try `ivr demo` or `ivr chat`"
