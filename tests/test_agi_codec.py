@@ -186,3 +186,33 @@ def test_quoting_fuzz(value: str) -> None:
         out.append(body[i])
         i += 1
     assert "".join(out) == value
+
+
+def test_captured_replies_round_trip_byte_for_byte() -> None:
+    from ivr.telephony.agi import format_response
+
+    wire = (FIXTURES / "agi_replies_asterisk22.bin").read_bytes()
+    items = AgiResponseParser().feed(wire)
+    assert b"".join(format_response(item) for item in items if isinstance(item, AgiResponse)) == wire
+
+
+def test_captured_environment_round_trips() -> None:
+    from ivr.telephony.agi import format_environment
+
+    wire = (FIXTURES / "agi_env_asterisk22.bin").read_bytes()
+    request = parse_environment(wire)
+    assert format_environment(request.env) == wire
+
+
+@given(
+    st.sampled_from(["0", "1", "-1", "48"]),
+    st.none() | st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=40),
+    st.none() | st.integers(0, 10**6),
+)
+def test_response_round_trip_fuzz(result: str, data: str | None, endpos: int | None) -> None:
+    from ivr.telephony.agi import format_response
+
+    response = AgiResponse(200, result, data, endpos)
+    (parsed,) = AgiResponseParser().feed(format_response(response))
+    assert isinstance(parsed, AgiResponse)
+    assert (parsed.code, parsed.result, parsed.data, parsed.endpos) == (200, result, data, endpos)

@@ -150,6 +150,11 @@ def parse_environment(block: bytes) -> AgiRequest:
     return AgiRequest(env=env, flow=flow, query=query, args=args)
 
 
+def format_environment(env: Mapping[str, str]) -> bytes:
+    """Serialize an environment block as Asterisk writes it (for test peers and benches)."""
+    return "".join(f"{key}: {value}\n" for key, value in env.items()).encode("utf-8") + b"\n"
+
+
 # ----------------------------------------------------------------------------------------- commands
 
 
@@ -226,6 +231,21 @@ class AgiHangupSignal:
 
 
 _RESULT_RE = re.compile(r"^200 result=(?P<result>\S*)(?: \((?P<data>.*)\))?(?: endpos=(?P<endpos>-?\d+))?\s*$")
+
+
+def format_response(response: AgiResponse) -> bytes:
+    """Serialize a reply as Asterisk writes it (the inverse of `AgiResponseParser`)."""
+    if response.code == 520 and response.usage:
+        head = "520-Invalid command syntax.  Proper usage follows:"
+        return f"{head}\n{response.usage}\n520 {response.data or ''}\n".encode()
+    if response.code != 200:
+        return f"{response.code} {response.data or ''}".rstrip().encode() + b"\n"
+    line = f"200 result={response.result}"
+    if response.data is not None:
+        line += f" ({response.data})"
+    if response.endpos is not None:
+        line += f" endpos={response.endpos}"
+    return line.encode("utf-8") + b"\n"
 
 
 def parse_response_line(line: str) -> AgiResponse:
