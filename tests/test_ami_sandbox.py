@@ -77,3 +77,46 @@ def test_events_reach_the_callback_for_call_records(sandbox: Sandbox) -> None:
     assert mine.index("QueueCallerJoin") < mine.index("Hangup")
     assert all(e.name in {"Hangup", "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon",
                           "OriginateResponse"} for e in events if e.get("Uniqueid") == ivr_side)
+
+
+def test_run_forever_reconnects_when_asterisk_comes_and_goes() -> None:
+    """The bridge's AMI session survives Asterisk starting late and going away (own instance)."""
+    from conftest import _sandbox_unavailable
+
+    if _sandbox_unavailable():
+        pytest.skip(_sandbox_unavailable())
+    port = _free_port()
+
+    async def main() -> list[bool]:
+        states = []
+        instance = None
+        try:
+            # the sandbox makes its secret at start; until then the client retries with a placeholder
+            settings = AmiSettings(enabled=True, port=port, secret="placeholder")
+            client = AmiClient(settings)
+            task = asyncio.create_task(client.run_forever(retry_s=0.2))
+            await asyncio.sleep(0.5)
+            states.append(client.connected)  # nothing listens yet
+            instance = await asyncio.to_thread(Sandbox.start, ami_port=port, agi_port=_free_port())
+            client.settings = instance.ami_settings()
+            for _ in range(50):
+                if client.connected:
+                    break
+                await asyncio.sleep(0.1)
+            states.append(client.connected)
+            await asyncio.to_thread(instance.stop)
+            instance = None
+            for _ in range(50):
+                if not client.connected:
+                    break
+                await asyncio.sleep(0.1)
+            states.append(client.connected)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            if instance is not None:
+                instance.stop()
+        return states
+
+    assert asyncio.run(main()) == [False, True, False]

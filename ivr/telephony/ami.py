@@ -182,6 +182,29 @@ class AmiClient:
                 await asyncio.to_thread(lambda: future.response)
             await asyncio.to_thread(client.disconnect)
 
+    async def run_forever(self, retry_s: float = 5.0) -> None:
+        """Stay logged in until cancelled: reconnect `retry_s` after a failure or a lost connection.
+
+        For the long-running bridge, where Asterisk may restart under it; events keep flowing to
+        `on_event` after each reconnect. A refused login is retried too (ops may be fixing it).
+        """
+        reported = ""
+        try:
+            while True:
+                if not self.connected:
+                    if self._client is not None:
+                        await self.close()
+                    try:
+                        await self.connect()
+                        reported = ""
+                    except AmiError as exc:
+                        if str(exc) != reported:  # say it once, not every retry
+                            log.warning("AMI: %s; retrying every %.0f s", exc, retry_s)
+                            reported = str(exc)
+                await asyncio.sleep(retry_s if not self.connected else min(retry_s, 1.0))
+        finally:
+            await self.close()
+
     async def __aenter__(self) -> AmiClient:
         await self.connect()
         return self
