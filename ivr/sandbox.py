@@ -205,6 +205,7 @@ class Sandbox:
         """
         check_root()
         root = ensure_rootfs(rootfs or ROOTFS)
+        prune_stale(root)
         name = name or f"t{os.getpid()}-{uuid.uuid4().hex[:6]}"
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
             raise SandboxError(f"bad sandbox name {name!r}", fix="use letters, digits, - and _")
@@ -483,6 +484,26 @@ class SandboxCall:
                 if self.heard_wav.exists() and self.heard_wav.stat().st_size > 44:
                     break
                 await asyncio.sleep(0.1)
+
+
+def prune_stale(rootfs: Path = ROOTFS) -> list[str]:
+    """Remove what killed test sessions left behind: instances named ``t<pid>-...`` (the default
+    name) whose creating process is gone and whose Asterisk is not running. Returns their names."""
+    removed = []
+    base = rootfs / INSTANCES_IN_CHROOT.lstrip("/")
+    for path in base.glob("t*-*") if base.exists() else []:
+        match = re.fullmatch(r"t(\d+)-[0-9a-f]+", path.name)
+        if not match or Path(f"/proc/{match.group(1)}").exists():
+            continue
+        info = load_info(path.name)
+        if info is not None and _process_is_instance(info.pid, info.conf_in_chroot):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        for suffix in (".json", ".secret"):
+            with contextlib.suppress(FileNotFoundError):
+                (STATE_DIR / f"{path.name}{suffix}").unlink()
+        removed.append(path.name)
+    return removed
 
 
 def load_info(name: str) -> SandboxInfo | None:

@@ -245,3 +245,15 @@ def test_agi_server_survives_an_endless_line_and_serves_the_next_call() -> None:
         return flows
 
     assert asyncio.run(main()) == ["billing"]
+
+
+def test_prune_stale_removes_only_dead_sessions_leftovers(tmp_path) -> None:  # noqa: ANN001
+    import os
+
+    from ivr.sandbox import prune_stale
+
+    base = tmp_path / "srv/ivr"
+    for name in ("t999999999-abc123", f"t{os.getpid()}-abc123", "default"):
+        (base / name / "etc").mkdir(parents=True)
+    assert prune_stale(tmp_path) == ["t999999999-abc123"]
+    assert sorted(p.name for p in base.iterdir()) == sorted([f"t{os.getpid()}-abc123", "default"])
