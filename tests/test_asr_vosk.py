@@ -171,3 +171,14 @@ def test_near_miss_credit_is_opt_in(engine: VoskEngine) -> None:
     assert fuzzy._closest_phrase(("주세요",)) is None  # noqa: SLF001
     _, final = run_turn(fuzzy, wav("ko_aniyo"))
     assert final.text == "아니요"
+
+
+@pytest.mark.parametrize("pause_ms", [300, 700, 1200])
+def test_pause_between_words_still_recognised(engine: VoskEngine, pause_ms: int) -> None:
+    """A caller who pauses mid-phrase: the pause is not counted against coverage, and a segment
+    closed by Vosk's own endpointer (>= 1 s pause) is joined with the rest of the turn."""
+    rec = engine.recognizer()
+    rec.set_grammar(PHRASES)
+    pcm = silence(300) + wav("ko_word_sangdamwon") + silence(pause_ms) + wav("ko_word_yeongyeol") + silence(300)
+    _, final = run_turn(rec, pcm)
+    assert final.text == "상담원 연결"

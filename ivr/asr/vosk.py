@@ -9,7 +9,8 @@ of any phrase is a legal hypothesis ("요금제 추가 연결" from phrases "요
    hypothesis spells exactly;
 3. reject (empty text) unless the best phrase has enough posterior mass AND its words cover
    enough of the speech that was heard. Out-of-grammar speech is otherwise absorbed by one
-   short in-grammar word ("네") with silence around it: coverage catches that, and it works for
+   short in-grammar word ("네") with silence around it: coverage (word time / speech time, pauses
+   between words not counted) catches that, and it works for
    models without an `[unk]` word (the Korean model has none).
 
 Phrases with words the model does not know are dropped with a warning naming them (Vosk
@@ -18,6 +19,7 @@ would silently drop the word and then recognise a different phrase).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -53,6 +55,8 @@ DEFAULT_MIN_PHRASE_SIMILARITY = 1.0
 # than SPEECH_PEAK_SHARE of the turn's loudest blocks.
 SPEECH_MIN_RMS = 300.0
 SPEECH_PEAK_SHARE = 0.1
+# quiet stretches at least this long inside a turn are pauses, not speech, for the coverage measure
+PAUSE_MS = 300
 
 
 @dataclass(frozen=True)
@@ -372,7 +376,9 @@ def _block_levels(pcm: bytes) -> list[float]:
 
 
 def _speech_seconds(levels: list[float]) -> float:
-    """Span from the first to the last speech block of the turn, in seconds (0: no speech found)."""
+    """Seconds of speech in the turn: first to last loud 20 ms block, minus pauses of PAUSE_MS or more
+    (a caller's pause between words is not speech the grammar words must cover; the short quiet
+    stretches inside and between fluent words are)."""
     if not levels:
         return 0.0
     peak = float(np.percentile(levels, 95))
@@ -380,4 +386,8 @@ def _speech_seconds(levels: list[float]) -> float:
     voiced = [i for i, level in enumerate(levels) if level >= threshold]
     if not voiced:
         return 0.0
-    return (voiced[-1] - voiced[0] + 1) * FRAME_BYTES / (2 * SAMPLE_RATE)
+    block_s = FRAME_BYTES / (2 * SAMPLE_RATE)
+    min_pause = PAUSE_MS / 1000 / block_s
+    blocks = voiced[-1] - voiced[0] + 1
+    blocks -= sum(b - a - 1 for a, b in itertools.pairwise(voiced) if b - a - 1 >= min_pause)
+    return blocks * block_s

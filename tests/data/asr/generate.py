@@ -24,6 +24,8 @@ UTTERANCES = {
     "ko_oog_music": ("ko", "음악을 틀어 주세요"),  # "please play some music"
     "en_check_balance": ("en-us", "I would like to check my balance please"),
 }
+# single words, joined with pauses by the tests (no padding)
+WORDS = {"ko_word_sangdamwon": ("ko", "상담원"), "ko_word_yeongyeol": ("ko", "연결")}
 
 
 def main() -> None:
@@ -33,6 +35,10 @@ def main() -> None:
             subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True)
             pcm = silence(PAD_MS) + read_wav(raw) + silence(PAD_MS)
             write_wav(HERE / f"{stem}.wav", pcm)
+            print(f"{stem}.wav: {text}")
+        for stem, (voice, text) in WORDS.items():
+            subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True)
+            write_wav(HERE / f"{stem}.wav", read_wav(raw))
             print(f"{stem}.wav: {text}")
         # a 16 kHz file (wrong rate for strict readers) and a corrupt one (RIFF header, junk body)
         subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), "thank you for calling"], check=True)
