@@ -10,8 +10,8 @@ of any phrase is a legal hypothesis ("요금제 추가 연결" from phrases "요
 3. reject (empty text) unless the best phrase has enough posterior mass AND its words cover
    enough of the speech that was heard. Out-of-grammar speech is otherwise absorbed by one
    short in-grammar word ("네") with silence around it: coverage (word time / speech time, pauses
-   between words not counted) catches that, and it works for
-   models without an `[unk]` word (the Korean model has none).
+   between words not counted) catches that, and it works for models without an `[unk]` word
+   (the Korean model has none).
 
 Phrases with words the model does not know are dropped with a warning naming them (Vosk
 would silently drop the word and then recognise a different phrase).
