@@ -199,6 +199,8 @@ class CallSession:
                     event, reply_to = await self._listen_once(action, prompt=last_reply)
                     last_reply = ""
                     if isinstance(event, ev.HungUp):
+                        if runtime.is_closing(state):  # e.g. during the survey: the business was done
+                            return self._end_result("completed", "caller_hung_up_after_service", survey)
                         return self._end_result("hangup", "caller_hung_up", survey)
                     started = time.perf_counter()
                     step = runtime.handle(state, event)

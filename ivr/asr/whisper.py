@@ -119,6 +119,25 @@ def _normalize(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
 
 
+
+# Whisper's decoder holds 448 tokens: the prompt gets at most half. A phrase list of a whole menu
+# (~450 tokens) overflows it, so the bias prompt keeps the first phrases up to ~80 words.
+MAX_PROMPT_CHARS = 400
+
+
+def bias_prompt(phrases: Sequence[str] | None) -> str | None:
+    """The decoding prompt for a phrase list: distinct phrases, in order, within MAX_PROMPT_CHARS."""
+    if not phrases:
+        return None
+    kept: list[str] = []
+    size = 0
+    for phrase in dict.fromkeys(p.strip() for p in phrases if p.strip()):
+        if size + len(phrase) + 2 > MAX_PROMPT_CHARS:
+            break
+        kept.append(phrase)
+        size += len(phrase) + 2
+    return ", ".join(kept) or None
+
 class WhisperEngine:
     """Process-wide Whisper engine; recognizers share the one model."""
 
@@ -148,7 +167,7 @@ class WhisperEngine:
             return "", 0.0
         audio = resample(samples, SAMPLE_RATE, WHISPER_RATE).astype(np.float32) / 32768.0
         p = self.params
-        prompt = ", ".join(phrases) if phrases else None
+        prompt = bias_prompt(phrases)
         try:
             segments, _info = self.model.transcribe(
                 audio,
@@ -158,7 +177,6 @@ class WhisperEngine:
                 condition_on_previous_text=False,
                 without_timestamps=True,
                 initial_prompt=prompt,
-                hotwords=prompt,
                 vad_filter=False,
                 max_new_tokens=int(len(audio) / WHISPER_RATE * TOKENS_PER_S) + EXTRA_TOKENS,
             )
