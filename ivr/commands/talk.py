@@ -62,7 +62,10 @@ async def _talk(settings: Settings, lang: str, args: argparse.Namespace) -> int:
             f"mic: {device.input_name} ({device.input_rate} Hz), speaker: {device.output_name} "
             f"({device.output_rate} Hz). Speak after the greeting; Ctrl-C to hang up. Use headphones."
         )
-        result = await run_local_call(settings, lang, args.flow, device.frames(), device.play, device.stop_playback)
+        async def play(pcm: bytes) -> None:
+            await device.play(pcm)
+
+        result = await run_local_call(settings, lang, args.flow, device.frames(), play, device.stop_playback)
     for turn in getattr(result, "turns", []) or []:
         if turn.prompt:
             console.print(f"[green]assistant[/] {turn.prompt}")
