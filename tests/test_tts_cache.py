@@ -180,3 +180,19 @@ def test_shipped_prompts_build(tmp_path, tts):
     assert stats.rendered + stats.cached == len(fixed)
     for path in Path(tmp_path / "cache" / "en").glob("*.slin"):
         assert pcm.duration_s(path.read_bytes()) > 0.3
+
+
+def test_built_prompts_still_play_when_the_engine_is_gone(prompts_dir, tts, monkeypatch, tmp_path):
+    """espeak-ng removed after `ivr prompts build`: fixed prompts still play, new text fails clearly."""
+    from ivr.tts import engine as engine_module
+
+    with TtsEngine(TtsParams(backend="espeak-ng")) as working:
+        PromptCache(prompts_dir, working).build("en")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no espeak-ng any more
+    monkeypatch.setattr(engine_module, "_version_cache", None)
+    with TtsEngine(TtsParams(backend="espeak-ng")) as broken:
+        cache = PromptCache(prompts_dir, broken)
+        audio = asyncio.run(cache.get("Thank you for calling. Goodbye.", "en"))
+        assert pcm.duration_s(audio) > 1.0
+        with pytest.raises(EngineError, match="espeak-ng"):
+            asyncio.run(cache.get("Your balance is 5 dollars.", "en"))

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from ivr.config import LANGUAGES, PROJECT_ROOT
-from ivr.errors import ConfigError
+from ivr.errors import ConfigError, EngineError
 from ivr.tts.engine import TtsEngine, base_lang
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,14 @@ class PromptCache:
     async def get(self, text: str, lang: str) -> bytes:
         """Audio for `text` in `lang`, rendering it on a miss (kept in memory, not on disk)."""
         lang = base_lang(lang)
-        key = await asyncio.to_thread(self.key, text, lang)
+        try:
+            key = await asyncio.to_thread(self.key, text, lang)
+        except EngineError:
+            # no engine (espeak-ng gone, voice missing): audio rendered earlier still plays
+            audio = await asyncio.to_thread(self.rendered_earlier, text, lang)
+            if audio is None:
+                raise
+            return audio
         audio = await asyncio.to_thread(self._lookup, key, lang)
         if audio is not None:
             return audio
@@ -166,6 +173,25 @@ class PromptCache:
             if persist:
                 self._store(key, lang, text, prompt_id, audio)
         return audio
+
+    def rendered_earlier(self, text: str, lang: str) -> bytes | None:
+        """Audio on disk for exactly this text, whatever voice/engine made it (fallback when the
+        engine cannot start); None if there is none."""
+        wanted = " ".join(text.split())
+        with self._lock:
+            keys = [
+                k
+                for k, meta in self._index(base_lang(lang)).items()
+                if " ".join(str(meta.get("text", "")).split()) == wanted
+            ]
+        for key in keys:
+            try:
+                audio = (self.cache_dir / base_lang(lang) / f"{key}{AUDIO_SUFFIX}").read_bytes()
+            except FileNotFoundError:
+                continue
+            log.warning("TTS unavailable: playing the earlier rendering of %r", text[:40])
+            return audio
+        return None
 
     def _lookup(self, key: str, lang: str) -> bytes | None:
         with self._lock:
