@@ -342,3 +342,39 @@ def test_caller_hangs_up_mid_call(sandbox: Sandbox) -> None:
     asyncio.run(_with_bridge(sandbox, handler, scenario))
     assert seen["last"] == HangupIn()
     assert seen["active"] == 0 and seen["outcomes"] == []
+
+
+def test_fail_open_when_bridge_does_not_answer_the_connection(sandbox: Sandbox) -> None:
+    """A bridge host that does not answer (listen queue full: SYNs dropped, as with a hung process or
+    a dead host behind a firewall): Asterisk gives up after MAX_AGI_CONNECT (2 s), menu, queue."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # fill the accept queue; nobody ever accepts
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+
+    async def main() -> AmiEvent:
+        async with AmiClient(sandbox.ami_settings()) as ami:
+            call = await sandbox.originate_test_call(ami, [], wait_s=6, variables={"IVR_AGI": f"agi://127.0.0.1:{port}"})
+            join = await ami.wait_event(_join_of(call.ivr_uniqueid), 30)
+            await call.wait_ended(30)
+            return join
+
+    try:
+        join = asyncio.run(main())
+    finally:
+        for sock in [listener, *fillers]:
+            sock.close()
+    assert join.variables["IVR_REASON"] == "bridge_unreachable"
+    assert join.variables["IVR_ROUTE"] == "queue"
+    assert "timed out after MAX_AGI_CONNECT (2000) milliseconds" in sandbox.console_log()
