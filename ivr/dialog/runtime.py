@@ -188,6 +188,8 @@ class DialogRuntime:
             return self._intent(state, self.flow.global_dtmf[digits[:1]], {}, f"#{digits}")
         if node.collect.keys and not state.dtmf_buffer:
             value = node.collect.keys.get(digits[:1])
+            if value is None and digits[:1] in self.flow.global_dtmf:
+                return self._intent(state, self.flow.global_dtmf[digits[:1]], {}, f"#{digits}")
             if value is None:
                 return self._escalate(state, "no_match")
             return self._fill(state, node.collect.slot, value, node.collect.next)
