@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from ivr.redact import install_log_redaction
+
+    install_log_redaction()  # no card, phone or account number reaches a log line
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -21,8 +21,9 @@ import logging
 import re
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
-# a digit run with single spaces, dashes or brackets between digits, optionally after '+'
-DIGIT_RUN = re.compile(r"(?<![\w.,])\+?\(?\d(?:[ \-()]{0,2}\d)*(?![\w]|[.,]\d)")
+# a digit run with single spaces, dashes or brackets between digits, optionally after '+';
+# not inside a word, a decimal, a time (12:30), a date-time (2026-05-01T10) or a dashed id (uuid)
+DIGIT_RUN = re.compile(r"(?<![\w.,:])(?<!\w-)\+?\(?\d(?:[ \-()]{0,2}\d)*(?![\w]|[.,:]\d|-\w)")
 ISO_DATE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$|^\d{1,2}-\d{1,2}-\d{4}$")
 # thousands grouped with spaces ("1 500 000") followed by a currency: an amount, not a phone
 THOUSANDS = re.compile(r"^\d{1,3}(?: \d{3})+$")

@@ -55,6 +55,12 @@ NEGATIVES = [
     "extension 204",
     "",
     "no digits here at all",
+    # what log lines carry
+    "call 550e8400-e29b-41d4-a716-446655440000 started",
+    "at 2026-11-23 18:00:13 ok",
+    "2026-11-23T18:00:13Z",
+    "listening on 127.0.0.1:4573",
+    "espeak-ng 1.51.0",
 ]
 
 

@@ -40,15 +40,20 @@ def run(args: argparse.Namespace) -> int:
                 console.print(f"no prompt files (prompts/<lang>.yaml) in {cache.prompts_dir}")
                 return 1
             table = Table(title=f"ivr prompts build ({engine.version})")
-            for column in ("lang", "fixed", "rendered", "cached", "dynamic", "removed", "audio", "time",
-                           "ms/prompt"):
+            for column in ("lang", "fixed", "rendered", "cached", "dynamic", "removed", "audio", "time", "ms/prompt"):
                 table.add_column(column, justify="left" if column == "lang" else "right")
             for lang in langs:
                 stats = cache.build(lang, prune=not args.keep_stale)
                 per = sum(stats.render_ms) / len(stats.render_ms) if stats.render_ms else None
                 table.add_row(
-                    lang, str(stats.prompts), str(stats.rendered), str(stats.cached), str(stats.skipped),
-                    str(stats.removed), f"{stats.audio_bytes / 1024:.0f} KiB", f"{stats.seconds:.2f} s",
+                    lang,
+                    str(stats.prompts),
+                    str(stats.rendered),
+                    str(stats.cached),
+                    str(stats.skipped),
+                    str(stats.removed),
+                    f"{stats.audio_bytes / 1024:.0f} KiB",
+                    f"{stats.seconds:.2f} s",
                     "-" if per is None else f"{per:.0f}",
                 )
             console.print(table)
@@ -62,8 +67,13 @@ def run(args: argparse.Namespace) -> int:
             table.add_column(column, justify="right" if column == "seconds" else "left")
         for entry in entries:
             current = entry.engine == engine.version
-            table.add_row(entry.lang, entry.prompt_id, f"{entry.duration_ms / 1000:.1f}", entry.text,
-                          "yes" if current else "stale")
+            table.add_row(
+                entry.lang,
+                entry.prompt_id,
+                f"{entry.duration_ms / 1000:.1f}",
+                entry.text,
+                "yes" if current else "stale",
+            )
         console.print(table)
         console.print(f"{len(entries)} prompts, {sum(e.bytes for e in entries) / 1024:.0f} KiB")
         return 0

@@ -28,8 +28,10 @@ def run(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
     until = parse_since(args.until) if args.until else None
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).expanduser().exists():
-        raise StorageError(f"no call records at {url.removeprefix('sqlite:///')}",
-                           fix="run some calls first (`ivr demo`), or pass --db URL")
+        raise StorageError(
+            f"no call records at {url.removeprefix('sqlite:///')}",
+            fix="run some calls first (`ivr demo`), or pass --db URL",
+        )
     # a report only reads: no retry thread, no spool
     store = CallStore(url, StoreParams(background_retry=False, spool=False))
     try:
