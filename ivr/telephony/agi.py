@@ -485,8 +485,9 @@ class AgiServer:
 
     async def stop_accepting(self) -> None:
         if self._server is not None:
+            # close() stops accepting; not wait_closed(): from Python 3.12 it also waits for every
+            # call in progress to end, which is the drain's job (with its own time limit)
             self._server.close()
-            await self._server.wait_closed()
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -410,8 +410,9 @@ class AudioSocketServer:
 
     async def stop(self) -> None:
         if self._server is not None:
+            # close() stops accepting; not wait_closed(): from Python 3.12 it also waits for every
+            # call in progress to end, which is the drain's job (with its own time limit)
             self._server.close()
-            await self._server.wait_closed()
         for future in self._waiting.values():
             future.cancel()
 
