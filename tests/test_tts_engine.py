@@ -37,17 +37,19 @@ def test_each_language_speaks_8khz_slin(tts, lang):
 
 
 def test_version_names_espeak_and_settings(tts):
-    assert re.match(r"espeak-ng \d+\.\d+.*; pyttsx3; rate 160; vol 1\.0$", tts.version)
-    assert tts.backend == "pyttsx3"
+    assert re.match(r"espeak-ng \d+\.\d+.*; espeak-ng; rate 160; vol 1\.0$", tts.version)
+    assert tts.backend == "espeak-ng"  # "auto" with the espeak-ng command installed
+
+
+def test_command_backend_is_deterministic(tts):
+    """Same text, same bytes: what makes the prompt cache and audio fixtures reproducible."""
+    assert tts.synthesize_sync(TEXTS["en"], "en") == tts.synthesize_sync(TEXTS["en"], "en")
 
 
 def test_language_aliases_pick_the_same_voice(tts):
     assert base_lang("en-US") == "en" and base_lang("ko_KR") == "ko"
     assert tts.voice("en-US") == tts.voice("en") == "gmw/en-us"
-    # espeak-ng's noise source is not reset between utterances in one process, so repeated
-    # renderings differ by a few samples: compare lengths, not bytes
-    a, b = tts.synthesize_sync("hello", "en-us"), tts.synthesize_sync("hello", "en")
-    assert abs(pcm.duration_s(a) - pcm.duration_s(b)) < 0.05
+    assert tts.synthesize_sync("hello", "en-us") == tts.synthesize_sync("hello", "en")
 
 
 def test_blank_text_is_silence_not_an_error(tts):
@@ -55,10 +57,7 @@ def test_blank_text_is_silence_not_an_error(tts):
 
 
 def test_concurrent_requests_are_serialised_on_one_worker(tts):
-    """pyttsx3 is not thread-safe: asyncio tasks and threads all funnel through one worker.
-
-    Texts of clearly different lengths make a mix-up (audio of another request) visible.
-    """
+    """asyncio tasks and threads all funnel through one worker, and each gets its own audio."""
     texts = [
         "One.",
         "One two three.",
@@ -66,8 +65,9 @@ def test_concurrent_requests_are_serialised_on_one_worker(tts):
         "One two three four five six seven eight nine ten.",
         "Please hold while I connect you to the next available operator right now.",
     ]
-    reference = [pcm.duration_s(tts.synthesize_sync(t, "en")) for t in texts]
-    assert sorted(reference) == reference and reference[-1] > 2 * reference[1]
+    reference = [tts.synthesize_sync(t, "en") for t in texts]
+    durations = [pcm.duration_s(a) for a in reference]
+    assert sorted(durations) == durations and durations[-1] > 2 * durations[1]
 
     async def many() -> list[bytes]:
         return await asyncio.gather(*(tts.synthesize(t, "en") for t in texts))
@@ -95,19 +95,21 @@ def test_concurrent_requests_are_serialised_on_one_worker(tts):
     finally:
         del tts._render_in_worker
     assert len(workers) == 1 and next(iter(workers)).startswith("tts")
-    for results in (from_tasks, [from_threads[i] for i in range(len(texts))]):
-        assert [pcm.duration_s(a) for a in results] == pytest.approx(reference, rel=0.08)
+    assert from_tasks == reference
+    assert [from_threads[i] for i in range(len(texts))] == reference
 
 
-def test_subprocess_backend_matches_pyttsx3(tts):
-    with TtsEngine(TtsParams(backend="espeak-ng")) as command:
-        assert command.backend == "espeak-ng"
-        assert "espeak-ng; rate" in command.version
-        a = tts.synthesize_sync(TEXTS["en"], "en")
-        b = command.synthesize_sync(TEXTS["en"], "en")
-    # same synthesiser and voice: durations agree within a frame or two of end padding
-    assert abs(pcm.duration_s(a) - pcm.duration_s(b)) < 0.2
-    assert pcm.rms(b) > 500
+def test_pyttsx3_backend_speaks(tts):
+    """The in-process pyttsx3 back-end (used when only libespeak-ng is installed) says the same text.
+
+    Its length varies a little from run to run (see the module docstring), so compare loosely.
+    """
+    with TtsEngine(TtsParams(backend="pyttsx3")) as inproc:
+        assert inproc.backend == "pyttsx3" and "; pyttsx3;" in inproc.version
+        audio = asyncio.run(inproc.synthesize(TEXTS["en"], "en"))
+    reference = tts.synthesize_sync(TEXTS["en"], "en")
+    assert pcm.rms(audio) > 500
+    assert 0.7 < pcm.duration_s(audio) / pcm.duration_s(reference) < 1.5
 
 
 def test_unknown_language_says_how_to_fix(tts):
@@ -130,7 +132,7 @@ def test_missing_espeak_ng_is_a_clear_engine_error(monkeypatch, tmp_path):
         with pytest.raises(EngineError, match="espeak-ng is not installed") as info:
             asyncio.run(engine.synthesize("hello", "en"))
         assert "apt-get install espeak-ng" in str(info.value)
-        with pytest.raises(EngineError, match="espeak-ng is not usable"):
+        with pytest.raises(EngineError, match="espeak-ng is not installed"):
             _ = engine.version
 
 

@@ -1,15 +1,22 @@
-"""Text to speech: pyttsx3 driving espeak-ng, in one dedicated worker thread.
+"""Text to speech: espeak-ng, driven from one dedicated worker thread.
 
-pyttsx3 engines are not thread-safe and libespeak-ng keeps process-wide state (one
-synth callback, one current voice), so every call into it runs on a single worker
-thread owned by `TtsEngine`; the event loop awaits `synthesize()` and never blocks.
+Two back-ends produce the same voices (espeak-ng at 22050 Hz, resampled to 8 kHz slin):
+- "espeak-ng" (what "auto" picks when the command exists): `espeak-ng --stdout` in a
+  subprocess per utterance; 20-35 ms per prompt here, deterministic (same text, same bytes),
+  no state shared between utterances.
+- "pyttsx3": `save_to_file` + `runAndWait` on libespeak-ng in this process; "auto" uses it
+  only when the espeak-ng command is missing but the library is there.
 
-Two back-ends produce the same audio (espeak-ng at 22050 Hz, resampled to 8 kHz slin):
-- "pyttsx3" (default): `save_to_file` + `runAndWait` in the worker; about 10-20 ms per prompt.
-- "espeak-ng": the `espeak-ng --stdout` command in a subprocess; no shared library state,
-  costs a process start (~20-40 ms). Use it if pyttsx3 misbehaves on a platform
-  (`TtsParams(backend="espeak-ng")`); "auto" picks pyttsx3 and falls back to it when
-  pyttsx3 cannot initialise.
+Why not pyttsx3 by default: its espeak driver runs libespeak-ng in AUDIO_OUTPUT_RETRIEVAL
+mode, where synthesis callbacks arrive on espeak's own thread and mutate pyttsx3's command
+queue, busy flag and audio buffer without locks, while the caller polls every 10 ms. Even
+with every call confined to one worker thread (as here) we saw, rarely, a render with 0.7 s
+of extra audio and one that wrote no file at all; the output also differs run to run
+(espeak's noise generator is never reset). A process per utterance has none of that.
+
+Either way all work runs on one worker thread per TtsEngine: libespeak-ng keeps
+process-wide state, and one thread bounds the CPU TTS takes from the call pipeline.
+The event loop awaits `synthesize()` and never blocks.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ class TtsParams:
     voices: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_VOICES))
     rate: int = DEFAULT_RATE
     volume: float = DEFAULT_VOLUME
-    backend: Literal["auto", "pyttsx3", "espeak-ng"] = "auto"
+    backend: Literal["auto", "pyttsx3", "espeak-ng"] = "auto"  # auto: the espeak-ng command if present
     timeout_s: float = DEFAULT_TIMEOUT_S  # per synthesis; a hung engine raises EngineError
 
 
@@ -80,6 +87,10 @@ class TtsEngine:
     @property
     def version(self) -> str:
         """Engine identity for cache keys: espeak-ng version, back-end and rate."""
+        if self._version is None and self.backend == "pyttsx3" and shutil.which("espeak-ng") is None:
+            self._version = (
+                f"libespeak-ng {_library_version()}; pyttsx3; rate {self.params.rate}; vol {self.params.volume}"
+            )
         if self._version is None:
             self._version = (
                 f"espeak-ng {espeak_version()}; {self.backend}; rate {self.params.rate}; vol {self.params.volume}"
@@ -164,20 +175,16 @@ class TtsEngine:
         return EngineError(self._broken, fix="check espeak-ng with `espeak-ng hello`; try backend espeak-ng")
 
     def _start_in_worker(self) -> set[str]:
-        if shutil.which("espeak-ng") is None and self.params.backend != "pyttsx3":
-            raise EngineError("espeak-ng is not installed", fix=INSTALL_FIX)
-        voices = _espeak_voice_ids()
-        if self.params.backend in ("auto", "pyttsx3"):
-            try:
-                self._engine = _init_pyttsx3(self.params)
-                self._backend = "pyttsx3"
-                return voices or _pyttsx3_voice_ids(self._engine)
-            except EngineError:
-                if self.params.backend == "pyttsx3":
-                    raise
-                log.warning("pyttsx3 unavailable; using the espeak-ng command instead", exc_info=True)
-        self._backend = "espeak-ng"
-        return voices
+        have_command = shutil.which("espeak-ng") is not None
+        if self.params.backend == "espeak-ng" or (self.params.backend == "auto" and have_command):
+            if not have_command:
+                raise EngineError("espeak-ng is not installed", fix=INSTALL_FIX)
+            self._backend = "espeak-ng"
+            return _espeak_voice_ids()
+        # pyttsx3 asked for, or "auto" without the command (libespeak-ng may still be there)
+        self._engine = _init_pyttsx3(self.params)
+        self._backend = "pyttsx3"
+        return _espeak_voice_ids() or _pyttsx3_voice_ids(self._engine)
 
     def _render_in_worker(self, text: str, voice: str) -> bytes:
         text = " ".join(text.split())
@@ -202,7 +209,9 @@ class TtsEngine:
             engine.runAndWait()
             return path.read_bytes()
         except FileNotFoundError:
-            raise EngineError(f"pyttsx3 wrote no audio for {text[:40]!r}", fix="try backend espeak-ng") from None
+            raise EngineError(
+                f"pyttsx3 wrote no audio for {text[:40]!r}", fix="use TtsParams(backend='espeak-ng')"
+            ) from None
         except Exception as exc:  # the driver raises bare RuntimeError/ValueError
             raise EngineError(f"pyttsx3 failed: {exc}", fix="try TtsParams(backend='espeak-ng')") from exc
 
@@ -238,6 +247,16 @@ def espeak_version() -> str:
         # "eSpeak NG text-to-speech: 1.51  Data at: /usr/lib/..."
         _version_cache = out.split(":", 1)[1].split()[0] if ":" in out else out.strip()
     return _version_cache
+
+
+def _library_version() -> str:
+    """libespeak-ng's own version (when only the library, not the command, is installed)."""
+    try:
+        from pyttsx3.drivers import _espeak
+
+        return (_espeak.Info() or b"?").decode(errors="replace")
+    except Exception:  # loading the library failed: start() has already said so
+        return "?"
 
 
 def _espeak_voice_ids() -> set[str]:
