@@ -354,3 +354,16 @@ def test_ru_roaming_internet_addon(registry: FlowRegistry, db_path: Path) -> Non
     assert "1 гигабайт дополнительного интернета стоят 100 рублей. Подключить?" in result.said
     assert "Теперь у вас 3 гигабайта интернета, на счёте 250 рублей." in text
     assert result.survey == 4
+
+
+def test_listen_phrases_follow_the_grammar(registry: FlowRegistry) -> None:
+    """Korean (Vosk, closed vocabulary) gets a phrase list per state; English/Russian listen free-form."""
+    for lang, restricted in (("en", False), ("ru", False), ("ko", True)):
+        loaded = registry.get("support", lang)
+        state = loaded.runtime.start(ev.CallStarted(now_iso=OPEN)).state
+        listen = loaded.runtime.handle(state, ev.HookDone("identify", {})).actions[-1]
+        assert isinstance(listen, ev.Listen) and listen.state == "main_menu"
+        assert (listen.phrases is not None) == restricted
+        if restricted:
+            assert "잔액 확인" in listen.phrases and "네" not in listen.phrases  # yes/no not expected here
+        assert "balance" in listen.expected_intents and listen.dtmf["1"] == "balance"

@@ -319,7 +319,7 @@ class DialogRuntime:
             expected += ["yes", "no"]
         globals_ = [i for i in self.flow.globals if i not in expected] if node.globals else []
         phrases: tuple[str, ...] | None = None
-        if self.nlu is not None:
+        if self.nlu is not None and self.nlu.grammar.asr_phrases:
             if node.collect is not None or node.survey is not None:
                 slot = "survey" if node.survey is not None else (node.collect.entity or node.collect.slot)  # type: ignore[union-attr]
                 values = self.nlu.slot_phrases(slot)

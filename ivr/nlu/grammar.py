@@ -3,6 +3,7 @@
 A grammar file (all sections optional; several files of a language are merged):
 
     threshold: 0.6            # best score below this -> intent "none"
+    asr_phrases: true         # give the recogniser a phrase list (Listen.phrases); false: free-form
     synonyms:                 # canonical: [variants]; applied to utterances and phrases alike
       balance: [ballance, credit left]
     intents:
@@ -142,6 +143,7 @@ class GrammarFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lang: str | None = None
     threshold: float | None = Field(default=None, gt=0, lt=1)
+    asr_phrases: bool | None = None
     synonyms: dict[str, list[str]] = Field(default_factory=dict)
     intents: dict[str, IntentSpec] = Field(default_factory=dict)
     entities: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
@@ -154,6 +156,9 @@ class Grammar:
 
     lang: str
     threshold: float = DEFAULT_THRESHOLD
+    # whether recognisers get a phrase list: yes for a small closed-vocabulary model (Vosk Korean),
+    # no for a free-form one (Whisper), which would otherwise snap long requests onto phrases
+    asr_phrases: bool = True
     synonyms: dict[str, list[str]] = field(default_factory=dict)
     intents: dict[str, IntentSpec] = field(default_factory=dict)
     entities: dict[str, dict[str, list[str]]] = field(default_factory=dict)
@@ -194,6 +199,8 @@ def load_grammar(lang: str, grammars_dir: Path | str, errors: list[str] | None =
             collect.append(f"{source.where(('lang',))}: says lang {gfile.lang!r} but lives under {lang}/")
         if gfile.threshold is not None:
             grammar.threshold = gfile.threshold
+        if gfile.asr_phrases is not None:
+            grammar.asr_phrases = gfile.asr_phrases
         for name, spec in gfile.intents.items():
             if name in grammar.intents:
                 collect.append(f"{source.where(('intents', name))}: intent {name!r} is already defined at "
