@@ -170,3 +170,11 @@ def test_korean_words_unknown_to_the_speech_model_are_warnings(tree: Path) -> No
     assert f"grammars/ko/support.yaml:{line}: ko phrase '로밍을신청하고싶어요' of 'roaming' has words the " \
            "speech model does not know: 로밍을신청하고싶어요" in done.stdout
     assert run_ivr([*args, "--strict"], cwd=tree).returncode == 1
+
+
+def test_hook_result_named_like_a_collected_slot_is_a_warning(tree: Path) -> None:
+    line = edit(tree / "flows/support.yaml", "      returns: [balance, currency, balance_text, data_left_text]",
+                "      returns: [balance, currency, balance_text, data_left_text, amount]")
+    done = check(tree)
+    assert done.returncode == 0
+    assert f"flows/support.yaml:{line}: hook result 'amount' has the name of a collected slot" in done.stdout

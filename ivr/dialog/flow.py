@@ -341,7 +341,12 @@ class Flow(_Strict):
     def structure_warnings(self) -> list[str]:
         """Legal but maybe unintended: menu choices that have no key (fine if another key leads to them)."""
         warnings = []
+        collected = {s.collect.slot for s in self.states.values() if s.collect}
         for name, state in self.states.items():
+            if state.hook is not None:
+                for key in sorted(set(state.hook.returns) & collected):
+                    warnings.append(f"{self.where('states', name, 'hook', 'returns')}: hook result {key!r} has the "
+                                    f"name of a collected slot: it will fill that slot (and skip its question)")
             if state.kind == "menu" and state.dtmf:
                 keyed = set(state.dtmf.values()) | set(self.global_dtmf.values())
                 for intent in state.dtmf.values():  # a key that opens another menu offers its keys too
