@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ivr.nlu.entities import extract_entities, normalize
 from ivr.nlu.numbers import find_numbers, parse_korean, words_to_number
@@ -131,3 +133,82 @@ def test_short_numbers_are_not_phones() -> None:
 def test_normalize() -> None:
     assert normalize("Top-up: $50, please!") == "top up $ 50 please"
     assert normalize("Ещё 1,5 ГБ") == "еще 1,5 гб"
+
+
+# ---- property: any number spelled out reads back ---------------------------------------------
+
+_EN_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen " \
+           "sixteen seventeen eighteen nineteen".split()
+_EN_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_RU_ONES = "ноль один два три четыре пять шесть семь восемь девять десять одиннадцать двенадцать тринадцать " \
+           "четырнадцать пятнадцать шестнадцать семнадцать восемнадцать девятнадцать".split()
+_RU_TENS = "_ _ двадцать тридцать сорок пятьдесят шестьдесят семьдесят восемьдесят девяносто".split()
+_RU_HUNDREDS = "_ сто двести триста четыреста пятьсот шестьсот семьсот восемьсот девятьсот".split()
+
+
+def _en_below_1000(n: int, with_and: bool) -> list[str]:
+    words: list[str] = []
+    if n >= 100:
+        words += [_EN_ONES[n // 100], "hundred"]
+        n %= 100
+        if n and with_and:
+            words.append("and")
+    if n >= 20:
+        words.append(_EN_TENS[n // 10])
+        n %= 10
+        if n:
+            words.append(_EN_ONES[n])
+    elif n or not words:
+        words.append(_EN_ONES[n])
+    return words
+
+
+def spell_en(n: int, with_and: bool) -> str:
+    if n < 1000:
+        return " ".join(_en_below_1000(n, with_and))
+    words = _en_below_1000(n // 1000, with_and) + ["thousand"]
+    if n % 1000:
+        words += _en_below_1000(n % 1000, with_and)
+    return " ".join(words)
+
+
+def _ru_below_1000(n: int, feminine: bool = False) -> list[str]:
+    words: list[str] = []
+    if n >= 100:
+        words.append(_RU_HUNDREDS[n // 100])
+        n %= 100
+    if n >= 20:
+        words.append(_RU_TENS[n // 10])
+        n %= 10
+        if not n:
+            return words
+    if n or not words:
+        word = _RU_ONES[n]
+        if feminine and n in (1, 2):
+            word = {1: "одна", 2: "две"}[n]
+        words.append(word)
+    return words
+
+
+def spell_ru(n: int) -> str:
+    if n < 1000:
+        return " ".join(_ru_below_1000(n))
+    k = n // 1000
+    last, last2 = k % 10, k % 100
+    noun = "тысяча" if last == 1 and last2 != 11 else "тысячи" if 2 <= last <= 4 and not 12 <= last2 <= 14 else "тысяч"
+    words = _ru_below_1000(k, feminine=True) + [noun]
+    if n % 1000:
+        words += _ru_below_1000(n % 1000)
+    return " ".join(words)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=999_999), st.booleans())
+def test_any_english_number_reads_back(n: int, with_and: bool) -> None:
+    assert words_to_number(spell_en(n, with_and), "en") == n, spell_en(n, with_and)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=999_999))
+def test_any_russian_number_reads_back(n: int) -> None:
+    assert words_to_number(spell_ru(n), "ru") == n, spell_ru(n)
