@@ -257,3 +257,23 @@ def test_prune_stale_removes_only_dead_sessions_leftovers(tmp_path) -> None:  # 
         (base / name / "etc").mkdir(parents=True)
     assert prune_stale(tmp_path) == ["t999999999-abc123"]
     assert sorted(p.name for p in base.iterdir()) == sorted([f"t{os.getpid()}-abc123", "default"])
+
+
+def test_audiosocket_continuous_silence_keeps_a_20ms_clock() -> None:
+    """With idle_keepalive_s = one frame (as `ivr serve` runs), idle silence is a steady stream."""
+
+    async def main() -> tuple[int, float]:
+        server, session, reader, writer = await _audiosocket_pair(AudioSocketParams(idle_keepalive_s=0.02))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.sleep(1.0)
+        count = session.stats.keepalives
+        elapsed = loop.time() - start
+        await session.close()
+        writer.close()
+        await server.stop()
+        return count, elapsed
+
+    count, elapsed = asyncio.run(main())
+    expected = elapsed / 0.02
+    assert 0.7 * expected <= count <= expected + 2, (count, expected)  # steady, no bursts

@@ -346,12 +346,23 @@ class AudioSocketSession:
         interval = self.params.idle_keepalive_s
         if interval <= 0:
             return
+        # On a monotonic grid continuing from the last frame sent, so idle_keepalive_s = 0.02 gives
+        # a steady 20 ms media clock (as `ivr serve` uses) that lines up with play()'s frames.
+        due = self._last_sent + interval
         try:
             while not self._closed and not self._ended:
-                await asyncio.sleep(interval)
-                idle = not self._playing and loop.time() - self._last_sent >= interval
-                if idle and self._send(silence):
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                now = loop.time()
+                if self._playing or now - self._last_sent < interval * 0.9:
+                    due = max(self._last_sent + interval, now + interval / 4)  # something else was sent
+                    continue
+                if self._send(silence):
                     self.stats.keepalives += 1
+                due += interval
+                if due < now:  # fell behind (a busy loop): resynchronise rather than burst
+                    due = now + interval
         except (ConnectionError, OSError):
             pass
 
