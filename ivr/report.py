@@ -209,6 +209,8 @@ def print_report(report: Report, console: Any = None) -> None:
         total = sum(counts.values())
         for key, n in counts.items():
             table.add_row(key, str(n), _pct(_rate(n, total)))
+        if not counts:
+            table.add_row("none", "0", "-")
         console.print(table)
 
 

@@ -122,6 +122,29 @@ def test_each_write_is_visible_before_the_call_ends(store, db_url):
     assert store.call(cid).status == "active" and store.call(cid).ended_at is None
 
 
+CRASHING_CALLER = """
+import os, sys
+from ivr.storage.records import CallStore, StoreParams, TurnRecord
+store = CallStore(sys.argv[1], StoreParams(spool_path=None, spool=False))
+cid = store.open_call("crash-1", lang="en", flow="support")
+for i in range(3):
+    store.add_turn(cid, TurnRecord(idx=i, transcript=f"turn {i}"))
+os._exit(1)  # killed mid-call: no close_call, no flush, no clean shutdown
+"""
+
+
+def test_process_killed_mid_call_keeps_every_written_turn(db_url):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", CRASHING_CALLER, db_url], capture_output=True, timeout=120)
+    assert done.returncode == 1, done.stderr.decode()
+    with CallStore(db_url, StoreParams(spool=False)) as store:
+        call = store.call("crash-1")
+        assert call is not None and call.status == "active" and call.ended_at is None
+        assert [t.transcript for t in store.turns("crash-1")] == ["turn 0", "turn 1", "turn 2"]
+
+
 def test_calls_since_filters_by_start_time(store):
     now = datetime.now(UTC)
     old = store.open_call(started_at=now - timedelta(days=3))
