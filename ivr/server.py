@@ -48,8 +48,9 @@ def conversation_handler(services: CallServices) -> CallHandler:
     """The bridge's per-call handler: run the conversation, turn its result into a hand-off."""
 
     async def handle(call: TelephonyCall) -> HandOff | None:
+        # the call record is keyed by Asterisk's Uniqueid, so AMI events and records meet
         session = CallSession(services, call.audio, lang=call.lang, flow=call.flow, caller_id=call.caller_id,
-                              channel=call.channel)
+                              channel=call.channel, call_id=call.uniqueid or None)
         result = await session.run()
         if result.route == "hangup":
             return None  # the caller left: nothing to hand over
