@@ -304,7 +304,7 @@ def render_html(report: Report) -> str:
             )
             or '<tr><td colspan="3">none</td></tr>'
         )
-        return f"<h2>{esc(title)}</h2><table><tr><th></th><th>calls</th><th>share</th></tr>{rows}</table>"
+        return f"<div><h2>{esc(title)}</h2><table><tr><th></th><th>calls</th><th>share</th></tr>{rows}</table></div>"
 
     tables = "".join(
         [
@@ -316,8 +316,7 @@ def render_html(report: Report) -> str:
         ]
     )
     figures = "".join(
-        f'<figure><img alt="{esc(title)}" src="data:image/png;base64,{data}"><figcaption>{esc(title)}'
-        "</figcaption></figure>"
+        f'<figure><img alt="{esc(title)}" src="data:image/png;base64,{data}"></figure>'
         for title, data in plots(report).items()
     )
     nps = report.nps
@@ -329,10 +328,10 @@ body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width
 .kpi {{ border: 1px solid #ddd; border-radius: 8px; padding: .7rem 1rem; min-width: 9rem; }}
 .kpi .v {{ font-size: 1.4rem; font-weight: 600; }} .kpi .k {{ color: #666; font-size: .85rem; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 1rem; }} figure {{ margin: 0; }}
-figcaption {{ text-align: center; color: #666; font-size: .85rem; }}
 table {{ border-collapse: collapse; margin-bottom: 1rem; }} td, th {{ border-bottom: 1px solid #eee;
 padding: .25rem .8rem; text-align: left; }}
-.tables {{ display: flex; flex-wrap: wrap; gap: 2rem; }} .note {{ color: #666; font-size: .85rem; }}
+.tables {{ display: flex; flex-wrap: wrap; gap: 2.5rem; align-items: flex-start; }}
+.note {{ color: #666; font-size: .85rem; }}
 </style></head><body>
 <h1>IVR report</h1>
 <p>{esc(window)}, generated {report.until:%Y-%m-%d %H:%M} UTC; {report.calls} calls, {report.turns} turns.</p>
