@@ -125,7 +125,7 @@ def compute(
         report.latency_ms = {f"p{p}": float(np.percentile(values, p)) for p in PERCENTILES}
         report.latency_ms["max"] = float(values.max())
     else:
-        report.latency_ms = {f"p{p}": None for p in PERCENTILES} | {"max": None}
+        report.latency_ms = {name: None for name in (*(f"p{p}" for p in PERCENTILES), "max")}
     report.latency_ms["count"] = len(report.latencies)
 
     scores = [c.survey_score for c in calls if c.survey_score is not None]
@@ -255,7 +255,7 @@ def plots(report: Report) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ax.hist(report.latencies, bins=30, color="#8172b3")
         for name, style in (("p50", "--"), ("p95", ":")):
-            value = report.latency_ms[name]
+            value = report.latency_ms[name] or 0.0
             ax.axvline(value, color="black", linestyle=style, label=f"{name} {value:.0f} ms")
         ax.set_xlabel("turn latency (ms)")
         ax.set_ylabel("turns")

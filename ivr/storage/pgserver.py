@@ -49,12 +49,13 @@ class TempPostgres:
     """initdb + pg_ctl in a temp dir; `url` is a SQLAlchemy URL for the `postgres` database."""
 
     def __init__(self, bin_dir: Path | None = None) -> None:
-        self.bin_dir = bin_dir or find_pg_bin()
-        if self.bin_dir is None:
+        found = bin_dir or find_pg_bin()
+        if found is None:
             raise StorageError(
                 "PostgreSQL server binaries (initdb, pg_ctl) not found",
                 fix="apt-get install postgresql",
             )
+        self.bin_dir: Path = found
         self.root = Path(tempfile.mkdtemp(prefix="ivr-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"

@@ -559,18 +559,17 @@ _RETRYABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.Disconnecti
 def _insert_ignore(conn: Connection, table: sa.Table, row: dict[str, Any], keys: list[str]) -> None:
     """INSERT that does nothing if the row exists (a retried write after a lost acknowledgement)."""
     dialect = conn.dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+    if dialect in ("postgresql", "sqlite"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        conn.execute(insert(table).values(**row).on_conflict_do_nothing(index_elements=keys))
     else:
         exists = conn.execute(
             sa.select(sa.literal(1)).select_from(table).where(*[table.c[k] == row[k] for k in keys])
         ).first()
         if not exists:
             conn.execute(sa.insert(table).values(**row))
-        return
-    conn.execute(insert(table).values(**row).on_conflict_do_nothing(index_elements=keys))
 
 
 def _make_engine(url: str, params: StoreParams) -> Engine:
