@@ -35,9 +35,11 @@ if str(ROOT) not in sys.path:  # `python bench/fake_asterisk.py` from anywhere
 from ivr.audio.pcm import FRAME_BYTES, FRAME_MS  # noqa: E402
 from ivr.telephony.agi import parse_environment  # noqa: E402
 from ivr.telephony.audiosocket import (  # noqa: E402
+    KIND_AUDIO,
     AudioIn,
     AudioSocketParser,
     HangupIn,
+    encode,
     encode_audio,
     encode_hangup,
     encode_uuid,
@@ -57,6 +59,8 @@ LATE_GAP_S = 0.040
 # a caller's speech ends at the last frame louder than this share of its loudest frame
 SPEECH_END_SHARE = 0.05
 AGI_OK = b"200 result=0\n"
+OVERSIZED_AT_FRAME = 50  # misbehave="oversized_frame": 1 s into the media
+OVERSIZED_PAYLOAD = 0xFFFF
 
 
 @dataclass
@@ -74,6 +78,9 @@ class CallerScript:
     hangup_after_s: float | None = None  # hang up this long after the media starts, whatever happens
     max_call_s: float = 120.0  # give up (and hang up) after this long
     speak: bool = True  # False: stay silent (no-input path)
+    # misbehave like a broken or hostile peer: "" (no), "no_audiosocket" (EXEC fails: nothing connects),
+    # "garbage_reply" (answer AGI commands with junk), "oversized_frame" (a frame over the cap mid-call)
+    misbehave: str = ""
 
 
 @dataclass
@@ -245,7 +252,10 @@ async def _run_media(host: str, port: int, call_uuid: uuidlib.UUID, script: Call
             if now - started >= script.max_call_s:
                 report.error = report.error or "max_call_s reached"
                 break
-            writer.write(encode_audio(media.tick(now)))
+            if script.misbehave == "oversized_frame" and index == OVERSIZED_AT_FRAME:
+                writer.write(encode(KIND_AUDIO, b"\x01" * OVERSIZED_PAYLOAD))
+            else:
+                writer.write(encode_audio(media.tick(now)))
             await writer.drain()
             index += 1
         report.hung_up_by = report.hung_up_by or "caller"
@@ -294,7 +304,9 @@ async def fake_call(agi_host: str, agi_port: int, script: CallerScript, *,
                 continue
             verb = " ".join(words[:2]) if words[0] in ("SET", "GET") else words[0]
             report.commands.append(verb)
-            if caller_gone:
+            if script.misbehave == "garbage_reply":
+                writer.write(b"\x00\xffgarbage 999 result\n")
+            elif caller_gone:
                 writer.write(b"511 Command Not Permitted on a dead channel or intercept routine\n")
             elif verb == "SET VARIABLE" and len(words) >= 4:
                 report.variables[words[2]] = words[3]
@@ -302,6 +314,10 @@ async def fake_call(agi_host: str, agi_port: int, script: CallerScript, *,
             elif verb == "EXEC" and len(words) >= 3 and words[1].lower() == "audiosocket":
                 call_uuid, _, target = words[2].partition(",")
                 host, _, port = target.rpartition(":")
+                if script.misbehave == "no_audiosocket":  # as AudioSocket() does when it cannot connect
+                    writer.write(b"200 result=-1\n")
+                    await writer.drain()
+                    continue
                 try:
                     await _run_media(host, int(port), uuidlib.UUID(call_uuid), script, report)
                 except (OSError, ValueError) as exc:

@@ -185,3 +185,52 @@ def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q))
 
 
+
+
+class ThreadedServer:
+    """An InProcessServer on its own event loop in a background thread (for blocking-socket tests).
+
+    `with ThreadedServer(settings, services) as server:` -> server.agi_port, server.run(coro)
+    (run a coroutine on the server's loop and wait for it), server.submit(coro) (a Future).
+    """
+
+    def __init__(self, settings: Settings, services: CallServices) -> None:
+        self.server = InProcessServer(settings, services)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="ivr-server-loop", daemon=True)
+
+    def __enter__(self) -> ThreadedServer:
+        self._thread.start()
+        self.run(self.server.__aenter__(), timeout=START_TIMEOUT_S + 5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.run(self.server.stop(), timeout=60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
+
+    def submit(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Any, timeout: float = 60.0) -> Any:
+        return self.submit(coro).result(timeout)
+
+    @property
+    def agi_port(self) -> int:
+        return self.server.agi_port
+
+    @property
+    def audiosocket_port(self) -> int:
+        return self.server.audiosocket_port
+
+    @property
+    def taps(self) -> ServerTaps:
+        return self.server.taps
+
+    @property
+    def serving(self) -> bool:
+        task = self.server._task
+        return task is not None and not task.done()
