@@ -196,3 +196,21 @@ def test_built_prompts_still_play_when_the_engine_is_gone(prompts_dir, tts, monk
         assert pcm.duration_s(audio) > 1.0
         with pytest.raises(EngineError, match="espeak-ng"):
             asyncio.run(cache.get("Your balance is 5 dollars.", "en"))
+
+
+def test_prompts_command_builds_and_lists(prompts_dir, tmp_path, capsys):
+    import argparse
+
+    from ivr.commands import prompts as prompts_command
+
+    config = prompts_dir / "ivr.yaml"  # not a language: ignored by build
+    config.write_text(f"paths:\n  prompts: {prompts_dir}\n", encoding="utf-8")
+    build = argparse.Namespace(config=str(config), prompts_command="build", lang=None, keep_stale=False)
+    assert prompts_command.run(build) == 0
+    out = capsys.readouterr().out
+    assert "ivr prompts build" in out and "en" in out and "ko" in out
+    assert len(list((prompts_dir / "cache").rglob("*.slin"))) == 3  # 2 fixed en + 1 ko
+    listing = argparse.Namespace(config=str(config), prompts_command="list", lang=["en"])
+    assert prompts_command.run(listing) == 0
+    out = capsys.readouterr().out
+    assert "welcome" in out and "bye" in out and "hello" not in out and "2 prompts" in out

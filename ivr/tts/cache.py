@@ -42,6 +42,7 @@ INDEX_FILE = "index.json"
 AUDIO_SUFFIX = ".slin"
 DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024  # ~35 minutes of 8 kHz slin
 PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+LANG_FILE = re.compile(r"^[a-z]{2}(?:[-_][A-Za-z]{2,4})?$")  # en.yaml, pt-BR.yaml; not ivr.yaml
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,7 @@ class PromptCache:
 
     def prompt_langs(self) -> list[str]:
         """Languages with a prompts/<lang>.yaml file."""
-        found = {p.stem for p in self.prompts_dir.glob("*.yaml")}
+        found = {p.stem for p in self.prompts_dir.glob("*.yaml") if LANG_FILE.match(p.stem)}
         return [lang for lang in LANGUAGES if lang in found] + sorted(found - set(LANGUAGES))
 
     # ---- build ------------------------------------------------------------------------------
