@@ -98,6 +98,7 @@ class BatchResult:
     frames_out_server: int
     client_send_lag_max_ms: float
     wall_s: float
+    loadavg_1m: float  # machine load (all processes) at the end of the batch: other work competes too
 
 
 def read_pcm(path: Path) -> bytes:
@@ -162,6 +163,7 @@ async def run_batch(server: InProcessServer, engine: str, lang: str, fixture: st
         max_gap_ms=max((r["max_gap_ms"] for r in reports), default=0.0),
         late_frames_server=sum(a.late_frames for a in audio), frames_out_server=sum(a.frames_out for a in audio),
         client_send_lag_max_ms=max((r["send_lag_max_ms"] for r in reports), default=0.0), wall_s=wall,
+        loadavg_1m=os.getloadavg()[0],
     )
 
 
@@ -169,7 +171,7 @@ def conditions() -> dict[str, Any]:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
     return {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "cores": os.cpu_count(), "cpu": model,
-            "python": platform.python_version()}
+            "python": platform.python_version(), "loadavg_start": os.getloadavg()[0]}
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:
@@ -181,7 +183,7 @@ def print_table(results: list[BatchResult], cond: dict[str, Any], console: Conso
                         f"{cond['cpu']}, Python {cond['python']}")
     for column in ("engine", "N", "utt s", "ok", "understood", "e2e p50 ms", "e2e p95 ms", "e2e max ms",
                    "endpoint ms", "ASR p50/p95 ms", "NLU+dlg p95", "prompt p95", "compute p50/p95/max ms",
-                   "CPU/call", "RSS MB/call", "late >40ms (client)", "late >10ms (server)"):
+                   "CPU %core/call", "RSS MB/call", "late >40ms (client)", "late >10ms (server)", "load 1m"):
         table.add_column(column, justify="right")
     for r in results:
         table.add_row(
@@ -189,13 +191,15 @@ def print_table(results: list[BatchResult], cond: dict[str, Any], console: Conso
             f"{r.understood}/{r.calls}", _fmt(r.latency_p50_ms), _fmt(r.latency_p95_ms), _fmt(r.latency_max_ms),
             _fmt(r.endpoint_ms), f"{_fmt(r.asr_p50_ms)}/{_fmt(r.asr_p95_ms)}", _fmt(r.nlu_dialog_p95_ms, 1),
             _fmt(r.tts_p95_ms, 1), f"{_fmt(r.compute_p50_ms)}/{_fmt(r.compute_p95_ms)}/{_fmt(r.compute_max_ms)}",
-            f"{r.cpu_per_call:.3f}", f"{r.rss_per_call_mb:.2f}",
+            f"{r.cpu_per_call * 100:.1f}", f"{r.rss_per_call_mb:.2f}",
             f"{r.late_frames_client}/{r.playback_frames_client}", f"{r.late_frames_server}/{r.frames_out_server}",
+            f"{r.loadavg_1m:.1f}",
         )
     console.print(table)
     console.print("e2e: caller's end of speech -> first non-silent reply frame (includes the endpointing "
                   "silence); compute: server decision -> first reply frame handed to the socket "
-                  "(ASR final + NLU + dialog + prompt audio). CPU/call: server CPU s per call-second.")
+                  "(ASR final + NLU + dialog + prompt audio). CPU: server process CPU time / call-seconds. "
+                  "load 1m: machine load average at the end of the batch (other processes compete for the cores).")
     for r in results:
         if r.errors:
             console.print(f"[yellow]{r.engine} N={r.calls}: caller errors: {'; '.join(r.errors)[:300]}")
