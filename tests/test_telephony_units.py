@@ -276,4 +276,4 @@ def test_audiosocket_continuous_silence_keeps_a_20ms_clock() -> None:
 
     count, elapsed = asyncio.run(main())
     expected = elapsed / 0.02
-    assert 0.7 * expected <= count <= expected + 2, (count, expected)  # steady, no bursts
+    assert 0.5 * expected <= count <= expected + 2, (count, expected)  # steady, never a burst
