@@ -11,7 +11,7 @@ import pytest
 from ivr.audio import pcm
 from ivr.errors import EngineError
 from ivr.tts import engine as engine_module
-from ivr.tts.engine import TtsEngine, TtsParams, base_lang
+from ivr.tts.engine import TtsEngine, TtsParams, base_lang, trim_trailing_silence
 
 TEXTS = {
     "en": "Your balance is twelve dollars.",
@@ -37,7 +37,7 @@ def test_each_language_speaks_8khz_slin(tts, lang):
 
 
 def test_version_names_espeak_and_settings(tts):
-    assert re.match(r"espeak-ng \d+\.\d+.*; espeak-ng; rate 160; vol 1\.0$", tts.version)
+    assert re.match(r"espeak-ng \d+\.\d+.*; espeak-ng; rate 160; vol 1\.0; tail 120$", tts.version)
     assert tts.backend == "espeak-ng"  # "auto" with the espeak-ng command installed
 
 
@@ -175,3 +175,23 @@ def test_whisper_understands_the_english_voice(tts):
     ]
     errors = [_wer(p, asr.transcribe(tts.synthesize_sync(p, "en"))[0]) for p in prompts]
     assert sum(errors) / len(errors) < 0.5, errors
+
+
+def test_trailing_silence_is_trimmed_to_the_tail():
+    import numpy as np
+
+    t = np.arange(8000) / 8000
+    tone = (8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()  # 1 s
+    trimmed = trim_trailing_silence(tone + pcm.silence(400), keep_ms=120)
+    assert len(trimmed) == len(tone) + len(pcm.silence(120))
+    assert trim_trailing_silence(pcm.silence(300), keep_ms=120) == pcm.silence(300)
+    assert trim_trailing_silence(tone, keep_ms=120) == tone
+
+
+def test_prompts_end_without_dead_air(tts):
+    with TtsEngine(TtsParams(tail_ms=None)) as untrimmed:
+        raw = untrimmed.synthesize_sync(TEXTS["en"], "en")
+    trimmed = tts.synthesize_sync(TEXTS["en"], "en")
+    assert raw.startswith(trimmed)
+    assert 0.15 < pcm.duration_s(raw) - pcm.duration_s(trimmed) < 0.4  # espeak's ~350 ms end pause
+    assert pcm.rms(trimmed[-pcm.FRAME_BYTES * 5 :]) < pcm.rms(trimmed)  # the tail is quiet

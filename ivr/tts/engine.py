@@ -44,6 +44,9 @@ DEFAULT_VOICES = {"en": "gmw/en-us", "ru": "zle/ru", "ko": "ko"}
 DEFAULT_RATE = 160
 DEFAULT_VOLUME = 1.0
 DEFAULT_TIMEOUT_S = 30.0
+# espeak ends every text with ~350 ms of silence: dead air before the caller's turn. Keep this much.
+DEFAULT_TAIL_MS = 120
+SILENCE_LEVEL = 100  # RMS (of 32768) below which a 10 ms window counts as silence
 ESPEAK_RATE = 22050  # what espeak-ng (and so pyttsx3's save_to_file) writes
 
 INSTALL_FIX = "install espeak-ng (`apt-get install espeak-ng`) and pyttsx3 (`pip install pyttsx3`)"
@@ -58,6 +61,7 @@ class TtsParams:
     volume: float = DEFAULT_VOLUME
     backend: Literal["auto", "pyttsx3", "espeak-ng"] = "auto"  # auto: the espeak-ng command if present
     timeout_s: float = DEFAULT_TIMEOUT_S  # per synthesis; a hung engine raises EngineError
+    tail_ms: int | None = DEFAULT_TAIL_MS  # trailing silence kept; None: keep espeak's own
 
 
 def base_lang(lang: str) -> str:
@@ -88,14 +92,14 @@ class TtsEngine:
     def version(self) -> str:
         """Engine identity for cache keys: espeak-ng version, back-end and rate."""
         if self._version is None and self.backend == "pyttsx3" and shutil.which("espeak-ng") is None:
-            self._version = (
-                f"libespeak-ng {_library_version()}; pyttsx3; rate {self.params.rate}; vol {self.params.volume}"
-            )
+            self._version = f"libespeak-ng {_library_version()}; pyttsx3; {self._settings()}"
         if self._version is None:
-            self._version = (
-                f"espeak-ng {espeak_version()}; {self.backend}; rate {self.params.rate}; vol {self.params.volume}"
-            )
+            self._version = f"espeak-ng {espeak_version()}; {self.backend}; {self._settings()}"
         return self._version
+
+    def _settings(self) -> str:
+        tail = "" if self.params.tail_ms is None else f"; tail {self.params.tail_ms}"
+        return f"rate {self.params.rate}; vol {self.params.volume}{tail}"
 
     @property
     def backend(self) -> str:
@@ -196,6 +200,8 @@ class TtsEngine:
         else:
             wav = self._espeak_wav(text, voice)
         audio = pcm.read_wav(wav)
+        if self.params.tail_ms is not None:
+            audio = trim_trailing_silence(audio, self.params.tail_ms)
         log.debug("TTS %r (%s): %.0f ms", text[:40], voice, (time.perf_counter() - started) * 1000)
         return audio
 
@@ -231,6 +237,18 @@ class TtsEngine:
 
 
 # ---- helpers ------------------------------------------------------------------------------
+def trim_trailing_silence(audio: bytes, keep_ms: int, level: float = SILENCE_LEVEL) -> bytes:
+    """Cut slin audio `keep_ms` after the last 10 ms window louder than `level` (RMS)."""
+    window = pcm.SAMPLE_RATE // 100 * pcm.SAMPLE_WIDTH  # 10 ms in bytes
+    end = len(audio) - len(audio) % window
+    while end > 0 and pcm.rms(audio[end - window : end]) < level:
+        end -= window
+    if end == 0:
+        return audio  # all silence: leave it alone
+    keep = end + pcm.SAMPLE_RATE * keep_ms // 1000 * pcm.SAMPLE_WIDTH
+    return audio[: min(len(audio), keep)]
+
+
 _version_cache: str | None = None
 
 
