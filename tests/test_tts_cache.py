@@ -214,3 +214,15 @@ def test_prompts_command_builds_and_lists(prompts_dir, tmp_path, capsys):
     assert prompts_command.run(listing) == 0
     out = capsys.readouterr().out
     assert "welcome" in out and "bye" in out and "hello" not in out and "2 prompts" in out
+
+
+def test_fixed_prompt_rendered_on_demand_is_kept_on_disk(prompts_dir, tts):
+    """Without `ivr prompts build`, a flow's fixed prompt is rendered once and then read from disk."""
+    cache = PromptCache(prompts_dir, tts)
+    asyncio.run(cache.get("Welcome to  Demo Mobile.", "en"))  # same text, other spacing
+    asyncio.run(cache.get("Your balance is 7 dollars.", "en"))  # dynamic: memory only
+    (entry,) = cache.entries("en")
+    assert entry.prompt_id == "welcome"
+    engine = CountingEngine(tts)
+    asyncio.run(PromptCache(prompts_dir, engine).get("Welcome to Demo Mobile.", "en"))  # type: ignore[arg-type]
+    assert engine.calls == 0

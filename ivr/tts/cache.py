@@ -124,6 +124,7 @@ class PromptCache:
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
         self.hits = 0
         self.misses = 0
+        self._fixed: dict[str, dict[str, str]] = {}  # lang -> normalised fixed text -> prompt_id
 
     # ---- keys and lookups -------------------------------------------------------------------
     def key(self, text: str, lang: str) -> str:
@@ -154,6 +155,12 @@ class PromptCache:
         try:
             audio = await self.engine.synthesize(text, lang)
             self._remember(key, audio)
+            prompt_id = self._fixed_prompt_id(text, lang)
+            if prompt_id is not None:  # a flow prompt `ivr prompts build` had not rendered yet
+                try:
+                    await asyncio.to_thread(self._store, key, lang, text, prompt_id, audio)
+                except OSError as exc:  # read-only install: the call still gets its audio
+                    log.warning("cannot keep prompt %r in %s: %s", prompt_id, self.cache_dir, exc)
             future.set_result(audio)
             return audio
         except BaseException as exc:
@@ -174,6 +181,16 @@ class PromptCache:
             if persist:
                 self._store(key, lang, text, prompt_id, audio)
         return audio
+
+    def _fixed_prompt_id(self, text: str, lang: str) -> str | None:
+        """The prompt id if `text` is a fixed prompt of prompts/<lang>.yaml (those may go to disk)."""
+        if lang not in self._fixed:
+            try:
+                prompts = load_prompts(self.prompts_dir, lang)
+            except ConfigError:
+                prompts = {}  # a broken prompt file is reported by `ivr check`, not mid-call
+            self._fixed[lang] = {" ".join(t.split()): pid for pid, t in prompts.items() if is_fixed(t)}
+        return self._fixed[lang].get(" ".join(text.split()))
 
     def rendered_earlier(self, text: str, lang: str) -> bytes | None:
         """Audio on disk for exactly this text, whatever voice/engine made it (fallback when the
