@@ -90,9 +90,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("file", "text", "conf", "audio s", "decode ms", "alternatives")
+    table = Table("conf", "audio s", "decode ms")
+    # long paths and texts wrap rather than being cut short
+    table.columns.insert(0, Column("file", overflow="fold"))
+    table.columns.insert(1, Column("text", overflow="fold"))
+    table.add_column("alternatives", overflow="fold")
     for row in rows:
         alts = "; ".join(f"{a['text']} ({a['confidence']:.2f})" for a in row["alternatives"][1:4])
         text = row["text"] or "[dim](rejected / nothing heard)[/dim]"
