@@ -222,7 +222,7 @@ class SpeakerMonitor:
 
 @pytest.mark.slow
 def test_ivr_talk_conversation_through_virtual_mic_and_speaker(pulse_env: dict[str, str]) -> None:
-    """The whole `ivr talk`: greeting out, balance question in, answer out, goodbye in, call completed."""
+    """The whole `ivr talk`: greeting, balance question, answer, goodbye, survey answered with "five"."""
     env = dict(pulse_env)
     for sink in ("spk", "mic"):
         subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={sink}", "rate=8000"],
@@ -233,15 +233,17 @@ def test_ivr_talk_conversation_through_virtual_mic_and_speaker(pulse_env: dict[s
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         speaker.wait_prompt_done(60, talk)  # the greeting (first call also loads the speech models)
-        for turn in ("balance_1.wav", "goodbye_1.wav"):
+        for turn in ("balance_1.wav", "goodbye_1.wav", "real_five_1.wav"):
             subprocess.run(["paplay", "--device=mic", str(PROJECT_ROOT / "audio_fixtures" / "en" / turn)],
                            env=env, check=True, timeout=30)
-            if turn.startswith("balance"):
-                speaker.wait_prompt_done(60, talk)  # the answer with the balance
+            if not turn.startswith("real_five"):
+                speaker.wait_prompt_done(60, talk)  # the balance answer; the survey question
         out, err = talk.communicate(timeout=60)
     finally:
         talk.kill()
         speaker.close()
     assert talk.returncode == 0, err[-3000:]
     assert "-> balance" in out and "-> goodbye" in out, out
+    assert "Your balance is 12 dollars and 50 cents" in out, out  # the demo subscriber's seeded balance
+    assert "survey score 5" in out, out
     assert "call ended: completed" in out, out

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
+from typing import Any
 
 from rich.console import Console
 
@@ -65,15 +67,32 @@ async def _talk(settings: Settings, lang: str, args: argparse.Namespace) -> int:
         async def play(pcm: bytes) -> None:
             await device.play(pcm)
 
-        result = await run_local_call(settings, lang, args.flow, device.frames(), play, device.stop_playback)
-    for turn in getattr(result, "turns", []) or []:
-        if turn.prompt:
-            console.print(f"[green]assistant[/] {turn.prompt}")
-        heard = turn.transcript or (f"#{turn.dtmf}" if turn.dtmf else "(no input)")
-        console.print(f"[yellow]you[/]       {heard}  [dim]-> {turn.intent or '-'} ({turn.latency_ms:.0f} ms)[/]")
+        # print the conversation as it happens when the pipeline offers callbacks, else at the end
+        accepted = inspect.signature(run_local_call).parameters
+        live = {"on_say": _print_say, "on_turn": _print_turn}
+        live = {name: fn for name, fn in live.items() if name in accepted}
+        result = await run_local_call(
+            settings, lang, args.flow, device.frames(), play, device.stop_playback, **live
+        )
+    if not live:
+        for turn in getattr(result, "turns", []) or []:
+            if turn.prompt:
+                _print_say(turn.prompt)
+            _print_turn(turn)
     route = getattr(result, "route", "")
     if route:
         console.print(f"call ended: {route}" + (f" ({result.reason})" if getattr(result, "reason", "") else ""))
+    if getattr(result, "survey_score", None) is not None:
+        console.print(f"survey score {result.survey_score}")
     if device.dropped_frames:
         console.print(f"[dim]{device.dropped_frames} microphone frame(s) dropped (the pipeline lagged)[/]")
     return 0
+
+
+def _print_say(text: str) -> None:
+    console.print(f"[green]assistant[/] {text}")
+
+
+def _print_turn(turn: Any) -> None:  # ivr.call.TurnLog
+    heard = turn.transcript or (f"#{turn.dtmf}" if turn.dtmf else "(no input)")
+    console.print(f"[yellow]you[/]       {heard}  [dim]-> {turn.intent or '-'} ({turn.latency_ms:.0f} ms)[/]")
