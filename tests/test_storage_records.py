@@ -272,6 +272,45 @@ def test_server_restart_mid_call_loses_nothing(postgres, pg_store_url, tmp_path)
 
 
 @pytest.mark.postgres
+def test_writers_keep_going_through_a_restart(postgres, pg_store_url, tmp_path, caplog):
+    """Several threads write calls while the server stops and starts: every record arrives, once."""
+    store = CallStore(pg_store_url, StoreParams(spool_path=tmp_path / "spool.jsonl", retry_s=0.1))
+    threads, calls_each, turns_each = 4, 6, 5
+    stop_at = threads * calls_each // 3  # calls opened before the outage
+
+    opened = threading.Semaphore(0)
+
+    def caller(n: int) -> None:
+        for c in range(calls_each):
+            cid = store.open_call(f"t{n}-c{c}", lang="en")
+            opened.release()
+            for i in range(turns_each):
+                store.add_turn(cid, TurnRecord(idx=i, transcript=f"{cid} {i}"))
+                time.sleep(0.01)
+            store.close_call(cid, status="completed")
+
+    try:
+        workers = [threading.Thread(target=caller, args=(n,)) for n in range(threads)]
+        for w in workers:
+            w.start()
+        for _ in range(stop_at):
+            opened.acquire()
+        postgres.stop()
+        time.sleep(0.3)
+        postgres.start()
+        for w in workers:
+            w.join()
+        assert store.flush(timeout_s=30)
+        assert "call record store unavailable" in caplog.text  # the outage really hit the writers
+        assert _count(pg_store_url, "calls") == threads * calls_each
+        assert _count(pg_store_url, "turns") == threads * calls_each * turns_each
+        assert all(c.status == "completed" for c in store.calls())
+        assert store.dropped == 0
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
 def test_background_retry_drains_after_restart(postgres, pg_store_url, tmp_path):
     with CallStore(pg_store_url, StoreParams(spool_path=tmp_path / "s.jsonl", retry_s=0.2)) as store:
         cid = store.open_call(lang="ko")

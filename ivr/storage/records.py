@@ -218,7 +218,12 @@ class CallStore:
         self.url = url
         self.params = params or StoreParams()
         self.engine = _make_engine(url, self.params)
-        self._lock = threading.RLock()  # one writer at a time keeps the queue in order
+        # Lock order: _drain_lock before _lock. _lock guards the queue and is held for a direct
+        # write; a drain holds it only to touch the queue, so writers queue behind a slow retry
+        # (connect timeout) without waiting for it.
+        self._lock = threading.RLock()
+        self._drain_lock = threading.Lock()  # one drainer at a time
+        self._schema_lock = threading.Lock()
         self._pending: deque[tuple[str, dict[str, Any]]] = deque()
         self._overflowed = False  # memory queue full: the spool file holds the truth
         self._schema_ready = False
@@ -230,13 +235,13 @@ class CallStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._load_spool()
-        with self._lock:
-            try:
-                self._ensure_schema()
-            except _RETRYABLE as exc:  # database down at start-up: the calls still go on
+        try:
+            self._ensure_schema()
+        except _RETRYABLE as exc:  # database down at start-up: the calls still go on
+            with self._lock:
                 self._went_down(exc)
-            else:
-                self._drain()
+        else:
+            self._drain()
 
     # ---- public write API -------------------------------------------------------------------
     def open_call(
@@ -323,12 +328,13 @@ class CallStore:
         self.update_call(call_id, **values)
 
     def flush(self, timeout_s: float | None = None) -> bool:
-        """Write queued records now, retrying until done or `timeout_s`; True if nothing is left."""
+        """Write queued records now; with `timeout_s`, keep retrying that long. True if nothing is left."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             with self._lock:
                 self._next_retry = 0.0
-                self._drain()
+            self._drain()
+            with self._lock:
                 if not self._pending and not self._overflowed:
                     return True
             if deadline is None or time.monotonic() >= deadline:
@@ -397,8 +403,7 @@ class CallStore:
 
     def _read(self, query: sa.Select[Any]) -> list[Any]:
         try:
-            with self._lock:
-                self._ensure_schema()
+            self._ensure_schema()
             with self.engine.connect() as conn:
                 return list(conn.execute(query))
         except sa_exc.SQLAlchemyError as exc:
@@ -410,20 +415,22 @@ class CallStore:
     # ---- write queue ------------------------------------------------------------------------
     def _write(self, op: str, row: dict[str, Any]) -> None:
         row = {k: _utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
+        drain_now = False
         with self._lock:
-            if self._pending or self._overflowed:
+            if self._pending or self._overflowed:  # keep the order: behind what is queued
                 self._enqueue(op, row)
-                if time.monotonic() >= self._next_retry:
-                    self._drain()
-                return
-            try:
-                self._ensure_schema()
-                self._apply(op, row)
-            except _RETRYABLE as exc:
-                self._went_down(exc)
-                self._enqueue(op, row)
-            except sa_exc.SQLAlchemyError as exc:
-                self._reject(op, row, exc)
+                drain_now = not self.params.background_retry and time.monotonic() >= self._next_retry
+            else:
+                try:
+                    self._ensure_schema()
+                    self._apply(op, row)
+                except _RETRYABLE as exc:
+                    self._went_down(exc)
+                    self._enqueue(op, row)
+                except sa_exc.SQLAlchemyError as exc:
+                    self._reject(op, row, exc)
+        if drain_now:
+            self._drain()
 
     def _enqueue(self, op: str, row: dict[str, Any]) -> None:
         if self.spool_path is not None:
@@ -446,28 +453,39 @@ class CallStore:
 
     def _drain(self) -> None:
         """Write queued records in order until the queue is empty or the database fails again."""
-        if self._overflowed:
-            self._pending = deque(self._read_spool())
-            self._overflowed = False
-        if not self._pending:
-            return
-        try:
-            self._ensure_schema()
-            while self._pending:
-                op, row = self._pending[0]
-                try:
-                    self._apply(op, row)
-                except _RETRYABLE:
-                    raise
-                except sa_exc.SQLAlchemyError as exc:
-                    self._reject(op, row, exc)
-                self._pending.popleft()
-        except _RETRYABLE as exc:
-            self._went_down(exc)
-            return
-        log.info("call record store is back: queued writes flushed")
-        self._retry_delay = self.params.retry_s
-        self._truncate_spool()
+        with self._drain_lock:
+            with self._lock:
+                if self._overflowed:
+                    self._pending = deque(self._read_spool())
+                    self._overflowed = False
+                if not self._pending:
+                    return
+            try:
+                self._ensure_schema()
+                while True:
+                    with self._lock:
+                        if not self._pending:
+                            break
+                        op, row = self._pending[0]
+                    try:
+                        self._apply(op, row)
+                    except _RETRYABLE:
+                        raise
+                    except sa_exc.SQLAlchemyError as exc:
+                        with self._lock:
+                            self._reject(op, row, exc)
+                    with self._lock:
+                        self._pending.popleft()
+            except _RETRYABLE as exc:
+                with self._lock:
+                    self._went_down(exc)
+                return
+            with self._lock:
+                if self._pending or self._overflowed:  # a writer queued more meanwhile
+                    return
+                log.info("call record store is back: queued writes flushed")
+                self._retry_delay = self.params.retry_s
+                self._truncate_spool()
 
     def _went_down(self, exc: Exception) -> None:
         if not self._pending:
@@ -478,7 +496,10 @@ class CallStore:
     def _reject(self, op: str, row: dict[str, Any], exc: Exception) -> None:
         self.dropped += 1
         log.error(
-            "call record %s for %s rejected by the database: %s", op, row.get("call_id") or row.get("id"), _short(exc)
+            "call record %s for %s rejected by the database: %s",
+            op,
+            row.get("call_id") or row.get("id"),
+            _short(exc),
         )
 
     def _start_retry_thread(self) -> None:
@@ -492,17 +513,18 @@ class CallStore:
     def _retry_loop(self) -> None:
         while not self._stop.is_set():
             with self._lock:
-                if not self._pending and not self._overflowed:
-                    self._wake.clear()
-                    wait = None
-                else:
-                    if time.monotonic() >= self._next_retry:
-                        self._drain()
-                    wait = max(0.05, self._next_retry - time.monotonic())
-            if wait is None:
+                idle = not self._pending and not self._overflowed
+                if idle:
+                    self._wake.clear()  # under the lock: a writer's set() cannot slip in between
+                due = time.monotonic() >= self._next_retry
+            if idle:
                 self._wake.wait()
-            else:
-                self._stop.wait(wait)
+                continue
+            if due:
+                self._drain()
+            with self._lock:
+                wait = max(0.05, self._next_retry - time.monotonic())
+            self._stop.wait(wait)
 
     # ---- spool file -------------------------------------------------------------------------
     def _read_spool(self) -> list[tuple[str, dict[str, Any]]]:
@@ -534,8 +556,10 @@ class CallStore:
     # ---- SQL --------------------------------------------------------------------------------
     def _ensure_schema(self) -> None:
         if not self._schema_ready:
-            metadata.create_all(self.engine)
-            self._schema_ready = True
+            with self._schema_lock:
+                if not self._schema_ready:
+                    metadata.create_all(self.engine)
+                    self._schema_ready = True
 
     def _apply(self, op: str, row: dict[str, Any]) -> None:
         with self.engine.begin() as conn:
