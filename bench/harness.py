@@ -48,6 +48,8 @@ class ServerTaps:
 
     turns: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))  # channel -> TurnLog
     audio: dict[str, AudioSocketStats] = field(default_factory=dict)  # channel -> stats at call end
+    opened: dict[str, str] = field(default_factory=dict)  # call id -> channel (record_open)
+    closed: dict[str, str] = field(default_factory=dict)  # call id -> route (record_close)
     handled: int = 0
 
 
@@ -70,6 +72,18 @@ class InProcessServer:
             original(session, turn)
 
         self.services.record_turn = record_turn  # type: ignore[method-assign]
+        open_call, close_call = self.services.record_open, self.services.record_close
+
+        def record_open(session: Any) -> None:
+            self.taps.opened[session.call_id] = session.channel
+            open_call(session)
+
+        def record_close(session: Any, result: Any) -> None:
+            self.taps.closed[session.call_id] = result.route
+            close_call(session, result)
+
+        self.services.record_open = record_open  # type: ignore[method-assign]
+        self.services.record_close = record_close  # type: ignore[method-assign]
 
     def _tap_bridge(self, bridge: Bridge) -> None:
         handler = bridge.handler
