@@ -226,3 +226,23 @@ def test_fixed_prompt_rendered_on_demand_is_kept_on_disk(prompts_dir, tts):
     engine = CountingEngine(tts)
     asyncio.run(PromptCache(prompts_dir, engine).get("Welcome to Demo Mobile.", "en"))  # type: ignore[arg-type]
     assert engine.calls == 0
+
+
+def test_a_recording_replaces_the_synthetic_voice(prompts_dir, tts):
+    """prompts/recorded/<lang>/<prompt_id>.wav (a real Asterisk recording here) wins over TTS."""
+    source = Path("/usr/share/asterisk/sounds/en/vm-goodbye.wav")
+    if not source.exists():
+        pytest.skip("asterisk-core-sounds-en-wav is not installed")
+    folder = prompts_dir / "recorded" / "en"
+    folder.mkdir(parents=True)
+    shutil.copy(source, folder / "bye.wav")
+    engine = CountingEngine(tts)
+    cache = PromptCache(prompts_dir, engine)  # type: ignore[arg-type]
+    audio = asyncio.run(cache.get("Thank you for calling. Goodbye.", "en"))
+    assert audio == pcm.read_wav(source) and engine.calls == 0
+    asyncio.run(cache.get("Welcome to Demo Mobile.", "en"))  # no recording: spoken
+    assert engine.calls == 1
+    (folder / "bye.wav").write_bytes(b"not a wav")  # a broken recording falls back to TTS
+    cache = PromptCache(prompts_dir, engine)  # type: ignore[arg-type]
+    spoken = asyncio.run(cache.get("Thank you for calling. Goodbye.", "en"))
+    assert spoken != audio and engine.calls == 2

@@ -5,6 +5,7 @@ Layout under `prompts_dir` (the repository's prompts/ by default):
     prompts/<lang>.yaml                 prompt_id: "text with {placeholders}"  (owned by the flows)
     prompts/cache/<lang>/<key>.slin     8 kHz slin audio, key = sha256(text, voice, engine version)
     prompts/cache/<lang>/index.json     key -> {text, prompt_id, voice, engine, bytes, ms}
+    prompts/recorded/<lang>/<id>.wav    optional human recording of a fixed prompt: played instead of TTS
 
 "Fixed" prompts (no placeholders) are rendered by `ivr prompts build` and stored on disk.
 Texts with filled placeholders (amounts, numbers) come through `get()` at run time: a miss
@@ -30,14 +31,16 @@ from typing import Any
 
 import yaml
 
+from ivr.audio import pcm
 from ivr.config import LANGUAGES, PROJECT_ROOT
-from ivr.errors import ConfigError, EngineError
+from ivr.errors import AudioError, ConfigError, EngineError
 from ivr.tts.engine import TtsEngine, base_lang
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PROMPTS_DIR = PROJECT_ROOT / "prompts"
 CACHE_SUBDIR = "cache"
+RECORDED_SUBDIR = "recorded"  # prompts/recorded/<lang>/<prompt_id>.wav: human recordings win over TTS
 INDEX_FILE = "index.json"
 AUDIO_SUFFIX = ".slin"
 DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024  # ~35 minutes of 8 kHz slin
@@ -133,8 +136,12 @@ class PromptCache:
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     async def get(self, text: str, lang: str) -> bytes:
-        """Audio for `text` in `lang`, rendering it on a miss (kept in memory, not on disk)."""
+        """Audio for `text` in `lang`: a recording of that flow prompt if there is one, else cached
+        or rendered speech (a miss of a dynamic text is kept in memory, not on disk)."""
         lang = base_lang(lang)
+        recorded = await asyncio.to_thread(self.recorded, text, lang)
+        if recorded is not None:
+            return recorded
         try:
             key = await asyncio.to_thread(self.key, text, lang)
         except EngineError:
@@ -191,6 +198,32 @@ class PromptCache:
                 prompts = {}  # a broken prompt file is reported by `ivr check`, not mid-call
             self._fixed[lang] = {" ".join(t.split()): pid for pid, t in prompts.items() if is_fixed(t)}
         return self._fixed[lang].get(" ".join(text.split()))
+
+    def recorded(self, text: str, lang: str) -> bytes | None:
+        """A human recording of this fixed flow prompt, prompts/recorded/<lang>/<prompt_id>.wav
+        (any rate; converted to 8 kHz slin), or None."""
+        prompt_id = self._fixed_prompt_id(text, lang)
+        if prompt_id is None:
+            return None
+        path = self.prompts_dir / RECORDED_SUBDIR / lang / f"{prompt_id}.wav"
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        key = f"recorded:{lang}:{prompt_id}:{stamp}"  # a replaced file is read again
+        with self._lock:
+            audio = self._memory.get(key)
+            if audio is not None:
+                self._memory.move_to_end(key)
+                self.hits += 1
+                return audio
+        try:
+            audio = pcm.read_wav(path)
+        except AudioError as exc:  # a bad recording must not silence the prompt: speak it instead
+            log.error("recorded prompt unusable, using TTS: %s", exc)
+            return None
+        self._remember(key, audio)
+        return audio
 
     def rendered_earlier(self, text: str, lang: str) -> bytes | None:
         """Audio on disk for exactly this text, whatever voice/engine made it (fallback when the
