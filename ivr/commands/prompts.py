@@ -76,4 +76,10 @@ def run(args: argparse.Namespace) -> int:
             )
         console.print(table)
         console.print(f"{len(entries)} prompts, {sum(e.bytes for e in entries) / 1024:.0f} KiB")
+        recorded = sorted((cache.prompts_dir / "recorded").glob("*/*.wav"))
+        if args.lang:
+            recorded = [p for p in recorded if p.parent.name in args.lang]
+        if recorded:
+            names = ", ".join(f"{p.parent.name}/{p.stem}" for p in recorded)
+            console.print(f"recorded (played instead of TTS): {names}")
         return 0
