@@ -241,7 +241,9 @@ class CallSession:
             reply_to.latency_ms = _ms_since(self._decided_at)
             reply_to.reply = action.text
             self._close_turn()
-        if pcm:
+        if pcm and action.barge_in and self._in_speech:
+            self._barged = True  # the caller is talking already: do not start a prompt over them
+        elif pcm:
             self._say_barge_in = action.barge_in
             self.playing = True
             try:

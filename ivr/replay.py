@@ -212,12 +212,15 @@ async def replay_fixture(services: CallServices, fixture: Fixture) -> FixtureRes
     return result
 
 
+BARGE_IN_AFTER_MS = 3000  # a barge-in turn starts this far into the assistant's talking (as [ivr-test-turns])
+
+
 def caller_turns(call: Call) -> list[CallerTurn]:
     out = []
     for turn in call.turns:
         pcm = read_wav(turn.path) if turn.file else b""
         out.append(CallerTurn(pcm=pcm, dtmf=turn.dtmf or "", label=turn.file or f"dtmf {turn.dtmf}",
-                              barge_in_after_ms=1200 if turn.barge_in else None))
+                              barge_in_after_ms=BARGE_IN_AFTER_MS if turn.barge_in else None))
     return out
 
 

@@ -22,7 +22,9 @@ from ivr.frames import AudioIn, DtmfIn, HangupIn, LineEvent
 
 HUMAN_GAP_MS = 300  # callers start answering about 200-500 ms after a prompt ends
 MAX_IDLE_MS = 30_000  # after its last turn the caller waits at most this long for the call to end
-QUEUE_FRAMES = 10  # how far the caller may run ahead of the assistant's reader
+# How far the caller may run ahead of the assistant's reader. One frame keeps the two in lockstep,
+# so "is a prompt playing?" has the same answer for both, as on a real line.
+QUEUE_FRAMES = 1
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class SimulatedLine:
         self.realtime = realtime
         self.heard = bytearray()  # everything the assistant played to the caller
         self.barged = 0  # prompts cut short by the caller
+        self.cut_at: list[int] = []  # len(heard) at each cut: how much the caller heard by then
         self._gap_frames = max(1, gap_ms // FRAME_MS)
         self._max_idle_frames = max_idle_ms // FRAME_MS
         self._queue: asyncio.Queue[LineEvent] = asyncio.Queue(maxsize=QUEUE_FRAMES)
@@ -80,7 +83,9 @@ class SimulatedLine:
         try:
             for frame in frames(pcm):
                 if self._stop or self._closed:
-                    self.barged += self._stop
+                    if self._stop:
+                        self.barged += 1
+                        self.cut_at.append(len(self.heard))
                     return False
                 self.heard += frame
                 await self._tick()  # full duplex: one caller frame per played frame

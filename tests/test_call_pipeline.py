@@ -1,0 +1,122 @@
+"""Whole calls through the real pipeline on a simulated line (no Asterisk): VAD, ASR with real
+models on real audio, NLU, the support flow with its hooks on the demo database, TTS, records."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ivr.audio.pcm import read_wav
+from ivr.config import Settings
+from ivr.fixtures import load_manifest
+from ivr.replay import caller_turns, run_call
+from ivr.services import CallServices
+from ivr.simline import CallerTurn
+from ivr.storage.records import CallStore
+from ivr.tts.cache import PromptCache
+from ivr.tts.engine import TtsEngine, TtsParams
+
+FIXTURES = Path(__file__).resolve().parent.parent / "audio_fixtures"
+CALLER = "+15550100"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    s = Settings()
+    s.paths.data = tmp_path
+    s.storage.url = f"sqlite:///{tmp_path / 'calls.sqlite3'}"
+    return s
+
+
+def _call(services: CallServices, lang: str, turns: list[CallerTurn]):
+    try:
+        return asyncio.run(run_call(services, lang, turns, caller_id=CALLER))
+    finally:
+        services.close()
+
+
+def _manifest_call(name: str):
+    return next(c for c in load_manifest().calls if c.name == name)
+
+
+@pytest.mark.slow
+def test_english_balance_then_goodbye_is_answered_from_the_database_and_recorded(settings: Settings) -> None:
+    services = CallServices.create(settings, engine_override={"en": "whisper"})
+    result, line = _call(services, "en", caller_turns(_manifest_call("en_balance_then_goodbye")))
+
+    assert result.engine == "whisper"
+    assert [t.intent for t in result.turns] == ["balance", "goodbye"]
+    assert "12 dollars and 50 cents" in result.turns[0].reply  # +15550100's balance in the demo DB
+    assert result.route == "completed"
+    turn = result.turns[0]
+    assert turn.latency_ms > 0 and turn.asr_ms > 0 and turn.endpoint_ms == 800
+    assert len(line.heard) > 8000 * 2 * 5  # the caller heard more than 5 s of prompts
+    # the call record was written as the call went, transcript and all
+    store = CallStore(settings.storage_url)
+    (call,) = store.calls()
+    assert call.id == result.call_id and call.status == "completed" and call.lang == "en"
+    assert [t.intent for t in store.turns(call.id)] == ["balance", "goodbye"]
+
+
+def test_korean_roaming_is_heard_through_the_main_menu_grammar(settings: Settings) -> None:
+    """Korean Vosk with the state's phrase list: "해외 로밍" at the main menu is `roaming`."""
+    services = CallServices.create(settings, with_records=False, engine_override={"ko": "vosk"})
+    pcm = read_wav(FIXTURES / "ko/roaming_1.wav")
+    result, _ = _call(services, "ko", [CallerTurn(pcm=pcm)])
+    assert result.engine == "vosk"
+    assert result.turns[0].transcript == "해외 로밍"
+    assert result.turns[0].intent == "roaming"
+    assert "로밍" in result.turns[0].reply
+
+
+def test_keys_work_without_any_speech_model(settings: Settings) -> None:
+    """Russian has no speech model on this machine: the call still works by keys (fail open)."""
+    services = CallServices.create(settings, with_records=False)
+    services._engines["ru"] = None  # as when no Russian model is installed (true here anyway)
+    result, _ = _call(services, "ru", [CallerTurn(dtmf="1"), CallerTurn(dtmf="0")])
+    assert result.engine == "none"
+    assert [t.dtmf for t in result.turns[:2]] == ["1", "0"]
+    assert result.turns[0].reply  # the balance was read out
+    assert result.handed_off and result.route == "support"
+
+
+def test_silence_escalates_to_the_live_line(settings: Settings) -> None:
+    services = CallServices.create(settings, with_records=False, engine_override={"ko": "vosk"})
+    silence = CallerTurn(pcm=read_wav(FIXTURES / "ko/silence_1.wav"))  # 6 s of line noise, no speech
+    result, _ = _call(services, "ko", [silence, silence, silence])
+    assert [t.no_input for t in result.turns] == [True, True, True]
+    assert result.handed_off and result.reason == "no_input"
+
+
+@pytest.mark.slow
+def test_barge_in_over_the_greeting_stops_it_and_the_question_is_understood(settings: Settings) -> None:
+    services = CallServices.create(settings, with_records=False, engine_override={"en": "whisper"})
+    turns = caller_turns(_manifest_call("en_barge_in"))
+    result, line = _call(services, "en", turns)
+    first = result.turns[0]
+    assert first.barge_in and line.barged >= 1
+    assert first.intent == "balance" and "12 dollars" in first.reply
+    # greeting + menu last about 10 s; the caller started talking 3 s in (after its recording's lead
+    # silence): playback stopped once 300 ms of speech were heard (barge_in_min_speech_ms), within
+    # one 20 ms frame, not seconds later
+    samples = np.abs(np.frombuffer(turns[0].pcm, "<i2").astype(np.int32))
+    onset_s = 3.0 + int(np.argmax(samples > 1000)) / 8000  # loud speech begins (the VAD hears it a bit sooner)
+    cut_s = line.cut_at[0] / (8000 * 2)
+    assert 0.2 <= cut_s - onset_s <= 0.3 + 0.1 + 0.02, (onset_s, cut_s)
+
+
+def test_a_broken_voice_does_not_silence_the_call(settings: Settings, tmp_path: Path) -> None:
+    """No TTS voice for the language and no earlier renderings: prompts cannot be spoken, yet the
+    call goes on by keys and reaches the live line."""
+    prompts = tmp_path / "prompts"
+    shutil.copytree(settings.paths.prompts, prompts, ignore=shutil.ignore_patterns("cache"))
+    services = CallServices.create(settings, with_records=False)
+    services.prompts = PromptCache(prompts, TtsEngine(TtsParams(voices={"en": "no-such-voice"})))
+    services._engines["en"] = None
+    result, line = _call(services, "en", [CallerTurn(dtmf="0")])
+    assert line.heard == b""  # nothing could be rendered
+    assert result.handed_off and result.turns[0].dtmf == "0"
