@@ -28,7 +28,8 @@ START_TIMEOUT_S = 10.0
 def _pulse_unavailable() -> str | None:
     if shutil.which("pulseaudio") is None:
         return "pulseaudio is not installed (apt-get install pulseaudio)"
-    if not any(Path("/usr/lib").rglob(ALSA_PULSE_PLUGIN)):
+    plugin_dirs = [Path("/usr/lib/alsa-lib"), *Path("/usr/lib").glob("*/alsa-lib"), *Path("/usr/lib64").glob("alsa-lib")]
+    if not any((d / ALSA_PULSE_PLUGIN).exists() for d in plugin_dirs):
         return "the ALSA pulse plugin is missing (apt-get install libasound2-plugins)"
     return None
 
