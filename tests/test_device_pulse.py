@@ -28,7 +28,7 @@ START_TIMEOUT_S = 10.0
 def _pulse_unavailable() -> str | None:
     if shutil.which("pulseaudio") is None:
         return "pulseaudio is not installed (apt-get install pulseaudio)"
-    plugin_dirs = [Path("/usr/lib/alsa-lib"), *Path("/usr/lib").glob("*/alsa-lib"), *Path("/usr/lib64").glob("alsa-lib")]
+    plugin_dirs = [Path("/usr/lib/alsa-lib"), Path("/usr/lib64/alsa-lib"), *Path("/usr/lib").glob("*/alsa-lib")]
     if not any((d / ALSA_PULSE_PLUGIN).exists() for d in plugin_dirs):
         return "the ALSA pulse plugin is missing (apt-get install libasound2-plugins)"
     return None
