@@ -97,6 +97,10 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, SourceMap]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{name}: cannot be read ({exc.strerror})", fix="check the path") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{name}:{line}: not UTF-8 (byte 0x{exc.object[exc.start]:02x})",
+                          fix="save the file as UTF-8") from None
     try:
         node = yaml.compose(text, Loader=Yaml12Loader)
         data = yaml.load(text, Loader=Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
