@@ -258,7 +258,7 @@ def parse_response_line(line: str) -> AgiResponse:
         endpos = match["endpos"]
         return AgiResponse(200, match["result"], match["data"], int(endpos) if endpos else None, raw=line)
     head = line[:3]
-    if head.isdigit() and (len(line) == 3 or line[3] == " "):
+    if len(head) == 3 and head.isdigit() and (len(line) == 3 or line[3] == " "):
         return AgiResponse(int(head), data=line[4:] or None, raw=line)
     raise ProtocolError(f"AGI reply not understood: {line[:120]!r}")
 
