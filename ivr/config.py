@@ -68,6 +68,13 @@ class AsrSettings(BaseModel):
     whisper_model: str = ""  # path or name; empty: the bundled tiny.en if installed
 
 
+class TtsSettings(BaseModel):
+    # espeak-ng voice per language (empty: the engine's defaults), e.g. {"en": "gmw/en-us+klatt"}
+    voices: dict[str, str] = Field(default_factory=dict)
+    rate: int = 160  # words per minute
+    backend: Literal["auto", "pyttsx3", "espeak-ng"] = "auto"
+
+
 class PathSettings(BaseModel):
     grammars: Path = PROJECT_ROOT / "grammars"
     flows: Path = PROJECT_ROOT / "flows"
@@ -88,6 +95,7 @@ class Settings(BaseModel):
     server: ServerSettings = Field(default_factory=ServerSettings)
     ami: AmiSettings = Field(default_factory=AmiSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
+    tts: TtsSettings = Field(default_factory=TtsSettings)
     paths: PathSettings = Field(default_factory=PathSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     default_lang: str = "en"

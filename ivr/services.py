@@ -82,6 +82,7 @@ class CallServices:
     ) -> CallServices:
         from ivr.demo_operator import hook_context_for
         from ivr.tts.cache import PromptCache
+        from ivr.tts.engine import DEFAULT_VOICES, TtsEngine, TtsParams
 
         records = None
         if with_records:
@@ -96,7 +97,9 @@ class CallServices:
         return cls(
             settings=settings,
             registry=FlowRegistry(settings),
-            prompts=PromptCache(settings.paths.prompts),
+            prompts=PromptCache(settings.paths.prompts, TtsEngine(TtsParams(
+                voices={**DEFAULT_VOICES, **settings.tts.voices}, rate=settings.tts.rate,
+                backend=settings.tts.backend))),
             records=records,
             metrics=metrics,
             hook_context=hook_context_for(settings),
