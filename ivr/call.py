@@ -234,13 +234,13 @@ class CallSession:
             log.error("call %s: cannot render prompt %r: %s", self.call_id, action.prompt_id, exc)
             self.services.metrics_error("tts")
             pcm = b""
-        if self.on_say:
-            self.on_say(action.text)
         if reply_to is not None and self._open_turn is reply_to:
             reply_to.tts_ms = _ms_since(started)
             reply_to.latency_ms = _ms_since(self._decided_at)
             reply_to.reply = action.text
             self._close_turn()
+        if self.on_say:
+            self.on_say(action.text)
         if pcm and action.barge_in and self._in_speech:
             self._barged = True  # the caller is talking already: do not start a prompt over them
         elif pcm:

@@ -85,7 +85,8 @@ async def _demo(args: argparse.Namespace) -> int:
         console.print(
             f"[dim]          → {turn.intent or '-'} ({turn.score:.2f}){entities}; asr {turn.asr_ms:.0f} ms, "
             f"nlu {turn.nlu_ms:.1f} ms, dialog {turn.dialog_ms:.1f} ms, tts {turn.tts_ms:.0f} ms, "
-            f"end of speech → reply {turn.latency_ms:.0f} ms{' (barge-in)' if turn.barge_in else ''}[/]"
+            f"reply {turn.latency_ms:.0f} ms after end of speech was detected "
+            f"({turn.endpoint_ms:.0f} ms of silence){' (barge-in)' if turn.barge_in else ''}[/]"
         )
 
     try:
