@@ -11,8 +11,10 @@ SYSTEM_PACKAGES=(
   mmdebstrap                     # the throwaway Asterisk 22 chroot (ivr sandbox)
   asterisk-core-sounds-en-wav    # real recorded telephone prompts (Whisper WER test, fixtures)
   asterisk-core-sounds-en        # its transcripts (core-sounds-en.txt.gz)
+  asterisk-core-sounds-ru-wav    # real Russian voice in audio_fixtures/ (regeneration test)
   postgresql                     # PostgreSQL storage tests start their own server from this
   pulseaudio                     # a virtual sound device for `ivr talk` tests
+  libasound2-plugins             # the ALSA pulse plugin PortAudio reaches PulseAudio through
 )
 
 if [ "$(id -u)" -eq 0 ]; then
