@@ -363,7 +363,9 @@ class CallSession:
         recognizer = self._recognizer
         while True:
             job = await self._asr_jobs.get()
-            if recognizer is None:  # no model for this language: speech is ignored, keys still work
+            if recognizer is None:  # no model for this language: speech is a no-match, keys still work
+                if job[0] == "final":
+                    self._inbox.put_nowait(_CallerInput("speech", job[3], AsrResult("", 0.0, True), barge_in=job[2]))
                 continue
             try:
                 if job[0] == "start":

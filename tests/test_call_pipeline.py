@@ -84,6 +84,17 @@ def test_keys_work_without_any_speech_model(settings: Settings) -> None:
     assert result.handed_off and result.route == "support"
 
 
+def test_speech_without_a_model_is_a_no_match_and_keys_still_work(settings: Settings) -> None:
+    """Speech in a language with no model is not silence: the caller hears "sorry" at once, then keys work."""
+    services = CallServices.create(settings, with_records=False)
+    services._engines["en"] = None
+    speech = CallerTurn(pcm=read_wav(FIXTURES / "en/balance_1.wav"))
+    result, _ = _call(services, "en", [speech, CallerTurn(dtmf="1")])
+    assert result.turns[0].transcript == "" and result.turns[0].intent == "none" and not result.turns[0].no_input
+    assert result.turns[0].latency_ms < 2000  # answered, not left waiting for the no-input timeout
+    assert result.turns[1].dtmf == "1" and "12 dollars" in result.turns[1].reply
+
+
 def test_silence_escalates_to_the_live_line(settings: Settings) -> None:
     services = CallServices.create(settings, with_records=False, engine_override={"ko": "vosk"})
     silence = CallerTurn(pcm=read_wav(FIXTURES / "ko/silence_1.wav"))  # 6 s of line noise, no speech
