@@ -8,6 +8,7 @@ beside them. SIGTERM/SIGINT stop accepting calls and let the calls in progress f
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
@@ -16,7 +17,9 @@ from collections.abc import Callable
 from ivr.audio.pcm import FRAME_MS
 from ivr.call import CallSession
 from ivr.config import Settings
+from ivr.errors import IvrError
 from ivr.services import CallServices
+from ivr.telephony.ami import AmiEvent
 from ivr.telephony.audiosocket import AudioSocketParams
 from ivr.telephony.bridge import (
     ROUTE_END,
@@ -44,20 +47,79 @@ def bridge_params(settings: Settings) -> BridgeParams:
     return params
 
 
-def conversation_handler(services: CallServices) -> CallHandler:
+# AMI events kept in the call record, and the fields of theirs worth keeping
+RECORDED_AMI_EVENTS = {
+    "Hangup": ("Cause", "Cause-txt"),
+    "QueueCallerJoin": ("Queue", "Position", "Count"),
+    "QueueCallerLeave": ("Queue", "Position"),
+    "QueueCallerAbandon": ("Queue", "Position", "OriginalPosition", "HoldTime"),
+    "AgentConnect": ("Queue", "HoldTime", "MemberName"),
+    "AgentComplete": ("Queue", "HoldTime", "TalkTime", "Reason"),
+}
+RECENT_CALLS = 10_000  # calls whose late AMI events (queue, hang-up) are still recorded
+EXPECTED_WAIT_TIMEOUT_S = 1.0  # a hand-off never waits longer than this for QueueStatus
+
+
+class AmiLink:
+    """The bridge's AMI side: call events into the call records, the queue's expected wait.
+
+    Call records are keyed by the Uniqueid of the channel that ran AGI(), so the events of that
+    channel (its queue join, its hang-up after the agent) land in the record of the call.
+    """
+
+    def __init__(self, services: CallServices) -> None:
+        from ivr.telephony.ami import AmiClient
+
+        self.services = services
+        self.client = AmiClient(services.settings.ami, on_event=self.on_event)
+        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def remember(self, call_id: str) -> None:
+        self._recent[call_id] = None
+        while len(self._recent) > RECENT_CALLS:
+            self._recent.popitem(last=False)
+
+    def on_event(self, event: AmiEvent) -> None:
+        keep = RECORDED_AMI_EVENTS.get(event.name)
+        call_id = event.get("Uniqueid")
+        if keep is None or call_id not in self._recent or self.services.records is None:
+            return
+        data = {key: event.get(key) for key in keep if event.get(key)}
+        self.services.records.submit("add_event", call_id, f"ami.{event.name}", data)
+
+    async def expected_wait_s(self, queue: str) -> float | None:
+        """The queue's expected wait, or None if AMI is down or slow (the hand-off goes on)."""
+        if not self.client.connected:
+            return None
+        try:
+            status = await asyncio.wait_for(self.client.queue_status(queue), EXPECTED_WAIT_TIMEOUT_S)
+        except (TimeoutError, IvrError) as exc:
+            log.warning("AMI: no queue status for %s: %s", queue, exc)
+            return None
+        return status.expected_wait_s()
+
+
+def conversation_handler(services: CallServices, ami: AmiLink | None = None) -> CallHandler:
     """The bridge's per-call handler: run the conversation, turn its result into a hand-off."""
 
     async def handle(call: TelephonyCall) -> HandOff | None:
         # the call record is keyed by Asterisk's Uniqueid, so AMI events and records meet
         session = CallSession(services, call.audio, lang=call.lang, flow=call.flow, caller_id=call.caller_id,
                               channel=call.channel, call_id=call.uniqueid or None)
+        if ami is not None:
+            ami.remember(session.call_id)
         result = await session.run()
         if result.route == "hangup":
             return None  # the caller left: nothing to hand over
         if not result.handed_off:
             return HandOff(route=ROUTE_END, intent=result.intent, reason=result.reason)
+        variables = {"CALL_ID": result.call_id, **result.variables}
+        wait_s = await ami.expected_wait_s(result.route) if ami is not None else None
+        if wait_s is not None:
+            variables["EXPECTED_WAIT_S"] = str(round(wait_s))
+            services.record_event(session, "expected_wait", {"queue": result.route, "seconds": round(wait_s)})
         return HandOff(route=ROUTE_QUEUE, queue=result.route, intent=result.intent, summary=result.summary,
-                       reason=result.reason, variables={"CALL_ID": result.call_id, **result.variables})
+                       reason=result.reason, variables=variables)
 
     return handle
 
@@ -72,12 +134,15 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
     if errors:
         log.error("serving with %d flow problem(s); run `ivr check`", len(errors))
     background = [asyncio.create_task(services.registry.watch(), name="flow-watch")]
+    ami = AmiLink(services) if settings.ami.enabled else None
+    if ami is not None:
+        background.append(asyncio.create_task(ami.client.run_forever(), name="ami"))
     metrics_server = None
     if services.metrics is not None:
         metrics_server = MetricsServer(services.metrics, settings.server.host, settings.server.health_port)
         await metrics_server.start()
     serving = asyncio.create_task(
-        serve_bridge(settings, conversation_handler(services), params=bridge_params(settings), started=started),
+        serve_bridge(settings, conversation_handler(services, ami), params=bridge_params(settings), started=started),
         name="bridge",
     )
     loop = asyncio.get_running_loop()

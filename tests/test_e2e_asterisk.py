@@ -19,7 +19,7 @@ from ivr.demo_operator import db_path_for
 from ivr.demo_operator.db import OperatorDb
 from ivr.fixtures import load_manifest
 from ivr.sandbox import Sandbox
-from ivr.server import bridge_params, conversation_handler
+from ivr.server import AmiLink, bridge_params, conversation_handler
 from ivr.services import CallServices
 from ivr.telephony.ami import AmiClient, AmiEvent
 from ivr.telephony.bridge import Bridge
@@ -47,7 +47,10 @@ def _run(sandbox: Sandbox, services: CallServices, call_name: str, *, barge_in_t
     async def main() -> AmiEvent | None:
         params = bridge_params(services.settings)
         params.agi_port, params.audiosocket_port = sandbox.info.agi_port, 0
-        bridge = Bridge(params, conversation_handler(services))
+        services.settings.ami = sandbox.ami_settings()
+        link = AmiLink(services)  # as `ivr serve` with ami.enabled: events into the records, expected wait
+        await link.client.connect()
+        bridge = Bridge(params, conversation_handler(services, link))
         await bridge.start()
         try:
             async with AmiClient(sandbox.ami_settings()) as ami:
@@ -62,17 +65,19 @@ def _run(sandbox: Sandbox, services: CallServices, call_name: str, *, barge_in_t
                 return None
         finally:
             await bridge.stop(drain_timeout_s=10)
+            await asyncio.sleep(1)  # the assistant's channel hangs up just after the caller's
+            await link.client.close()
 
     join = asyncio.run(main())
     services.close()  # writes every queued record
     store = services.records.store
     (record_row,) = store.calls()
-    return join, record_row, store.turns(record_row.id), read_wav(heard_wav)
+    return join, record_row, store.turns(record_row.id), read_wav(heard_wav), store.events(record_row.id)
 
 
 def test_english_balance_then_goodbye_with_whisper(sandbox: Sandbox, tmp_path: Path) -> None:
     services = _services(tmp_path)
-    join, call, turns, heard = _run(sandbox, services, "en_balance_then_goodbye")
+    join, call, turns, heard, _ = _run(sandbox, services, "en_balance_then_goodbye")
     subscriber = OperatorDb(db_path_for(services.settings)).find(CALLER, "en")
 
     assert join is None  # served by the assistant, not the live line
@@ -88,7 +93,7 @@ def test_english_balance_then_goodbye_with_whisper(sandbox: Sandbox, tmp_path: P
 
 def test_korean_operator_handoff_with_vosk_reaches_the_queue_with_context(sandbox: Sandbox, tmp_path: Path) -> None:
     services = _services(tmp_path)
-    join, call, turns, _ = _run(sandbox, services, "ko_operator_handoff")
+    join, call, turns, _, events = _run(sandbox, services, "ko_operator_handoff")
 
     assert call.engine == "vosk" and call.lang == "ko"
     assert turns[0].intent == "operator"
@@ -99,6 +104,13 @@ def test_korean_operator_handoff_with_vosk_reaches_the_queue_with_context(sandbo
     assert join.variables["IVR_SUMMARY"]  # what the assistant learned, for the agent
     assert join.variables["IVR_CALL_ID"] == call.id
     assert call.status == "transferred" and call.route == "support"
+    # AMI: the queue's expected wait went with the hand-off; the queue join and the hang-up of
+    # the assistant's channel landed in the call record (keyed by Asterisk's Uniqueid)
+    kinds = [e.kind for e in events]
+    assert "expected_wait" in kinds
+    assert "ami.QueueCallerJoin" in kinds and "ami.Hangup" in kinds
+    join_event = next(e for e in events if e.kind == "ami.QueueCallerJoin")
+    assert join_event.data["Queue"] == "support"
 
 
 def _first_pause_s(pcm: bytes, pause_s: float = 1.5) -> tuple[float, float]:
@@ -115,13 +127,17 @@ def _first_pause_s(pcm: bytes, pause_s: float = 1.5) -> tuple[float, float]:
 
 def test_barge_in_stops_the_prompt_and_the_question_is_understood(sandbox: Sandbox, tmp_path: Path) -> None:
     services = _services(tmp_path)
-    join, call, turns, heard = _run(sandbox, services, "en_barge_in", barge_in_turn=1)
+    join, call, turns, heard, _ = _run(sandbox, services, "en_barge_in", barge_in_turn=1)
 
     first = turns[0]
     assert first.barge_in, "the caller's speech over the greeting did not register as barge-in"
     assert first.intent == "balance"
-    # greeting + menu play for about 10 s uninterrupted; the caller spoke 1.5 s in, so the assistant
-    # must have gone quiet within ~2 s of starting (1.5 s + minimum speech + one frame), not 10 s
+    # The caller waits for the assistant to make 300 ms of sound (WaitForNoise), then 3 s, then
+    # plays its question (300 ms lead silence): it talks from ~3.6 s in. The prompt must stop once
+    # 300 ms of speech are heard, ~4.0-4.5 s in, not play out its full length.
+    prompts = services.registry.get("support", "en").prompts
+    full_s = sum(duration_s(services.prompts.get_sync(prompts[p], "en")) for p in ("welcome", "main_menu"))
     spoke, paused = _first_pause_s(heard)
-    assert paused - spoke < 3.0, (spoke, paused)
+    assert full_s > 8
+    assert paused - spoke < 5.0, (spoke, paused, full_s)
     assert call.route == "completed" and join is None
