@@ -129,8 +129,17 @@ def test_random_text_as_a_flow_file(workdir: Path, text: str) -> None:
         assert "garbage.yaml" in str(exc)
 
 
-@pytest.mark.xfail(raises=UnicodeDecodeError, strict=False,
-                   reason="ivr/nlu/grammar.py load_yaml catches OSError but not UnicodeDecodeError (found by fuzzing)")
+@FUZZ
+@given(st.binary(max_size=400))
+def test_random_bytes_as_a_flow_file(workdir: Path, data: bytes) -> None:
+    path = workdir / "garbage.yaml"
+    path.write_bytes(data)
+    try:
+        load_flow(path)
+    except ConfigError as exc:
+        assert "garbage.yaml" in str(exc)
+
+
 def test_a_flow_file_not_in_utf8_is_a_config_error(workdir: Path) -> None:
     """An operator saving a grammar in Windows-1251 must get file + fix, not a traceback."""
     path = workdir / "latin.yaml"
