@@ -1,0 +1,46 @@
+"""`ivr serve` as ops run it: listeners up, /healthz and /metrics answer, SIGTERM stops it cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_starts_reports_health_and_stops_on_sigterm(tmp_path: Path) -> None:
+    health = _free_port()
+    env = {**os.environ, "IVR_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ivr.cli", "-v", "serve", "--agi-port", "0", "--audiosocket-port", "0",
+         "--health-port", str(health)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        line = proc.stdout.readline()  # printed once both listeners are up
+        match = re.search(r"agi://127\.0\.0\.1:(\d+)/<flow>\?lang=xx, AudioSocket 127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        agi_port = int(match[1])
+        with socket.create_connection(("127.0.0.1", agi_port), timeout=5):
+            pass  # FastAGI accepts
+        with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=5) as reply:
+            assert json.loads(reply.read()) | {"uptime_s": 0} == {"status": "ok", "calls_active": 0, "uptime_s": 0}
+        with urllib.request.urlopen(f"http://127.0.0.1:{health}/metrics", timeout=5) as reply:
+            assert b"ivr_calls_active" in reply.read()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "ivr serve: stopped" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
