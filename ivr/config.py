@@ -57,11 +57,16 @@ class AmiSettings(BaseModel):
         raise ConfigError("AMI is enabled but no secret is set", fix="set IVR_AMI_SECRET or ami.secret_file")
 
 
+EngineChoice = Literal["vosk", "whisper", "auto"]
+
+
+def _auto_everywhere() -> dict[str, EngineChoice]:
+    return {lang: "auto" for lang in LANGUAGES}
+
+
 class AsrSettings(BaseModel):
     # per language: "vosk", "whisper" or "auto" (Vosk where a Vosk model for the language exists)
-    engine: dict[str, Literal["vosk", "whisper", "auto"]] = Field(
-        default_factory=lambda: {lang: "auto" for lang in LANGUAGES}
-    )
+    engine: dict[str, EngineChoice] = Field(default_factory=_auto_everywhere)
     models_dir: Path = Path(os.path.expanduser("~/.cache/ivr/models"))
     # explicit model path or name per language, e.g. {"en": "/srv/models/vosk-model-en-us-0.22"}
     model: dict[str, str] = Field(default_factory=dict)

@@ -88,7 +88,8 @@ def read_wav(source: str | Path | bytes, *, target_rate: int | None = SAMPLE_RAT
                 fix="convert with `sox IN -r 8000 -c 1 -b 16 OUT.wav`",
             )
         return raw
-    dtype = {1: np.uint8, 2: np.dtype("<i2"), 4: np.dtype("<i4")}[width]
+    dtypes: dict[int, np.dtype] = {1: np.dtype(np.uint8), 2: np.dtype("<i2"), 4: np.dtype("<i4")}
+    dtype = dtypes[width]
     samples = np.frombuffer(raw, dtype=dtype)
     if width == 1:
         samples = (samples.astype(np.int16) - 128) << 8
