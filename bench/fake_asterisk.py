@@ -161,6 +161,7 @@ class _Media:
         self.greeting_start: float | None = None
         self.speech_end_at: float | None = None
         self.reply_start: float | None = None
+        self._spoken = 0  # utterance frames sent so far
         self.done = asyncio.Event()
 
     def on_frame(self, pcm: bytes, now: float) -> None:
@@ -211,8 +212,6 @@ class _Media:
                 self.phase = "done"
                 self.done.set()
         return SILENCE
-
-    _spoken = 0
 
 
 async def _run_media(host: str, port: int, call_uuid: uuidlib.UUID, script: CallerScript,
