@@ -42,7 +42,7 @@ HANGUP_SHARE = 0.25  # callers who hang up at a random moment
 FAULT_EVERY = 5  # every fifth recognizer raises in final()
 OUTAGE_AFTER_S = 4.0  # into wave 2
 OUTAGE_S = 8.0
-# Measured on this 2-core machine: the second half grows 0-15 MB (allocator arenas, SQLAlchemy
+# Measured on this 2-core machine: the second half grows 3-21 MB (allocator arenas, SQLAlchemy
 # caches settling); a real per-call leak of even 200 KB would add 10 MB per 52 calls on top.
 MAX_RSS_GROWTH_MB = 40
 FD_TOLERANCE = 2
