@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ivr.asr.base import AsrEngine, AsrResult
+from ivr.asr.base import AsrEngine, AsrResult, Recognizer
 from ivr.audio.vad import BargeIn, Endpointer, EndpointParams, NoInputTimeout, SpeechEnded, SpeechStarted
 from ivr.config import Settings
 from ivr.dialog import events as ev
@@ -127,7 +127,7 @@ class CallSession:
 
         self._loaded = services.registry.get(flow, lang)
         self._engine: AsrEngine | None = services.asr_engine(lang)
-        self._recognizer = self._engine.recognizer() if self._engine else None
+        self._recognizer: Recognizer | None = None  # made by the ASR worker: building one takes ~70 ms
         self._base_params: EndpointParams = services.endpoint_params
         # between turns the endpointer only watches for barge-in: no-input counts while listening
         self._between_turns = self._base_params.with_overrides({"no_input_ms": 0})
@@ -163,6 +163,10 @@ class CallSession:
                 result = await self._converse()
         except TimeoutError:
             result = self._handoff_result(ev.Transfer(route=self._live_queue(), reason="max_call_length"))
+        except asyncio.CancelledError:  # the bridge gave up on the call (shutdown past its drain time)
+            result = self._handoff_result(ev.Transfer(route=self._live_queue(), reason="cancelled"))
+            self._finish(result)
+            raise
         except Exception as exc:  # fail open: the caller reaches a human, the record says why
             log.exception("call %s failed; handing off to the live line", self.call_id)
             services.metrics_error(type(exc).__name__)
@@ -171,10 +175,14 @@ class CallSession:
             reader.cancel()
             asr.cancel()
             await asyncio.gather(reader, asr, return_exceptions=True)
-        result.turns = self.turns
-        services.record_close(self, result)
-        services.metrics_call_ended(result)
+        self._finish(result)
         return result
+
+    def _finish(self, result: CallResult) -> None:
+        """The call's record and metrics are closed exactly once, however the call ended."""
+        result.turns = self.turns
+        self.services.record_close(self, result)
+        self.services.metrics_call_ended(result)
 
     # ---- dialog loop --------------------------------------------------------------------------
     async def _converse(self) -> CallResult:
@@ -359,7 +367,10 @@ class CallSession:
 
     # ---- ASR worker ---------------------------------------------------------------------------
     async def _asr_worker(self) -> None:
-        """Runs the recognizer's jobs in order, each in a thread; finals go to the inbox."""
+        """Runs the recognizer's jobs in order on the ASR threads; finals go to the inbox."""
+        decode = self.services.run_asr
+        if self._engine is not None:
+            self._recognizer = await decode(self._engine.recognizer)
         recognizer = self._recognizer
         while True:
             job = await self._asr_jobs.get()
@@ -369,12 +380,12 @@ class CallSession:
                 continue
             try:
                 if job[0] == "start":
-                    await asyncio.to_thread(_start_turn, recognizer, job[1])
+                    await decode(_start_turn, recognizer, job[1])
                 elif job[0] == "feed":
-                    await asyncio.to_thread(recognizer.accept, job[1])
+                    await decode(recognizer.accept, job[1])
                 else:
                     _, endpoint_ms, barge, decided = job
-                    result = await asyncio.to_thread(recognizer.final)
+                    result = await decode(recognizer.final)
                     self._inbox.put_nowait(_CallerInput(
                         "speech", decided, result, endpoint_ms=endpoint_ms, asr_ms=_ms_since(decided), barge_in=barge,
                     ))

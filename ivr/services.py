@@ -6,12 +6,16 @@ reaches the outside world through this object, so each entry point wires the sam
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import datetime as dt
 import logging
+import os
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ivr.asr.base import AsrEngine
 from ivr.audio.vad import EndpointParams
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
     from ivr.call import CallResult, CallSession, TurnLog
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class RecordWriter:
@@ -68,6 +73,10 @@ class CallServices:
     endpoint_params: EndpointParams = field(default_factory=EndpointParams)
     hook_context: dict[str, Any] = field(default_factory=dict)
     engine_override: dict[str, str] = field(default_factory=dict)  # lang -> engine name (CLI flags)
+    # ASR decodes get threads of their own, so prompt and record I/O never queue behind them
+    asr_executor: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 2, thread_name_prefix="asr"))
     _engines: dict[str, AsrEngine | None] = field(default_factory=dict)
     _engine_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -122,6 +131,10 @@ class CallServices:
                     log.error("no speech recognition for %r: %s; calls in %r work by keys only", lang, exc, lang)
                     self._engines[lang] = None
             return self._engines[lang]
+
+    async def run_asr(self, func: Callable[..., T], *args: Any) -> T:
+        """Run a (blocking) recognizer call on the ASR threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.asr_executor, func, *args)
 
     async def prompt_audio(self, text: str, lang: str) -> bytes:
         return await self.prompts.get(text, lang)

@@ -246,3 +246,28 @@ def test_a_recording_replaces_the_synthetic_voice(prompts_dir, tts):
     cache = PromptCache(prompts_dir, engine)  # type: ignore[arg-type]
     spoken = asyncio.run(cache.get("Thank you for calling. Goodbye.", "en"))
     assert spoken != audio and engine.calls == 2
+
+
+def test_memory_hits_skip_the_threads_but_a_new_recording_still_wins(prompts_dir, tts, monkeypatch):
+    """Mid-call, a prompt already in memory is served on the event loop (no `to_thread` hop that
+    would queue behind ASR jobs); a recording dropped in while running is still picked up."""
+    source = Path("/usr/share/asterisk/sounds/en/vm-goodbye.wav")
+    if not source.exists():
+        pytest.skip("asterisk-core-sounds-en-wav is not installed")
+    cache = PromptCache(prompts_dir, tts)
+    first = asyncio.run(cache.get("Thank you for calling. Goodbye.", "en"))
+    hops = []
+    real_to_thread = asyncio.to_thread
+
+    async def counting_to_thread(func, *args, **kwargs):
+        hops.append(func)
+        return await real_to_thread(func, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counting_to_thread)
+    again = asyncio.run(cache.get("Thank you for calling. Goodbye.", "en"))
+    assert again == first and hops == []
+    folder = prompts_dir / "recorded" / "en"
+    folder.mkdir(parents=True)
+    shutil.copy(source, folder / "bye.wav")
+    recorded = asyncio.run(cache.get("Thank you for calling. Goodbye.", "en"))
+    assert recorded == pcm.read_wav(source) != first

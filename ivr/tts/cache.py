@@ -47,6 +47,7 @@ DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024  # ~35 minutes of 8 kHz slin
 PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 LANG_FILE = re.compile(r"^[a-z]{2}(?:[-_][A-Za-z]{2,4})?$")  # en.yaml, pt-BR.yaml; not ivr.yaml
 
+KNOWN_KEYS = 10_000  # (lang, text) -> key entries kept for the no-thread memory-hit path
 
 @dataclass(frozen=True)
 class CacheParams:
@@ -125,6 +126,7 @@ class PromptCache:
         self._indexes: dict[str, dict[str, dict[str, Any]]] = {}
         self._lock = threading.Lock()  # memory LRU and index files
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        self._keys: OrderedDict[tuple[str, str], str] = OrderedDict()  # (lang, text) -> key, for memory hits
         self.hits = 0
         self.misses = 0
         self._fixed: dict[str, dict[str, str]] = {}  # lang -> normalised fixed text -> prompt_id
@@ -139,6 +141,9 @@ class PromptCache:
         """Audio for `text` in `lang`: a recording of that flow prompt if there is one, else cached
         or rendered speech (a miss of a dynamic text is kept in memory, not on disk)."""
         lang = base_lang(lang)
+        audio = self._memory_hit(text, lang)
+        if audio is not None:  # the common case mid-call: no thread hop, no queueing behind ASR jobs
+            return audio
         recorded = await asyncio.to_thread(self.recorded, text, lang)
         if recorded is not None:
             return recorded
@@ -150,6 +155,7 @@ class PromptCache:
             if audio is None:
                 raise
             return audio
+        self._known_key(text, lang, key)
         audio = await asyncio.to_thread(self._lookup, key, lang)
         if audio is not None:
             return audio
@@ -176,6 +182,29 @@ class PromptCache:
             raise
         finally:
             self._inflight.pop(key, None)
+
+    def _known_key(self, text: str, lang: str, key: str) -> None:
+        with self._lock:
+            self._keys[(lang, " ".join(text.split()))] = key
+            while len(self._keys) > KNOWN_KEYS:
+                self._keys.popitem(last=False)
+
+    def _memory_hit(self, text: str, lang: str) -> bytes | None:
+        """Audio already in memory for a text whose key is known, unless a recording now exists
+        for it (one stat: a recording added while running still wins)."""
+        with self._lock:
+            key = self._keys.get((lang, " ".join(text.split())))
+            audio = self._memory.get(key) if key is not None else None
+        if audio is None:
+            return None
+        prompt_id = self._fixed.get(lang, {}).get(" ".join(text.split()))
+        if prompt_id is not None and (self.prompts_dir / RECORDED_SUBDIR / lang / f"{prompt_id}.wav").exists():
+            return None
+        with self._lock:
+            if key is not None and key in self._memory:
+                self._memory.move_to_end(key)
+            self.hits += 1
+        return audio
 
     def get_sync(self, text: str, lang: str, *, persist: bool = False, prompt_id: str = "") -> bytes:
         """Blocking get for the CLI and scripts; `persist` also stores a miss on disk."""
