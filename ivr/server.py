@@ -38,12 +38,18 @@ log = logging.getLogger(__name__)
 def bridge_params(settings: Settings) -> BridgeParams:
     """The bridge as `ivr serve` runs it.
 
+    A call past `server.max_call_s` is handed to the live queue by the conversation itself
+    (reason max_call_length); the bridge cuts it to the DTMF menu only `BRIDGE_GRACE_S` later.
+
     While the assistant is silent it still sends a silence frame every 20 ms (not just a sparse
     keep-alive): the caller's channel then carries a steady media clock, as from a phone, so
     Asterisk applications on it (WaitForSilence, MixMonitor, talk detection) see real time pass.
     """
     params = BridgeParams.from_settings(settings)
     params.audio = AudioSocketParams(idle_keepalive_s=FRAME_MS / 1000)
+    # the call's own max_call_s fires first and hands the caller to the live queue; the bridge's
+    # limit is the backstop for a call that cannot even do that
+    params.max_call_s = settings.server.max_call_s + BRIDGE_GRACE_S
     return params
 
 
@@ -58,6 +64,7 @@ RECORDED_AMI_EVENTS = {
 }
 RECENT_CALLS = 10_000  # calls whose late AMI events (queue, hang-up) are still recorded
 EXPECTED_WAIT_TIMEOUT_S = 1.0  # a hand-off never waits longer than this for QueueStatus
+BRIDGE_GRACE_S = 10.0  # the bridge waits this much past a call's max_call_s before cutting it
 
 
 class AmiLink:
