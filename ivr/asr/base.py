@@ -7,8 +7,9 @@ milliseconds (Vosk) or hundreds (Whisper), so the pipeline calls them through
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 
 @dataclass(frozen=True)
