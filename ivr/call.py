@@ -4,11 +4,11 @@
 AudioSocket connection behind Asterisk, the simulated line of `ivr demo`/`ivr replay`, or the
 sound device of `ivr talk`. Data flows one way:
 
-    line.events() --> _on_audio: Endpointer --> ASR worker (thread) --> inbox
-    inbox --> _listen: NLU --> DialogRuntime.handle --> actions --> Say: prompt cache --> line.play
+    line.events() --> _on_audio: Endpointer --> ASR worker (ASR executor) --> inbox
+    inbox --> _listen_once: NLU --> DialogRuntime.handle --> actions --> Say: prompt cache --> line.play
 
 Three tasks per call: the line reader (never blocks on decoding), the ASR worker (one decode at
-a time per call, off the event loop), and the dialog loop (run()). Barge-in: the reader stops
+a time per call, on the ASR threads), and the dialog loop (run()). Barge-in: the reader stops
 playback the moment the endpointer reports enough speech, or a key is pressed.
 """
 
@@ -19,7 +19,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -422,7 +422,7 @@ class CallSession:
         )
 
 
-def _start_turn(recognizer: Any, phrases: Any) -> None:
+def _start_turn(recognizer: Recognizer, phrases: Sequence[str] | None) -> None:
     recognizer.set_grammar(list(phrases) if phrases else None)
     recognizer.reset()
 
@@ -444,4 +444,7 @@ async def run_local_call(
 
     services = CallServices.create(settings)
     line = DeviceLine(audio_in, play, stop_playback)
-    return await CallSession(services, line, lang=lang, flow=flow, caller_id="local").run()
+    try:
+        return await CallSession(services, line, lang=lang, flow=flow, caller_id="local").run()
+    finally:
+        services.close()  # the call record is written before `ivr talk` exits

@@ -185,8 +185,13 @@ class CallServices:
                                 survey_score=result.survey_score)
 
     def close(self) -> None:
+        """At the end of the process (or a test): write queued records, stop the worker threads."""
         if self.records is not None:
             self.records.close()
+        self.asr_executor.shutdown(wait=False, cancel_futures=True)
+        engine = getattr(self.prompts, "engine", None)
+        if engine is not None and hasattr(engine, "close"):
+            engine.close()
 
     # ---- metrics (no-ops without a registry) ---------------------------------------------------
     def metrics_call_started(self) -> None:
