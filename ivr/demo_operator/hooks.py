@@ -178,15 +178,24 @@ def balance(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, 
     return _state(sub, lang)
 
 
-def top_up(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-    """Add `amount` (in the account's currency) to the balance. outcome: ok | invalid | too_much."""
-    db, sub, lang = _me(params, context)
-    amount = _number(params.get("amount"))
+def _top_up_refusal(amount: float | None, sub: Subscriber, lang: str) -> dict[str, Any] | None:
+    """Why a top-up of `amount` cannot be done (the hook's answer), or None if it can."""
     if amount is None or amount <= 0:
         return {"outcome": "invalid"}
     limit = MAX_TOP_UP.get(sub.currency, 500)
     if amount > limit:
         return {"outcome": "too_much", "limit_text": money_text(limit, sub.currency, lang)}
+    return None
+
+
+def top_up(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    """Add `amount` (in the account's currency) to the balance. outcome: ok | invalid | too_much."""
+    db, sub, lang = _me(params, context)
+    amount = _number(params.get("amount"))
+    refusal = _top_up_refusal(amount, sub, lang)
+    if refusal is not None:
+        return refusal
+    assert amount is not None  # refused above
     new_balance = round(sub.balance + amount, 2)
     db.update(sub.msisdn, "top_up", f"{amount} {sub.currency}", balance=new_balance)
     return {"outcome": "ok", "amount_text": money_text(amount, sub.currency, lang),
@@ -197,11 +206,10 @@ def top_up_quote(params: Mapping[str, Any], context: Mapping[str, Any]) -> dict[
     """Check a top-up `amount` before confirming. outcome: ok | invalid | too_much."""
     _, sub, lang = _me(params, context)
     amount = _number(params.get("amount"))
-    if amount is None or amount <= 0:
-        return {"outcome": "invalid"}
-    limit = MAX_TOP_UP.get(sub.currency, 500)
-    if amount > limit:
-        return {"outcome": "too_much", "limit_text": money_text(limit, sub.currency, lang)}
+    refusal = _top_up_refusal(amount, sub, lang)
+    if refusal is not None:
+        return refusal
+    assert amount is not None  # refused above
     return {"outcome": "ok", "amount_text": money_text(amount, sub.currency, lang)}
 
 

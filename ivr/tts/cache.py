@@ -192,19 +192,15 @@ class PromptCache:
     def _memory_hit(self, text: str, lang: str) -> bytes | None:
         """Audio already in memory for a text whose key is known, unless a recording now exists
         for it (one stat: a recording added while running still wins)."""
+        normalized = " ".join(text.split())
         with self._lock:
-            key = self._keys.get((lang, " ".join(text.split())))
-            audio = self._memory.get(key) if key is not None else None
-        if audio is None:
+            key = self._keys.get((lang, normalized))
+        if key is None:
             return None
-        prompt_id = self._fixed.get(lang, {}).get(" ".join(text.split()))
+        prompt_id = self._fixed.get(lang, {}).get(normalized)
         if prompt_id is not None and (self.prompts_dir / RECORDED_SUBDIR / lang / f"{prompt_id}.wav").exists():
             return None
-        with self._lock:
-            if key is not None and key in self._memory:
-                self._memory.move_to_end(key)
-            self.hits += 1
-        return audio
+        return self._from_memory(key)
 
     def get_sync(self, text: str, lang: str, *, persist: bool = False, prompt_id: str = "") -> bytes:
         """Blocking get for the CLI and scripts; `persist` also stores a miss on disk."""
@@ -240,12 +236,9 @@ class PromptCache:
         except FileNotFoundError:
             return None
         key = f"recorded:{lang}:{prompt_id}:{stamp}"  # a replaced file is read again
-        with self._lock:
-            audio = self._memory.get(key)
-            if audio is not None:
-                self._memory.move_to_end(key)
-                self.hits += 1
-                return audio
+        audio = self._from_memory(key)
+        if audio is not None:
+            return audio
         try:
             audio = pcm.read_wav(path)
         except AudioError as exc:  # a bad recording must not silence the prompt: speak it instead
@@ -273,13 +266,19 @@ class PromptCache:
             return audio
         return None
 
-    def _lookup(self, key: str, lang: str) -> bytes | None:
+    def _from_memory(self, key: str) -> bytes | None:
+        """The LRU entry for `key` (counted as a hit and made most recent), or None."""
         with self._lock:
             audio = self._memory.get(key)
             if audio is not None:
                 self._memory.move_to_end(key)
                 self.hits += 1
-                return audio
+            return audio
+
+    def _lookup(self, key: str, lang: str) -> bytes | None:
+        audio = self._from_memory(key)
+        if audio is not None:
+            return audio
         path = self.cache_dir / lang / f"{key}{AUDIO_SUFFIX}"
         try:
             audio = path.read_bytes()
