@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ivr.asr.base import AsrEngine, AsrResult, Recognizer
@@ -111,8 +112,10 @@ class CallSession:
         channel: str = "",
         on_turn: Callable[[TurnLog], None] | None = None,
         on_say: Callable[[str], None] | None = None,
+        call_time: datetime | None = None,
     ) -> None:
         self.services = services
+        self.call_time = call_time  # the time the dialog sees (business hours); None: services.now_iso()
         self.line = line
         self.lang = lang
         self.flow_name = flow
@@ -187,7 +190,8 @@ class CallSession:
     # ---- dialog loop --------------------------------------------------------------------------
     async def _converse(self) -> CallResult:
         runtime = self._loaded.runtime
-        step = runtime.start(ev.CallStarted(caller_id=self.caller_id, now_iso=self.services.now_iso()))
+        now_iso = self.call_time.isoformat(timespec="seconds") if self.call_time else self.services.now_iso()
+        step = runtime.start(ev.CallStarted(caller_id=self.caller_id, now_iso=now_iso))
         state, pending = step.state, collections.deque(step.actions)
         reply_to: TurnLog | None = None  # the caller turn the next prompt answers (for its latency)
         last_reply = ""

@@ -7,6 +7,7 @@ environment or a file and are never logged (pydantic `SecretStr` hides them in r
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,6 +106,9 @@ class Settings(BaseModel):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     default_lang: str = "en"
     live_queue: str = "support"  # the Asterisk queue of the live line
+    # The time every call's dialog believes it starts at (business hours), e.g. 2026-11-23T10:00:00.
+    # For testers and demos, so a verdict does not depend on the hour it is run; empty: the clock.
+    call_time: datetime | None = None
 
     @property
     def storage_url(self) -> str:
@@ -126,6 +130,7 @@ ENV_OVERRIDES = {
     "IVR_MODELS_DIR": "asr.models_dir",
     "IVR_DATA_DIR": "paths.data",
     "IVR_WHISPER_MODEL": "asr.whisper_model",
+    "IVR_CALL_TIME": "call_time",
 }
 
 

@@ -16,6 +16,7 @@ Errors name the manifest line: `manifest.yaml:42: fixtures[3] (en/balance_1.wav)
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,7 @@ class Fixture(_Strict):
     source: str
     tags: tuple[str, ...] = ()
     recipe: Recipe | None = None  # None: not made by scripts/make_fixtures.py (e.g. a real call)
+    call_time: datetime | None = None  # when its call happens (business hours); default: the manifest's
     # filled by load_manifest: the absolute path of `file`
     path: Path = Path()
 
@@ -148,6 +150,7 @@ class Call(_Strict):
     description: str = ""
     turns: list[Turn] = Field(min_length=1)
     route: str  # "completed", or the queue the call must be handed to (e.g. "support")
+    call_time: datetime | None = None  # when the call happens (business hours); default: the manifest's
 
     _lang = field_validator("lang")(_known_lang)
 
@@ -158,6 +161,9 @@ class Manifest(_Strict):
     fixtures: list[Fixture] = Field(default_factory=list)
     calls: list[Call] = Field(default_factory=list)
     espeak_ng_version: str = ""  # the espeak-ng the synthesised files were made with (byte-exact re-runs)
+    # The local time every replayed call is placed at (business hours decide routes), so a verdict
+    # does not depend on the hour the tester runs it; a call may set its own. None: the real clock.
+    call_time: datetime | None = None
     root: Path = Path()
 
     def for_lang(self, lang: str) -> Manifest:
@@ -279,7 +285,8 @@ def _resolve(
             problems.append(f"{where}: listed twice")
         if check_files and not (root / item.file).is_file():
             problems.append(f"{where}: file {root / item.file} does not exist")
-        resolved = item.model_copy(update={"path": root / item.file})
+        resolved = item.model_copy(update={"path": root / item.file,
+                                           "call_time": item.call_time or manifest.call_time})
         by_file[item.file] = resolved
         fixtures.append(resolved)
     calls: list[Call] = []
@@ -311,7 +318,7 @@ def _resolve(
                     }
                 )
             )
-        calls.append(call.model_copy(update={"turns": turns}))
+        calls.append(call.model_copy(update={"turns": turns, "call_time": call.call_time or manifest.call_time}))
     if problems:
         raise ConfigError("; ".join(problems), fix="fix the manifest entries, or run scripts/make_fixtures.py")
     return manifest.model_copy(update={"fixtures": fixtures, "calls": calls})

@@ -13,6 +13,7 @@ import re
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,13 +146,14 @@ async def run_call(
     flow: str = "support",
     caller_id: str = "",
     realtime: bool = False,
+    call_time: datetime | None = None,
     on_turn: Callable[[TurnLog], None] | None = None,
     on_say: Callable[[str], None] | None = None,
 ) -> tuple[CallResult, SimulatedLine]:
-    """One simulated call through the real pipeline."""
+    """One simulated call through the real pipeline, placed at `call_time` (None: services' clock)."""
     line = SimulatedLine(turns, realtime=realtime)
     session = CallSession(services, line, lang=lang, flow=flow, caller_id=caller_id,
-                          on_turn=on_turn, on_say=on_say)
+                          on_turn=on_turn, on_say=on_say, call_time=call_time)
     line.attach(lambda: session.awaiting_caller)
     try:
         result = await session.run()
@@ -190,8 +192,9 @@ def _skip_reason(services: CallServices, lang: str) -> str:
     return ""
 
 
-async def replay_fixture(services: CallServices, fixture: Fixture) -> FixtureResult:
-    """A single recording as the caller's first turn of a call."""
+async def replay_fixture(services: CallServices, fixture: Fixture,
+                         call_time: datetime | None = None) -> FixtureResult:
+    """A single recording as the caller's first turn of a call (at `call_time`, else the fixture's)."""
     skip = _skip_reason(services, fixture.lang)
     if skip:
         return FixtureResult(file=fixture.file, lang=fixture.lang, reason=skip)
@@ -199,7 +202,8 @@ async def replay_fixture(services: CallServices, fixture: Fixture) -> FixtureRes
         pcm = read_wav(fixture.path)
     except IvrError as exc:
         return FixtureResult(file=fixture.file, lang=fixture.lang, reason=str(exc))
-    call, _ = await run_call(services, fixture.lang, [CallerTurn(pcm=pcm, label=fixture.file)])
+    call, _ = await run_call(services, fixture.lang, [CallerTurn(pcm=pcm, label=fixture.file)],
+                             call_time=call_time or fixture.call_time)
     first = call.turns[0] if call.turns else None
     result = _turn_result(fixture.file, fixture.lang, first, call.engine)
     if fixture.no_input:
@@ -225,13 +229,13 @@ def caller_turns(call: Call) -> list[CallerTurn]:
 
 
 async def replay_call(services: CallServices, call: Call, fixture_of: Callable[[str], Fixture | None],
-                      *, realtime: bool = False) -> list[FixtureResult]:
-    """A multi-turn call: one result per caller turn plus one for the route."""
+                      *, realtime: bool = False, call_time: datetime | None = None) -> list[FixtureResult]:
+    """A multi-turn call: one result per caller turn plus one for the route (at `call_time`, else the call's)."""
     skip = _skip_reason(services, call.lang)
     if skip and any(t.file for t in call.turns):
         return [FixtureResult(file=call.name, lang=call.lang, call=call.name, reason=skip)]
     result, _ = await run_call(services, call.lang, caller_turns(call), flow=call.flow,
-                               caller_id=call.caller, realtime=realtime)
+                               caller_id=call.caller, realtime=realtime, call_time=call_time or call.call_time)
     out = []
     for i, turn in enumerate(call.turns):
         log = result.turns[i] if i < len(result.turns) else None
@@ -265,15 +269,17 @@ def wav_fixture(path: Path, lang: str) -> Fixture:
 
 async def replay_all(services: CallServices, fixtures: list[Fixture], calls: list[Call],
                      fixture_of: Callable[[str], Fixture | None],
-                     progress: Callable[[FixtureResult], None] | None = None) -> list[FixtureResult]:
+                     progress: Callable[[FixtureResult], None] | None = None,
+                     call_time: datetime | None = None) -> list[FixtureResult]:
+    """Every fixture, then every call; `call_time` (e.g. `ivr replay --now`) overrides the manifest's."""
     results: list[FixtureResult] = []
     for fixture in fixtures:
-        r = await replay_fixture(services, fixture)
+        r = await replay_fixture(services, fixture, call_time)
         results.append(r)
         if progress:
             progress(r)
     for call in calls:
-        for r in await replay_call(services, call, fixture_of):
+        for r in await replay_call(services, call, fixture_of, call_time=call_time):
             results.append(r)
             if progress:
                 progress(r)

@@ -222,6 +222,7 @@ class CallServices:
         if self.metrics:
             self.metrics.error(kind)
 
-    @staticmethod
-    def now_iso() -> str:
-        return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    def now_iso(self) -> str:
+        """The time a call starting now sees (business hours): `settings.call_time` if set, else the clock."""
+        now = self.settings.call_time or dt.datetime.now().astimezone()
+        return now.isoformat(timespec="seconds")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from ivr.tts.engine import TtsEngine, TtsParams
 
 FIXTURES = Path(__file__).resolve().parent.parent / "audio_fixtures"
 CALLER = "+15550100"
+OPEN = datetime(2026, 11, 23, 10, 0)  # a Monday morning: the demo line is open
+CLOSED = datetime(2026, 11, 23, 21, 30)  # the same Monday after 20:00
 
 
 @pytest.fixture
@@ -29,12 +32,13 @@ def settings(tmp_path: Path) -> Settings:
     s = Settings()
     s.paths.data = tmp_path
     s.storage.url = f"sqlite:///{tmp_path / 'calls.sqlite3'}"
+    s.call_time = OPEN  # routes must not depend on the hour the suite runs at
     return s
 
 
-def _call(services: CallServices, lang: str, turns: list[CallerTurn]):
+def _call(services: CallServices, lang: str, turns: list[CallerTurn], call_time: datetime | None = None):
     try:
-        return asyncio.run(run_call(services, lang, turns, caller_id=CALLER))
+        return asyncio.run(run_call(services, lang, turns, caller_id=CALLER, call_time=call_time))
     finally:
         services.close()
 
@@ -82,6 +86,16 @@ def test_keys_work_without_any_speech_model(settings: Settings) -> None:
     assert [t.dtmf for t in result.turns[:2]] == ["1", "0"]
     assert result.turns[0].reply  # the balance was read out
     assert result.handed_off and result.route == "support"
+
+
+def test_after_hours_the_same_keys_offer_a_callback_then_reach_the_after_hours_line(settings: Settings) -> None:
+    """The call's time decides the route: "0" after hours offers a callback, "2" then transfers to
+    the flow's after_hours_route instead of the day queue."""
+    services = CallServices.create(settings, with_records=False)
+    services._engines["en"] = None  # keys only: no speech model needed
+    result, _ = _call(services, "en", [CallerTurn(dtmf="0"), CallerTurn(dtmf="2")], call_time=CLOSED)
+    assert "call you back" in result.turns[0].reply
+    assert result.handed_off and result.route == "support-afterhours" and result.reason == "after_hours"
 
 
 def test_speech_without_a_model_is_a_no_match_and_keys_still_work(settings: Settings) -> None:

@@ -180,6 +180,27 @@ def test_business_hours_redirect(runtime: DialogRuntime) -> None:
     assert isinstance(runtime.handle(open_.state, ev.Pressed("0")).actions[-1], ev.Transfer)
 
 
+def test_business_hours_are_the_centres_local_time() -> None:
+    """With `timezone`, a call's time is converted first: 06:30 UTC is 09:30 in Moscow (open),
+    and 15:00 UTC is 18:00 there (closed), whatever zone the server runs in."""
+    raw = json.loads(json.dumps(FLOW))
+    raw["business_hours"]["timezone"] = "Europe/Moscow"
+    flow, errors = parse_flow(raw, SourceMap("mini.yaml"))
+    assert not errors and flow is not None
+    zoned = DialogRuntime(flow, "en", prompts=PROMPTS)
+    assert zoned.start(ev.CallStarted(now_iso="2026-11-23T06:30:00+00:00")).state.open
+    assert not zoned.start(ev.CallStarted(now_iso="2026-11-23T15:00:00+00:00")).state.open
+    # a time without an offset is already the centre's local time
+    assert not zoned.start(ev.CallStarted(now_iso="2026-11-23T06:30:00")).state.open
+
+
+def test_an_unknown_time_zone_is_an_error_naming_it() -> None:
+    raw = json.loads(json.dumps(FLOW))
+    raw["business_hours"]["timezone"] = "Mars/Olympus"
+    _, errors = parse_flow(raw, SourceMap("mini.yaml"))
+    assert any("unknown time zone 'Mars/Olympus'" in str(e) for e in errors), errors
+
+
 def test_listen_action(runtime: DialogRuntime) -> None:
     listen = runtime.start(ev.CallStarted()).actions[-1]
     assert listen == ev.Listen(state="menu", phrases=None, expected_intents=("balance",),

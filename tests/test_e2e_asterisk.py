@@ -40,6 +40,7 @@ def _services(tmp_path: Path) -> CallServices:
 def _run(sandbox: Sandbox, services: CallServices, call_name: str, *, barge_in_turn: int = 0):
     """Play one manifest call through Asterisk; returns (queue join or None, call record, turns, heard)."""
     call = next(c for c in load_manifest().calls if c.name == call_name)
+    services.settings.call_time = call.call_time  # the bridge places the call inside business hours
     sounds = [sandbox.install_sound(t.path, name=f"{call_name}-{i}") for i, t in enumerate(call.turns)]
     record = sandbox.recording_path(call_name)
     heard_wav = sandbox.host_path(record + ".wav")

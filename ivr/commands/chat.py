@@ -16,6 +16,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from ivr.commands import NOW_HELP, iso_time
+
 console = Console(highlight=False, soft_wrap=True)
 
 
@@ -24,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lang", default=None, help="en, ru or ko (default: settings default_lang)")
     p.add_argument("--flow", default="support", help="flow name (default: support)")
     p.add_argument("--caller", default="", help="caller id (unknown numbers get the demo subscriber)")
-    p.add_argument("--now", default="", help="ISO time of the call, for business hours (default: now)")
+    p.add_argument("--now", type=iso_time, default=None, help=NOW_HELP)
     p.add_argument("--db", default=None, help="demo operator DB (default: <data dir>/demo_operator.sqlite3)")
     p.add_argument("--quiet", action="store_true", help="print only what the assistant says and does")
     p.set_defaults(func=run)
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     lang = args.lang or settings.default_lang
     loaded = FlowRegistry(settings).get(args.flow, lang)
     context = hook_context_for(settings, args.db)
-    now_iso = args.now or datetime.now().isoformat(timespec="seconds")
+    now_iso = (args.now or settings.call_time or datetime.now()).isoformat(timespec="seconds")
     if sys.stdin.isatty():
         console.print(f"[bold]ivr chat[/]: flow [cyan]{args.flow}[/] ({lang}), caller {args.caller or '(unknown)'}, "
                       f"time {now_iso}")

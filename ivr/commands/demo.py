@@ -12,6 +12,7 @@ import time
 
 from rich.console import Console
 
+from ivr.commands import NOW_HELP, iso_time
 from ivr.config import load_settings
 from ivr.errors import ConfigError
 
@@ -25,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--realtime", action="store_true", help="run at the speed of a phone call (default: audio clock)")
     p.add_argument("--save-audio", metavar="WAV", help="write what the caller heard to this WAV file")
     p.add_argument("--list", action="store_true", help="list the calls the demo can play and exit")
+    p.add_argument("--now", type=iso_time, default=None, help=NOW_HELP)
     p.set_defaults(func=run)
 
 
@@ -61,8 +63,11 @@ async def _demo(args: argparse.Namespace) -> int:
             )
     engine = services.asr_engine(chosen.lang)
     console.print(f"[bold]ivr demo[/]: call [cyan]{chosen.name}[/] ({chosen.lang}), caller {chosen.caller or '-'}")
+    call_time = args.now or chosen.call_time
     console.print(f"speech engine: [green]{engine.name if engine else 'none (keys only)'}[/]; "
                   f"flow: {chosen.flow}; records: {settings.storage_url}")
+    if call_time:
+        console.print(f"[dim]placed at {call_time.isoformat(timespec='minutes')} (business hours; --now to change)[/]")
     if chosen.description:
         console.print(f"[dim]{chosen.description}[/]")
     console.print()
@@ -92,7 +97,7 @@ async def _demo(args: argparse.Namespace) -> int:
     try:
         result, line = await run_call(services, chosen.lang, caller_turns(chosen), flow=chosen.flow,
                                       caller_id=chosen.caller, realtime=args.realtime,
-                                      on_turn=on_turn, on_say=on_say)
+                                      call_time=call_time, on_turn=on_turn, on_say=on_say)
     finally:
         services.close()
     console.print()

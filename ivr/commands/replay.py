@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ivr.commands import NOW_HELP, iso_time
 from ivr.config import LANGUAGES, load_settings
 from ivr.errors import ConfigError
 
@@ -31,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calls-only", action="store_true", help="only the multi-turn calls of the manifest")
     p.add_argument("--fixtures-only", action="store_true", help="only the single-utterance fixtures")
     p.add_argument("--engine", choices=("auto", "vosk", "whisper"), help="force the ASR engine")
+    p.add_argument("--now", type=iso_time, default=None, help=NOW_HELP)
     p.set_defaults(func=run)
 
 
@@ -80,7 +82,8 @@ async def _replay(args: argparse.Namespace) -> int:
     with progress:
         task = progress.add_task("", total=total)
         try:
-            results = await replay_all(services, fixtures, calls, by_file.get, progress=on_result)
+            results = await replay_all(services, fixtures, calls, by_file.get, progress=on_result,
+                                       call_time=args.now)
         finally:
             services.close()
     totals = Totals.of(results)

@@ -18,6 +18,7 @@ import re
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -183,10 +184,27 @@ class FlowPrompts(_Strict):
 
 
 class BusinessHours(_Strict):
-    """Opening hours by weekday: {"mon-fri": "08:00-20:00", "sat": "10:00-16:00", "sun": "closed"}."""
+    """Opening hours by weekday: {"mon-fri": "08:00-20:00", "sat": "10:00-16:00", "sun": "closed"}.
+
+    The hours are the contact centre's local time: with `timezone` (an IANA name such as
+    Europe/Moscow) a call's time is converted into it first, so a server in UTC keeps Moscow hours.
+    Without it, or for a time without an offset, the time is taken as it comes.
+    """
 
     days: dict[str, str]
     holidays: list[date] = Field(default_factory=list)
+    timezone: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Europe/Moscow "
+                                 "(install tzdata if the names are missing)") from None
+        return value
 
     @field_validator("days")
     @classmethod
@@ -197,6 +215,8 @@ class BusinessHours(_Strict):
         return value
 
     def is_open(self, now: datetime) -> bool:
+        if self.timezone and now.tzinfo is not None:
+            now = now.astimezone(ZoneInfo(self.timezone))
         if now.date() in self.holidays:
             return False
         day = WEEKDAYS[now.weekday()]
