@@ -42,6 +42,10 @@ ASR_CHUNK_FRAMES = 5  # feed the recognizer every 100 ms of speech: partials wit
 LISTEN_WALL_CLOCK_SLACK_S = 5.0
 
 
+class _VoiceLost(Exception):
+    """A prompt could not be rendered (no recording, no TTS voice): the call leaves for the live line."""
+
+
 @dataclass(frozen=True)
 class _CallerInput:
     """One decided caller input, as the reader and the ASR worker hand it to the dialog loop."""
@@ -233,6 +237,15 @@ class CallSession:
                 elif isinstance(action, ev.Hangup):
                     return self._end_result("completed", action.reason, survey)
             return self._end_result("completed", "flow_ended", survey)
+        except _VoiceLost as exc:
+            self._close_turn()  # the turn the unspoken answer was for goes into the record and summary
+            heard = "; ".join(t.transcript or f"key {t.dtmf}" for t in self.turns if t.transcript or t.dtmf)
+            intent = next((t.intent for t in reversed(self.turns) if t.intent not in ("", NONE_INTENT)), "")
+            result = self._handoff_result(ev.Transfer(
+                route=self._live_queue(), reason="tts_failed", intent=intent,
+                summary=f"the assistant could not speak ({exc}); caller said: {heard or 'nothing yet'}"))
+            result.survey_score = survey
+            return result
         finally:
             self._close_turn()
 
@@ -242,10 +255,12 @@ class CallSession:
         try:
             pcm = await self.services.prompt_audio(action.text, self.lang)
         except IvrError as exc:
-            # no voice: the caller must not sit in silence; the flow goes on and keys still work
-            log.error("call %s: cannot render prompt %r: %s", self.call_id, action.prompt_id, exc)
+            # No recording and no voice: a caller who hears nothing cannot use the menu either, so
+            # the call goes to a human at once (the dialplan plays its own recorded prompts).
+            log.error("call %s: cannot render prompt %r: %s; handing off to the live line",
+                      self.call_id, action.prompt_id, exc)
             self.services.metrics_error("tts")
-            pcm = b""
+            raise _VoiceLost(f"prompt {action.prompt_id or action.text[:40]!r} could not be spoken: {exc}") from None
         if reply_to is not None and self._open_turn is reply_to:
             reply_to.tts_ms = _ms_since(started)
             reply_to.latency_ms = _ms_since(self._decided_at)

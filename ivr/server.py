@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from ivr.audio.pcm import FRAME_MS
 from ivr.call import CallSession
-from ivr.config import Settings
+from ivr.config import LANGUAGES, Settings
 from ivr.errors import IvrError
 from ivr.services import CallServices
 from ivr.telephony.ami import AmiEvent
@@ -140,6 +140,7 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
     errors = services.registry.reload()
     if errors:
         log.error("serving with %d flow problem(s); run `ivr check`", len(errors))
+    await _check_voice(services, settings)
     background = [asyncio.create_task(services.registry.watch(), name="flow-watch")]
     ami = AmiLink(services) if settings.ami.enabled else None
     if ami is not None:
@@ -153,9 +154,16 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
         name="bridge",
     )
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        # /healthz says 503 "draining" while calls in progress finish, so a balancer stops sending more
+        if services.metrics is not None:
+            services.metrics.status = "draining"
+        serving.cancel()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, serving.cancel)
+            loop.add_signal_handler(sig, stop)
     try:
         await serving
     except asyncio.CancelledError:
@@ -169,3 +177,16 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
             await metrics_server.stop()
         services.close()
         log.info("ivr serve: stopped")
+
+
+async def _check_voice(services: CallServices, settings: Settings) -> None:
+    """Say at start-up, not at the first call, when prompts cannot be spoken (calls then go to the live line)."""
+    engine = getattr(services.prompts, "engine", None)
+    if engine is None:
+        return
+    for lang in LANGUAGES:
+        try:
+            await asyncio.to_thread(engine.voice, lang)
+        except IvrError as exc:
+            log.error("no TTS voice for %r: %s; its calls go to the live line where a prompt is neither "
+                      "recorded nor cached (`ivr prompts build` renders them ahead)", lang, exc)

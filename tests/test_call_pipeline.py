@@ -13,6 +13,7 @@ import pytest
 
 from ivr.audio.pcm import read_wav
 from ivr.config import Settings
+from ivr.errors import EngineError
 from ivr.fixtures import load_manifest
 from ivr.replay import caller_turns, run_call
 from ivr.services import CallServices
@@ -135,13 +136,41 @@ def test_barge_in_over_the_greeting_stops_it_and_the_question_is_understood(sett
 
 
 def test_a_broken_voice_does_not_silence_the_call(settings: Settings, tmp_path: Path) -> None:
-    """No TTS voice for the language and no earlier renderings: prompts cannot be spoken, yet the
-    call goes on by keys and reaches the live line."""
+    """No TTS voice for the language and no earlier renderings: the caller could not hear the menu,
+    so the call goes to the live line at once, with the reason in the record and the agent's summary."""
+    prompts = tmp_path / "prompts"
+    shutil.copytree(settings.paths.prompts, prompts, ignore=shutil.ignore_patterns("cache"))
+    services = CallServices.create(settings)
+    services.prompts = PromptCache(prompts, TtsEngine(TtsParams(voices={"en": "no-such-voice"})))
+    services._engines["en"] = None
+    result, line = _call(services, "en", [CallerTurn(dtmf="1")])
+    assert line.heard == b""  # nothing could be rendered
+    assert result.handed_off and result.route == "support" and result.reason == "tts_failed"
+    assert "could not speak" in result.summary and "no-such-voice" in result.summary
+    assert result.turns == []  # the caller was not kept waiting for a menu they never heard
+    (record,) = CallStore(settings.storage_url).calls()
+    assert record.status == "transferred" and record.handoff_reason == "tts_failed"
+
+
+def test_a_voice_lost_mid_call_hands_off_with_what_the_caller_said(settings: Settings, tmp_path: Path) -> None:
+    """The greeting and menu were rendered before; the balance answer (a dynamic text) cannot be:
+    the caller, who pressed 1, reaches the live line with that key in the summary."""
     prompts = tmp_path / "prompts"
     shutil.copytree(settings.paths.prompts, prompts, ignore=shutil.ignore_patterns("cache"))
     services = CallServices.create(settings, with_records=False)
-    services.prompts = PromptCache(prompts, TtsEngine(TtsParams(voices={"en": "no-such-voice"})))
     services._engines["en"] = None
-    result, line = _call(services, "en", [CallerTurn(dtmf="0")])
-    assert line.heard == b""  # nothing could be rendered
-    assert result.handed_off and result.turns[0].dtmf == "0"
+    real = services.prompts
+
+    class BalanceAnswerFails:  # the shipped cache for everything but the one dynamic answer
+        engine = real.engine
+
+        async def get(self, text: str, lang: str) -> bytes:
+            if "dollars" in text:
+                raise EngineError("espeak-ng exited with status 1")
+            return await real.get(text, lang)
+
+    services.prompts = BalanceAnswerFails()
+    result, line = _call(services, "en", [CallerTurn(dtmf="1")])
+    assert len(line.heard) > 0  # the greeting and menu played
+    assert result.handed_off and result.reason == "tts_failed"
+    assert result.turns[0].dtmf == "1" and "key 1" in result.summary
