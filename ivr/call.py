@@ -272,6 +272,8 @@ class CallSession:
             self._barged = True  # the caller is talking already: do not start a prompt over them
         elif pcm:
             self._say_barge_in = action.barge_in
+            if not self._in_speech:  # the state this prompt belongs to decides barge-in over it
+                self._endpointer.reset(self._prompt_params())
             self.playing = True
             try:
                 completed = await self.line.play(pcm)
@@ -375,9 +377,15 @@ class CallSession:
                 if self.listening.is_set():
                     self._inbox.put_nowait(_CallerInput("noinput", time.perf_counter()))
         if self._endpointer.state == "done":  # the turn is decided: re-arm for barge-in over the reply
-            self._endpointer.reset(self._between_turns)
+            self._endpointer.reset(self._prompt_params())
         if self._in_speech and len(self._speech) >= ASR_CHUNK_FRAMES:
             self._flush_speech()
+
+    def _prompt_params(self) -> EndpointParams:
+        """Endpointing while the assistant talks: the coming Listen's state settings (barge-in), no no-input."""
+        if self._listen is None or not self._listen.endpoint:
+            return self._between_turns
+        return self._base_params.with_overrides({**self._listen.endpoint, "no_input_ms": 0})
 
     def _flush_speech(self) -> None:
         if self._speech:
@@ -457,13 +465,18 @@ async def run_local_call(
     audio_in: AsyncIterator[bytes],
     play: Callable[[bytes], Awaitable[None]],
     stop_playback: Callable[[], None],
+    *,
+    on_say: Callable[[str], None] | None = None,
+    on_turn: Callable[[TurnLog], None] | None = None,
 ) -> CallResult:
-    """A call on the local sound device (`ivr talk`): microphone frames in, speaker out."""
+    """A call on the local sound device (`ivr talk`): microphone frames in, speaker out; `on_say` and
+    `on_turn` see the conversation as it happens."""
     from ivr.device_line import DeviceLine
 
     services = CallServices.create(settings)
     line = DeviceLine(audio_in, play, stop_playback)
     try:
-        return await CallSession(services, line, lang=lang, flow=flow, caller_id="local").run()
+        return await CallSession(services, line, lang=lang, flow=flow, caller_id="local",
+                                 on_say=on_say, on_turn=on_turn).run()
     finally:
         services.close()  # the call record is written before `ivr talk` exits

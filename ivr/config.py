@@ -121,6 +121,7 @@ ENV_OVERRIDES = {
     "IVR_AGI_PORT": "server.agi_port",
     "IVR_AUDIOSOCKET_PORT": "server.audiosocket_port",
     "IVR_HEALTH_PORT": "server.health_port",
+    "IVR_AMI_ENABLED": "ami.enabled",
     "IVR_AMI_HOST": "ami.host",
     "IVR_AMI_PORT": "ami.port",
     "IVR_AMI_USERNAME": "ami.username",

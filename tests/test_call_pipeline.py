@@ -174,3 +174,25 @@ def test_a_voice_lost_mid_call_hands_off_with_what_the_caller_said(settings: Set
     assert len(line.heard) > 0  # the greeting and menu played
     assert result.handed_off and result.reason == "tts_failed"
     assert result.turns[0].dtmf == "1" and "key 1" in result.summary
+
+
+@pytest.mark.parametrize("min_speech_ms, stops", [(None, True), (60000, False)])
+def test_a_states_endpoint_settings_apply_to_barge_in_over_its_own_prompt(
+        settings: Settings, tmp_path: Path, min_speech_ms: int | None, stops: bool) -> None:
+    """The main menu with `endpoint: {barge_in_min_speech_ms: 60000}` cannot be talked over: the
+    caller's speech 3 s into the greeting no longer stops it (the default 300 ms does)."""
+    if min_speech_ms is not None:
+        flows = tmp_path / "flows"
+        shutil.copytree(settings.paths.flows, flows)
+        text = (flows / "support.yaml").read_text()
+        menu = "  main_menu:\n    say: main_menu\n"
+        assert menu in text
+        (flows / "support.yaml").write_text(
+            text.replace(menu, menu + f"    endpoint: {{barge_in_min_speech_ms: {min_speech_ms}}}\n"))
+        settings.paths.flows = flows
+    services = CallServices.create(settings, with_records=False)
+    services._engines["en"] = None  # the endpointer decides barge-in; no decoding needed
+    speech = CallerTurn(pcm=read_wav(FIXTURES / "en/long_balance_1.wav"), barge_in_after_ms=3000)
+    result, line = _call(services, "en", [speech, CallerTurn(dtmf="1")])
+    assert (line.barged >= 1) is stops
+    assert result.turns[0].dtmf == "" and result.turns[1].dtmf == "1"  # the speech was still a turn

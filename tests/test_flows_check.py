@@ -178,3 +178,11 @@ def test_hook_result_named_like_a_collected_slot_is_a_warning(tree: Path) -> Non
     done = check(tree)
     assert done.returncode == 0
     assert f"flows/support.yaml:{line}: hook result 'amount' has the name of a collected slot" in done.stdout
+
+
+def test_a_misspelt_endpoint_setting_is_caught_by_check(tree: Path) -> None:
+    line = edit(tree / "flows/support.yaml", "endpoint: {end_silence_ms: 1200}", "endpoint: {end_silence: 1200}")
+    done = check(tree)
+    assert done.returncode == 1
+    assert f"flows/support.yaml:{line}: states.share_phone.endpoint: Value error, unknown endpointing setting(s): " \
+           "end_silence" in done.stdout

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"  {label}: {value}")
     console.print(
         "  run the bridge against it with:\n"
-        f"    IVR_AMI_PORT={instance.ami_port} IVR_AMI_SECRET_FILE={instance.info.secret_file} "
+        f"    IVR_AMI_ENABLED=1 IVR_AMI_PORT={instance.ami_port} IVR_AMI_SECRET_FILE={instance.info.secret_file} "
         f"IVR_AGI_PORT={instance.info.agi_port} ivr serve\n"
         f"  stop it with: ivr sandbox down --name {instance.name}"
     )

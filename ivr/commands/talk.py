@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 from typing import Any
 
 from rich.console import Console
@@ -67,22 +66,11 @@ async def _talk(settings: Settings, lang: str, args: argparse.Namespace) -> int:
         async def play(pcm: bytes) -> None:
             await device.play(pcm)
 
-        # print the conversation as it happens when the pipeline offers callbacks, else at the end
-        accepted = inspect.signature(run_local_call).parameters
-        live = {"on_say": _print_say, "on_turn": _print_turn}
-        live = {name: fn for name, fn in live.items() if name in accepted}
-        result = await run_local_call(
-            settings, lang, args.flow, device.frames(), play, device.stop_playback, **live
-        )
-    if not live:
-        for turn in getattr(result, "turns", []) or []:
-            if turn.prompt:
-                _print_say(turn.prompt)
-            _print_turn(turn)
-    route = getattr(result, "route", "")
-    if route:
-        console.print(f"call ended: {route}" + (f" ({result.reason})" if getattr(result, "reason", "") else ""))
-    if getattr(result, "survey_score", None) is not None:
+        # the conversation is printed as it happens
+        result = await run_local_call(settings, lang, args.flow, device.frames(), play, device.stop_playback,
+                                      on_say=_print_say, on_turn=_print_turn)
+    console.print(f"call ended: {result.route}" + (f" ({result.reason})" if result.reason else ""))
+    if result.survey_score is not None:
         console.print(f"survey score {result.survey_score}")
     if device.dropped_frames:
         console.print(f"[dim]{device.dropped_frames} microphone frame(s) dropped (the pipeline lagged)[/]")

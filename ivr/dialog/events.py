@@ -76,7 +76,7 @@ class Listen:
     phrases: tuple[str, ...] | None = None
     expected_intents: tuple[str, ...] = ()
     dtmf: dict[str, str] = field(default_factory=dict)  # digit -> intent
-    endpoint: dict[str, int] = field(default_factory=dict)
+    endpoint: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from ivr.audio.vad import EndpointParams
 from ivr.errors import ConfigError
 from ivr.nlu.grammar import SourceMap, display_path, load_yaml, validation_errors
 
@@ -113,10 +114,21 @@ class State(_Strict):
     set: dict[str, Any] = Field(default_factory=dict)  # slots set on entry
     when_closed: str | None = None  # outside business hours go there instead
     globals: bool = True  # global intents (operator, repeat, help, goodbye) work here
-    endpoint: dict[str, int] = Field(default_factory=dict)  # Listen.endpoint overrides
+    # endpointing overrides while listening in this state, e.g. {end_silence_ms: 1200} for a phone number;
+    # names and defaults: ivr.audio.vad.EndpointParams
+    endpoint: dict[str, float] = Field(default_factory=dict)
     escalation: Escalation | None = None  # this state's own no-input/no-match steps
 
     _say_list = field_validator("say", "reprompt", "hint", mode="before")(lambda cls, v: _as_list(v))
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_names(cls, value: dict[str, float]) -> dict[str, float]:
+        try:
+            EndpointParams().with_overrides(value)  # unknown names and bad values fail here, not mid-call
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("dtmf")
     @classmethod

@@ -1,4 +1,4 @@
-"""The time a call is placed at: config/env `call_time`, the manifest's `call_time`, `--now`.
+"""Settings from the environment, and the time a call is placed at (`call_time`, the manifest's, `--now`).
 
 Business hours decide routes, so replay verdicts and end-to-end tests pin the time instead of
 depending on the hour they run at.
@@ -75,3 +75,9 @@ def test_now_flag_rejects_a_malformed_time() -> None:
                           capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
     assert done.returncode == 2
     assert "'tomorrow' is not an ISO 8601 time; write e.g. 2026-11-23T10:00" in done.stderr
+
+
+def test_ami_can_be_enabled_from_the_environment() -> None:
+    """`ivr sandbox up` prints IVR_AMI_ENABLED=1 ... ivr serve: that must switch AMI on."""
+    assert load_settings(env={"IVR_AMI_ENABLED": "1"}).ami.enabled is True
+    assert load_settings(env={"IVR_AMI_ENABLED": "false"}).ami.enabled is False
