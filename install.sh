@@ -30,5 +30,24 @@ else
   echo "install.sh: not root; skipping system packages (${SYSTEM_PACKAGES[*]%%#*})" >&2
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[dev]'
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
+  else
+    echo "install.sh: python3 has no pip; install python3-pip (or use a virtualenv) and run again" >&2
+    exit 1
+  fi
+fi
+
+# Debian's own python3 refuses system-wide pip installs (PEP 668, EXTERNALLY-MANAGED). Inside a
+# virtualenv that does not apply; outside one, as root on a machine dedicated to the IVR, install
+# anyway. To keep Debian's Python untouched: python3 -m venv .venv && . .venv/bin/activate && ./install.sh
+PIP_FLAGS=(-q --disable-pip-version-check)
+if python3 -c 'import os, sys, sysconfig
+managed = os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
+sys.exit(0 if managed and sys.prefix == sys.base_prefix else 1)'; then
+  echo "install.sh: $(command -v python3) is externally managed (PEP 668): installing with --break-system-packages" >&2
+  PIP_FLAGS+=(--break-system-packages)
+fi
+python3 -m pip install "${PIP_FLAGS[@]}" -e '.[dev]'
 echo "install.sh: done. Try: ivr demo"
