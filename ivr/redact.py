@@ -2,11 +2,34 @@
 
 `redact(text)` replaces, in this order:
 - e-mail addresses                                   -> [EMAIL]
+- runs of spoken digits (see below)                  -> [CARD] / [PHONE] / [ACCOUNT]
 - card numbers: 13-19 digits (spaces/dashes allowed) passing the Luhn check -> [CARD]
 - phone numbers: 7-15 digits written with a leading +, brackets or separators
-  (incl. spoken digits already turned into "5 5 5 1 2 3 4"), or 10-11 plain digits
-  after a phone word                                 -> [PHONE]
+  ("5 5 5 1 2 3 4"), or 10-11 plain digits after a phone word -> [PHONE]
 - account numbers: any other run of 6+ digits        -> [ACCOUNT]
+
+Spoken digits. ASR writes what the caller said, so numbers often arrive as words. A run of
+digit words, optionally mixed with numerals, separated by spaces, commas, periods, hyphens or
+brackets, is read as one digit string:
+- English: zero/oh/o/nought, one..nine, "double five" (55), "triple oh" (000), "plus";
+  tens and teens as two-digit groups ("forty five sixty seven" = 4567) and "eight hundred"
+  (800, as in "one eight hundred ...");
+- Russian: ноль/нуль, один/одна/одно, два/две, три ... девять, "плюс", and the groups
+  Russians read phone numbers in: десять..девяносто, сто..девятьсот ("восемь девятьсот
+  шестнадцать сто двадцать три сорок пять шестьдесят семь" = 89161234567);
+- Korean: 공/영, 일, 이, 삼, 사, 오, 육(륙), 칠, 팔, 구, spaced or glued ("공일공 일이삼사"),
+  the last one possibly with a particle ("오육칠팔이에요": the particle is kept);
+  "플러스". Korean numbers with 십/백/천/만 are amounts, never part of a run.
+A run that contains at least one word and 7 or more digits is masked with the same tags and
+rules as the numerals (Luhn-valid 13-19 digits -> [CARD], after an account word -> [ACCOUNT],
+7-15 digits -> [PHONE], longer -> [ACCOUNT]). Shorter spoken runs stay: menu choices ("press
+one"), counts, and 4-6 digit codes said aloud ("one two three four"): PINs are collected by
+DTMF, and a short spoken run is too often a quantity, a time or a year (numerals keep their
+own threshold of 6, below). A leading "oh" before a comma or period is an interjection, not a
+zero. Amounts said as compound numbers stay: a compound number is one group of at most 3
+digits and scale words (thousand, тысяча, 만 ...) end a run, so "two hundred fifty dollars",
+"двести пятьдесят рублей", "пятьсот тысяч", "이만 오천 원" are never 7 digits. "and"/"и"
+also ends a run ("five five five and one two three four" is two short runs and stays).
 
 What stays: amounts ("250 dollars", "$1,250.00", "1 500 000 рублей"), dates (2024-05-01),
 times, short numbers (menu choices, PINs of 4 digits are NOT treated as accounts: a 4-digit
@@ -77,11 +100,246 @@ def _classify(run: str, before: str, after: str) -> str | None:
     return None
 
 
+# ---- spoken digits ----------------------------------------------------------------------
+MIN_SPOKEN_DIGITS = 7
+
+# word kinds: a digit, a teen (10-19), a tens word (20-90), a Russian hundreds word (100-900),
+# English "hundred" (x100 after a digit), "double"/"triple" (repeat the next digit), "plus"
+_UNIT, _TEEN, _TENS, _HUNDREDS, _HUNDRED, _REPEAT, _PLUS, _NUMERAL = range(8)
+
+
+def _table() -> dict[str, tuple[int, int]]:
+    """Every spoken-digit word (English and Russian, lower case) -> (kind, value)."""
+    units = "zero oh o nought ноль нуль|one один одна одно|two два две|three три|four четыре|five пять|six шесть"
+    units += "|seven семь|eight восемь|nine девять"
+    teens = "ten десять|eleven одиннадцать|twelve двенадцать|thirteen тринадцать|fourteen четырнадцать"
+    teens += "|fifteen пятнадцать|sixteen шестнадцать|seventeen семнадцать|eighteen восемнадцать|nineteen девятнадцать"
+    tens = "twenty двадцать|thirty тридцать|forty fourty сорок|fifty пятьдесят|sixty шестьдесят"
+    tens += "|seventy семьдесят|eighty восемьдесят|ninety девяносто"
+    hundreds = "сто|двести|триста|четыреста|пятьсот|шестьсот|семьсот|восемьсот|девятьсот"
+    table: dict[str, tuple[int, int]] = {}
+    for kind, first, step, groups in (
+        (_UNIT, 0, 1, units),
+        (_TEEN, 10, 1, teens),
+        (_TENS, 20, 10, tens),
+        (_HUNDREDS, 100, 100, hundreds),
+    ):
+        for i, words in enumerate(groups.split("|")):
+            table.update(dict.fromkeys(words.split(), (kind, first + step * i)))
+    table.update(
+        {"hundred": (_HUNDRED, 100), "double": (_REPEAT, 2), "triple": (_REPEAT, 3)}
+        | dict.fromkeys(("plus", "плюс", "플러스"), (_PLUS, 0))
+    )
+    return table
+
+
+SPOKEN_WORDS = _table()
+KO_DIGITS = {"공": 0, "영": 0, "일": 1, "이": 2, "삼": 3, "사": 4, "오": 5, "육": 6, "륙": 6, "칠": 7, "팔": 8, "구": 9}
+# particles and endings ASR glues to the last Korean digit ("오육칠팔이에요", "공일공으로");
+# not bare 이/가/만, which are also digits or numbers themselves
+KO_TAILS = frozenset(
+    "이에요 예요 입니다 이고 이요 요 로 으로 로요 으로요 번 번이요 번입니다 번이에요 은 는 을 를 에 도 "
+    "이랑 랑 하고 까지 이라고 라고 이야 야".split()
+)
+_WORD = re.compile(r"[^\W_]+|\+")
+_GAP = re.compile(r"[\s,.\-–—()]*")
+_NUMERAL_WORD = re.compile(r"\d+")
+# a run needs at least one digit word: looked for first, so most log lines cost one scan
+_DIGIT_WORDS = frozenset(w for w, (kind, _) in SPOKEN_WORDS.items() if kind in (_UNIT, _TEEN, _TENS, _HUNDREDS))
+_LETTERS = re.compile(r"[^\W\d_]+")
+_DATES = re.compile(r"(?<![\d-])(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}-\d{1,2}-\d{4})(?![\d-])")
+
+
+def _korean_digits(token: str) -> tuple[str, int] | None:
+    """(digits, length of the digit part) of a Korean token said digit by digit, or None."""
+    for k in range(1, len(token) + 1):
+        if token[k - 1] not in KO_DIGITS:
+            return None
+        if k == len(token) or token[k:] in KO_TAILS:
+            return "".join(str(KO_DIGITS[ch]) for ch in token[:k]), k
+    return None
+
+
+class _Run:
+    """One run of spoken digits being read: its start, end, digit groups and whether it has a word."""
+
+    def __init__(self, start: int, plus: bool = False) -> None:
+        self.start = self.end = start
+        self.plus = plus
+        self.items: list[str] = []  # closed digit groups
+        self.value: int | None = None  # the compound number being built ("сто двадцать ..."), if any
+        self.last = -1  # kind of the last word of that number
+        self.words = False
+
+    def _close_group(self) -> None:
+        if self.value is not None:
+            self.items.append(str(self.value))
+            self.value, self.last = None, -1
+
+    def accepts_hundred(self) -> bool:
+        return self.value is not None and self.last == _UNIT and 1 <= self.value <= 9
+
+    def add(self, kind: int, value: int, digits: str = "") -> None:
+        """Add one word (or numeral: kind _NUMERAL with `digits`) to the run."""
+        cur, last = self.value, self.last
+        if kind == _NUMERAL:
+            self._close_group()
+            self.items.append(digits)
+            return
+        self.words = True
+        if kind == _HUNDRED and cur is not None:
+            self.value, self.last = cur * 100, _HUNDRED
+            return
+        after_hundreds = last in (_HUNDREDS, _HUNDRED) and cur is not None and cur % 100 == 0
+        after_tens = last == _TENS and cur is not None and cur % 10 == 0
+        joins = (kind == _UNIT and value > 0 and (after_tens or after_hundreds)) or (
+            kind in (_TEEN, _TENS) and after_hundreds
+        )
+        if joins and cur is not None:
+            self.value, self.last = cur + value, kind
+            return
+        self._close_group()
+        if kind == _UNIT and value == 0:  # "oh", "ноль": a digit of its own, never "twenty oh"
+            self.items.append("0")
+        else:
+            self.value, self.last = value, kind
+
+    def add_digits(self, digits: str) -> None:
+        """Add digits said one by one (Korean tokens, "double five")."""
+        self._close_group()
+        self.items.append(digits)
+        self.words = True
+
+    def text(self) -> str:
+        """The run written as numerals, groups spaced: "+7 916 123 45 67"."""
+        self._close_group()
+        return ("+" if self.plus else "") + " ".join(self.items)
+
+
+def _spoken_runs(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, digits written as numerals) of every run of spoken digits with a word and 7+ digits."""
+    if not any(w in _DIGIT_WORDS or w[0] in KO_DIGITS for w in _LETTERS.findall(text.lower())):
+        return []
+    tokens = list(_WORD.finditer(text))
+    dates = [m.span() for m in _DATES.finditer(text)]
+    found: list[tuple[int, int, str]] = []
+    run: _Run | None = None
+
+    def close() -> None:
+        nonlocal run
+        if run is not None and run.words:
+            written = run.text()
+            if len(re.sub(r"\D", "", written)) >= MIN_SPOKEN_DIGITS:
+                found.append((run.start, run.end, written))
+        run = None
+
+    def item(i: int) -> tuple[int, int, str, int] | None:
+        """(kind, value, digits, end) of token i as a run item (not plus/double/hundred), or None."""
+        tok = tokens[i]
+        word = tok.group()
+        if _NUMERAL_WORD.fullmatch(word):
+            before, after = text[max(0, tok.start() - 2) : tok.start()], text[tok.end() : tok.end() + 2]
+            # not part of a decimal, a time, a thousands group or a date written with / or .
+            if re.fullmatch(r"\d[.,:/]", before) or re.fullmatch(r"[.,:/]\d", after):
+                return None
+            if any(a <= tok.start() < b for a, b in dates):  # 2024-05-01
+                return None
+            return _NUMERAL, 0, word, tok.end()
+        entry = SPOKEN_WORDS.get(word.lower())
+        if entry is not None:
+            return (entry[0], entry[1], "", tok.end()) if entry[0] in (_UNIT, _TEEN, _TENS, _HUNDREDS) else None
+        korean = _korean_digits(word)
+        if korean is not None:
+            return -1, 0, korean[0], tok.start() + korean[1]
+        return None
+
+    def joined(i: int) -> bool:
+        """Token i follows token i-1 with only separators between them."""
+        return i > 0 and _GAP.fullmatch(text, tokens[i - 1].end(), tokens[i].start()) is not None
+
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if run is not None and not joined(i):
+            close()
+        word = tok.group().lower()
+        entry = SPOKEN_WORDS.get(word)
+        kind = entry[0] if entry else None
+        if word == "+" or kind == _PLUS:
+            close()
+            if i + 1 < len(tokens) and joined(i + 1) and item(i + 1) is not None:
+                run = _Run(tok.start(), plus=True)
+                run.end = tok.end()
+            i += 1
+            continue
+        if entry is not None and kind == _REPEAT:
+            nxt = item(i + 1) if i + 1 < len(tokens) and joined(i + 1) else None
+            if nxt is not None and (nxt[0] == _UNIT or nxt[0] == _NUMERAL and len(nxt[2]) == 1):
+                run = run or _Run(tok.start())
+                run.add_digits((nxt[2] or str(nxt[1])) * entry[1])
+                run.end = nxt[3]
+                i += 2
+            else:
+                close()
+                i += 1
+            continue
+        if kind == _HUNDRED:
+            if run is not None and run.accepts_hundred():
+                run.add(_HUNDRED, 100)
+                run.end = tok.end()
+            else:
+                close()
+            i += 1
+            continue
+        got = item(i)
+        if (
+            got is not None
+            and run is None
+            and word in ("oh", "o")
+            and not (
+                i + 1 < len(tokens)
+                and re.fullmatch(r"[\s\-]+", text[tok.end() : tokens[i + 1].start()])
+                and item(i + 1) is not None
+            )
+        ):
+            got = None  # "Oh, one two ...": an interjection, not a leading zero ("oh two oh seven ...")
+        if got is None:
+            close()
+            i += 1
+            continue
+        run = run or _Run(tok.start())
+        if got[0] == -1:  # Korean digits
+            run.add_digits(got[2])
+        else:
+            run.add(got[0], got[1], got[2])
+        run.end = got[3]
+        if got[3] < tok.end():  # a particle glued on ends the run
+            close()
+        i += 1
+    close()
+    return found
+
+
+def _redact_spoken(text: str) -> str:
+    """`text` with every long run of spoken digits replaced by its tag (same rules as numerals)."""
+    out: list[str] = []
+    last = 0
+    for start, end, written in _spoken_runs(text):
+        tag = _classify(written, text[max(0, start - 40) : start], text[end : end + 20])
+        if tag:
+            out.append(text[last:start])
+            out.append(tag)
+            last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
 def redact(text: str) -> str:
     """`text` with e-mails, card, phone and account numbers replaced by [EMAIL]/[CARD]/[PHONE]/[ACCOUNT]."""
     if not text:
         return text
     text = EMAIL.sub("[EMAIL]", text)
+    text = _redact_spoken(text)
     out: list[str] = []
     last = 0
     for match in DIGIT_RUN.finditer(text):
