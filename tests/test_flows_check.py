@@ -14,26 +14,11 @@ from ivr.dialog.flow import load_flow
 from ivr.errors import ConfigError
 from ivr.nlu.grammar import korean_model_dir, load_grammar
 
-OURS = ("nlu", "chat", "check")
-_SINGLE = (
-    "import argparse, sys\n"
-    "from importlib import import_module\n"
-    "cmd = sys.argv[1]\n"
-    "p = argparse.ArgumentParser(prog='ivr'); p.add_argument('--config'); p.add_argument('-v', action='count')\n"
-    "import_module(f'ivr.commands.{cmd}').register(p.add_subparsers(dest='command'))\n"
-    "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
-)
-
 
 def run_ivr(args: list[str], stdin: str = "", cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[str]:
-    """`python -m ivr.cli ARGS`; while another helper's command module is still missing, the same
-    command module is driven by a minimal parser instead (the command code under test is the same)."""
-    done = subprocess.run([sys.executable, "-m", "ivr.cli", *args], input=stdin, capture_output=True, text=True,
+    """`python -m ivr.cli ARGS` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "ivr.cli", *args], input=stdin, capture_output=True, text=True,
                           cwd=cwd, timeout=120)
-    if "No module named 'ivr.commands." in done.stderr and args[0] in OURS:
-        done = subprocess.run([sys.executable, "-c", _SINGLE, *args], input=stdin, capture_output=True, text=True,
-                              cwd=cwd, timeout=120)
-    return done
 
 
 def test_shipped_files_pass() -> None:

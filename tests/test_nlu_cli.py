@@ -10,27 +10,12 @@ from pathlib import Path
 
 from ivr.config import PROJECT_ROOT
 
-OURS = ("nlu", "chat", "check")
-_SINGLE = (
-    "import argparse, sys\n"
-    "from importlib import import_module\n"
-    "cmd = sys.argv[1]\n"
-    "p = argparse.ArgumentParser(prog='ivr'); p.add_argument('--config'); p.add_argument('-v', action='count')\n"
-    "import_module(f'ivr.commands.{cmd}').register(p.add_subparsers(dest='command'))\n"
-    "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
-)
-
 
 def run_ivr(args: list[str], stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m ivr.cli ARGS` (while another helper's command module is missing: the same command
-    module behind a minimal parser)."""
+    """`python -m ivr.cli ARGS` as a user runs it."""
     env = {**os.environ, **(env or {})}
-    done = subprocess.run([sys.executable, "-m", "ivr.cli", *args], input=stdin, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ivr.cli", *args], input=stdin, capture_output=True, text=True,
                           cwd=PROJECT_ROOT, env=env, timeout=120)
-    if "No module named 'ivr.commands." in done.stderr and args[0] in OURS:
-        done = subprocess.run([sys.executable, "-c", _SINGLE, *args], input=stdin, capture_output=True,
-                              text=True, cwd=PROJECT_ROOT, env=env, timeout=120)
-    return done
 
 
 def test_nlu_json_lines() -> None:
