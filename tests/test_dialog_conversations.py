@@ -138,6 +138,44 @@ def test_en_block_sim(registry: FlowRegistry, db_path: Path) -> None:
     assert OperatorDb(db_path).find("", "en").blocked
 
 
+@pytest.mark.parametrize("answer", ["absolutely not", "of course not", "definitely not", "not right",
+                                    "I do not think so"])
+def test_en_negated_answer_at_the_block_sim_confirmation_does_not_block(
+        registry: FlowRegistry, db_path: Path, answer: str) -> None:
+    result = talk(registry, db_path, "en", ["block my sim", answer, "/quit"])
+    assert "Shall I block it now?" in said(result)
+    assert "Your SIM card is blocked." not in said(result)
+    assert "All right, I have cancelled that." in result.said
+    assert not OperatorDb(db_path).find("", "en").blocked
+    assert not any(isinstance(a, ev.RunHook) and a.name.endswith("block_sim") for a in result.actions)
+
+
+def test_en_unclear_answer_at_the_block_sim_confirmation_is_asked_again(registry: FlowRegistry, db_path: Path) -> None:
+    result = talk(registry, db_path, "en", ["block my sim", "yes no", "/quit"])
+    assert "no_match" in prompt_ids(result)
+    assert said(result).count("Shall I block it now?") == 2
+    assert not OperatorDb(db_path).find("", "en").blocked
+
+
+@pytest.mark.parametrize(("lang", "lines"), [
+    ("ru", ["у меня украли телефон", "конечно нет", "/quit"]),
+    ("ru", ["у меня украли телефон", "не согласен", "/quit"]),
+    ("ko", ["분실 신고", "안 돼요", "/quit"]),
+    ("ko", ["분실 신고", "싫어요", "/quit"]),
+])
+def test_negated_answer_does_not_block_in_russian_and_korean(
+        registry: FlowRegistry, db_path: Path, lang: str, lines: list[str]) -> None:
+    result = talk(registry, db_path, lang, lines)
+    assert not OperatorDb(db_path).find("", lang).blocked, result.said
+    assert not any(isinstance(a, ev.RunHook) and a.name.endswith("block_sim") for a in result.actions)
+
+
+def test_ko_top_up_amount_in_words_with_spaces(registry: FlowRegistry, db_path: Path) -> None:
+    result = talk(registry, db_path, "ko", ["만 오천 원 충전해 주세요", "네", "/quit"])
+    assert "만 오천 원을 충전할까요?" in result.said
+    assert OperatorDb(db_path).find("", "ko").balance == 30000.0
+
+
 def test_en_roaming_and_internet(registry: FlowRegistry, db_path: Path) -> None:
     result = talk(registry, db_path, "en", ["I'm going abroad", "yes", "yes", "internet settings", "no", "#5"])
     assert "Roaming is off for your number. Turning it on is free. Shall I turn it on?" in result.said

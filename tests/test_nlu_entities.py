@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ivr.nlu.entities import extract_entities, normalize
+from ivr.nlu.entities import extract_entities, normalize, tokenize, yes_no_polarity
 from ivr.nlu.numbers import find_numbers, parse_korean, words_to_number
 
 NUMBERS = [
@@ -40,6 +40,22 @@ NUMBERS = [
     ("ko", "이만오천", 25000),
     ("ko", "삼백오십", 350),
     ("ko", "십", 10),
+    # Korean numbers said in several words make one number
+    ("ko", "이만 오천", 25000),
+    ("ko", "만 오천", 15000),
+    ("ko", "이 만 오 천", 25000),
+    ("ko", "삼 만", 30000),
+    ("ko", "천 오백", 1500),
+    ("ko", "삼백 오십", 350),
+    ("ko", "오천 오백", 5500),
+    # halves
+    ("en", "one and a half", 1.5),
+    ("en", "two and a half", 2.5),
+    ("en", "one and one half", 1.5),
+    ("en", "half a", 0.5),
+    ("ru", "полтора", 1.5),
+    ("ru", "полторы тысячи", 1500),
+    ("ru", "два с половиной", 2.5),
 ]
 
 
@@ -55,6 +71,14 @@ def test_digit_by_digit_is_many_numbers() -> None:
 
 def test_oh_alone_is_not_zero() -> None:
     assert find_numbers(["oh", "i", "see"], "en") == []
+
+
+def test_korean_digits_one_by_one_stay_separate() -> None:
+    """공 일 공 (a phone number said digit by digit) is three numbers; a scale word joins, a digit does not."""
+    numbers = find_numbers("공 일 공 일 이 삼 사".split(), "ko")
+    assert [n.value for n in numbers] == [0, 1, 0, 1, 2, 3, 4]
+    assert [n.value for n in find_numbers("오천원 오백원".split(), "ko")] == [5000, 500]  # the unit ends it
+    assert [n.value for n in find_numbers("이 기가바이트".split(), "ko")] == [2]
 
 
 def test_korean_rejects_non_numbers() -> None:
@@ -111,6 +135,33 @@ ENTITIES = [
     ("ko", "공 일 공 일 이 삼 사 오 육 칠 팔", {"phone": "01012345678"}),
     ("ko", "네", {"yes_no": "yes"}),
     ("ko", "아니요", {"yes_no": "no"}),
+    # Korean amounts said in several words are amounts, not phone numbers
+    ("ko", "이만 오천 원", {"amount": 25000, "currency": "KRW", "phone": None}),
+    ("ko", "만 오천 원 충전해 주세요", {"amount": 15000, "currency": "KRW", "phone": None}),
+    ("ko", "이만 오천원", {"amount": 25000, "currency": "KRW", "phone": None}),
+    ("ko", "이 만 오 천 원", {"amount": 25000, "currency": "KRW", "phone": None}),
+    ("ko", "삼 만원", {"amount": 30000, "currency": "KRW"}),
+    ("ko", "천 오백 원", {"amount": 1500, "currency": "KRW"}),
+    ("ko", "충전 오만 원", {"amount": 50000, "currency": "KRW", "phone": None}),
+    ("ko", "오천 오백 원 공일공 일이삼사 오육칠팔", {"amount": 5500, "phone": "01012345678"}),
+    ("ko", "공 일 공 구 팔 칠 육 오 사 삼 이", {"phone": "01098765432"}),
+    ("ko", "십 기가바이트", {"gigabytes": 10}),
+    # cents after the amount
+    ("en", "twenty dollars and fifty cents", {"amount": 20.5, "currency": "USD"}),
+    ("en", "twenty dollars fifty cents", {"amount": 20.5, "currency": "USD"}),
+    ("en", "top up ten dollars and five cents", {"amount": 10.05, "currency": "USD"}),
+    ("en", "five euros and twenty cents", {"amount": 5.2, "currency": "EUR"}),
+    ("en", "fifty cents", {"amount": 0.5, "currency": "USD"}),
+    ("en", "twenty dollars", {"amount": 20, "currency": "USD"}),
+    ("ru", "двадцать рублей пятьдесят копеек", {"amount": 20.5, "currency": "RUB"}),
+    ("ru", "сто рублей и десять копеек", {"amount": 100.1, "currency": "RUB"}),
+    # halves of a gigabyte
+    ("en", "one and a half gigabytes", {"gigabytes": 1.5}),
+    ("en", "two and a half gigs", {"gigabytes": 2.5}),
+    ("en", "half a gig", {"gigabytes": 0.5}),
+    ("ru", "полтора гигабайта", {"gigabytes": 1.5}),
+    ("ru", "два с половиной гигабайта", {"gigabytes": 2.5}),
+    ("ru", "пол гигабайта", {"gigabytes": 0.5}),
 ]
 
 
@@ -118,6 +169,121 @@ ENTITIES = [
 def test_entities(lang: str, text: str, expected: dict) -> None:
     found = extract_entities(text, lang)
     assert {k: found.get(k) for k in expected} == expected, found
+
+
+def test_whole_amounts_stay_int_and_halves_are_float() -> None:
+    """The types the hooks and prompts get: a whole amount is an int, cents or halves make a float."""
+    assert type(extract_entities("twenty dollars", "en")["amount"]) is int
+    assert type(extract_entities("twenty dollars and fifty cents", "en")["amount"]) is float
+    assert type(extract_entities("이만 오천 원", "ko")["amount"]) is int
+    assert type(extract_entities("полторы тысячи рублей", "ru")["amount"]) is int
+    assert type(extract_entities("полтора гигабайта", "ru")["gigabytes"]) is float
+
+
+# ---- yes / no: negation-aware; unclear answers give no value ------------------------------------
+YES_NO_FORMS = [
+    # English: negated yes words are no
+    ("en", "absolutely not", "no"),
+    ("en", "of course not", "no"),
+    ("en", "definitely not", "no"),
+    ("en", "certainly not", "no"),
+    ("en", "not right", "no"),
+    ("en", "that's not right", "no"),
+    ("en", "that is not correct", "no"),
+    ("en", "that's not correct", "no"),
+    ("en", "not quite right", "no"),
+    ("en", "that can't be right", "no"),
+    ("en", "not exactly", "no"),
+    ("en", "I do not think so", "no"),
+    ("en", "I don't think so", "no"),
+    ("en", "no it is not", "no"),
+    ("en", "don't do it", "no"),
+    ("en", "please don't", "no"),
+    ("en", "not at all", "no"),
+    ("en", "no way", "no"),
+    ("en", "nope", "no"),
+    ("en", "never mind", "no"),
+    ("en", "not", "no"),
+    # English yes, including no-words that mean yes
+    ("en", "yes", "yes"),
+    ("en", "yeah sure", "yes"),
+    ("en", "of course", "yes"),
+    ("en", "absolutely", "yes"),
+    ("en", "that's right", "yes"),
+    ("en", "no problem", "yes"),
+    ("en", "sure why not", "yes"),
+    ("en", "yep go ahead", "yes"),
+    ("en", "uh yes thanks", "yes"),
+    # English unclear or neither: no value (the caller is asked again)
+    ("en", "yes no", None),
+    ("en", "yeah no", None),
+    ("en", "no yes", None),
+    ("en", "right cancel it", None),
+    ("en", "i'm not sure", None),
+    ("en", "maybe", None),
+    ("en", "i don't know", None),
+    ("en", "what is my balance", None),
+    # Russian
+    ("ru", "конечно нет", "no"),
+    ("ru", "точно нет", "no"),
+    ("ru", "не правильно", "no"),
+    ("ru", "не верно", "no"),
+    ("ru", "не совсем верно", "no"),
+    ("ru", "не согласен", "no"),
+    ("ru", "не согласна", "no"),
+    ("ru", "не надо", "no"),
+    ("ru", "не-а", "no"),
+    ("ru", "неа", "no"),
+    ("ru", "не", "no"),
+    ("ru", "да нет", "no"),
+    ("ru", "хорошо, не надо", "no"),
+    ("ru", "не подтверждаю", "no"),
+    ("ru", "ни в коем случае", "no"),
+    ("ru", "нет, спасибо", "no"),
+    ("ru", "да", "yes"),
+    ("ru", "да, конечно", "yes"),
+    ("ru", "конечно", "yes"),
+    ("ru", "правильно", "yes"),
+    ("ru", "согласен", "yes"),
+    ("ru", "ну да", "yes"),
+    ("ru", "ок", "yes"),
+    ("ru", "нет да", None),
+    ("ru", "не знаю", None),
+    ("ru", "может быть", None),
+    ("ru", "какой у меня тариф", None),
+    # Korean
+    ("ko", "아니요", "no"),
+    ("ko", "아뇨", "no"),
+    ("ko", "안 돼요", "no"),
+    ("ko", "안돼요", "no"),
+    ("ko", "아니에요", "no"),
+    ("ko", "싫어요", "no"),
+    ("ko", "안 맞아요", "no"),
+    ("ko", "안 좋아요", "no"),
+    ("ko", "그렇지 않아요", "no"),
+    ("ko", "하지 마세요", "no"),
+    ("ko", "취소", "no"),
+    ("ko", "네", "yes"),
+    ("ko", "네 맞아요", "yes"),
+    ("ko", "맞아요", "yes"),
+    ("ko", "좋아요", "yes"),
+    ("ko", "응", "yes"),
+    ("ko", "네 아니요", None),
+    ("ko", "모르겠어요", None),
+    ("ko", "잔액 확인", None),
+]
+
+
+@pytest.mark.parametrize(("lang", "text", "answer"), YES_NO_FORMS)
+def test_yes_no_is_negation_aware(lang: str, text: str, answer: str | None) -> None:
+    assert extract_entities(text, lang).get("yes_no") == answer
+
+
+def test_yes_and_no_together_are_unclear_not_guessed() -> None:
+    assert yes_no_polarity(tokenize("yes no"), "en") == "unclear"
+    assert yes_no_polarity(tokenize("네 아니요"), "ko") == "unclear"
+    assert yes_no_polarity(tokenize("what is my balance"), "en") is None
+    assert "yes_no" not in extract_entities("yes no", "en")
 
 
 def test_plain_text_has_no_entities() -> None:

@@ -105,6 +105,10 @@ CASES = {
         ("다시", "repeat"),
         ("안녕히 계세요", "goodbye"),
         ("날씨 어때요", "none"),
+        ("만 오천 원 충전해 주세요", "top_up"),
+        ("이만 오천 원 충전해 주세요", "top_up"),
+        ("충전해 주세요", "top_up"),
+        ("정지해 주세요", "block_sim"),
     ],
 }
 
@@ -127,6 +131,58 @@ def test_accuracy_summary(nlu: dict[str, Nlu]) -> None:
     total = sum(len(c) for c in CASES.values())
     right = sum(nlu[lang].understand(t).intent == i for lang, cases in CASES.items() for t, i in cases)
     assert right == total
+
+
+# negated or unclear answers: never `yes`; a clear no is `no`, an unclear one neither (asked again)
+NEGATED = {
+    "en": ["absolutely not", "of course not", "definitely not", "certainly not", "not right", "that's not right",
+           "that is not correct", "I do not think so", "I don't think so", "no it is not", "not at all",
+           "don't do it", "nope"],
+    "ru": ["конечно нет", "точно нет", "не правильно", "не верно", "не согласен", "не надо", "не-а", "неа", "да нет",
+           "не подтверждаю"],
+    "ko": ["아니요", "안 돼요", "아니에요", "싫어요", "안 맞아요", "안 좋아요", "아뇨"],
+}
+AFFIRMED = {
+    "en": ["yes", "of course", "absolutely", "that's right", "no problem", "sure why not"],
+    "ru": ["да", "конечно", "правильно", "согласен", "да, конечно"],
+    "ko": ["네", "네 맞아요", "응", "좋아요"],
+}
+UNCLEAR = {"en": ["yes no", "yeah no", "no yes", "right cancel it"], "ru": ["нет да"], "ko": ["네 아니요"]}
+
+
+@pytest.mark.parametrize(("lang", "text"), [(lang, t) for lang, ts in NEGATED.items() for t in ts])
+def test_negated_answers_are_no_not_yes(nlu: dict[str, Nlu], lang: str, text: str) -> None:
+    for expected in (None, ["yes", "no"]):  # in any state, and where a yes/no question was asked
+        u = nlu[lang].understand(text, expected=expected)
+        assert u.intent == "no", (u.intent, u.score, u.ranking)
+        assert "yes" not in dict(u.ranking), u.ranking
+        assert u.entities.get("yes_no") == "no"
+
+
+@pytest.mark.parametrize(("lang", "text"), [(lang, t) for lang, ts in AFFIRMED.items() for t in ts])
+def test_affirmed_answers_are_yes(nlu: dict[str, Nlu], lang: str, text: str) -> None:
+    u = nlu[lang].understand(text, expected=["yes", "no"])
+    assert u.intent == "yes", (u.intent, u.score, u.ranking)
+    assert u.entities.get("yes_no") == "yes"
+
+
+@pytest.mark.parametrize(("lang", "text"), [(lang, t) for lang, ts in UNCLEAR.items() for t in ts])
+def test_unclear_answers_are_neither_yes_nor_no(nlu: dict[str, Nlu], lang: str, text: str) -> None:
+    u = nlu[lang].understand(text, expected=["yes", "no"])
+    assert u.intent not in ("yes", "no"), (u.intent, u.score, u.ranking)
+    assert "yes_no" not in u.entities
+
+
+def test_negation_in_an_nbest_alternative_counts_for_that_alternative(nlu: dict[str, Nlu]) -> None:
+    u = nlu["en"].understand([("absolutely not", 0.8), ("absolutely", 0.6)], expected=["yes", "no"])
+    assert u.intent == "no" and u.text == "absolutely not"
+
+
+def test_requests_with_a_negation_keep_their_intent(nlu: dict[str, Nlu]) -> None:
+    assert nlu["en"].understand("my internet is not working").intent == "internet_setup"
+    assert nlu["ru"].understand("у меня не работает мобильный интернет").intent == "internet_setup"
+    assert nlu["ko"].understand("인터넷 안 돼요").intent == "internet_setup"
+    assert nlu["en"].understand("no that's all thank you").intent == "goodbye"
 
 
 def test_nbest_uses_a_lower_alternative_when_the_best_is_out_of_grammar(nlu: dict[str, Nlu]) -> None:

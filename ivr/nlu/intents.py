@@ -10,6 +10,13 @@ mapped to their canonical word). A phrase scores the best of a whole-string simi
 "phrase inside the utterance" similarity (so fillers around a phrase cost little). Each n-best
 alternative's score is scaled by its confidence relative to the best one; intents the current
 dialog state expects get a small boost; below the grammar threshold the answer is "none".
+
+Yes and no: fuzzy similarity cannot see negation ("absolutely not" is close to the phrase "absolutely"),
+so the intents `yes`/`no` follow the negation-aware yes/no reading of each alternative
+(`ivr.nlu.entities.yes_no_polarity`). When it says no, `yes` is out and `no` gets the better of the
+two scores (at least ANSWER_ONLY_SCORE when the utterance is nothing but the answer: "definitely not",
+"не согласен", "싫어요"); when it says yes, the other way round. When it is unclear ("yes no", "not
+sure"), neither is a candidate: the caller is asked again rather than guessed for.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 
 from rapidfuzz import fuzz
 
-from ivr.nlu.entities import extract_entities, normalize
+from ivr.nlu.entities import extract_entities, normalize, read_yes_no, tokenize
 from ivr.nlu.grammar import Grammar, load_grammar
 from ivr.nlu.numbers import find_numbers
 from ivr.nlu.types import NONE_INTENT, Understanding
@@ -110,7 +117,7 @@ class Nlu:
             s = self._similarity(prepared, phrase)
             if s > scores.get(intent, 0.0):
                 scores[intent] = s
-        return scores
+        return _follow_polarity(scores, *read_yes_no(tokenize(text, self.lang), self.lang))
 
     # ---- public API ---------------------------------------------------------------------------
     def understand(
@@ -186,3 +193,23 @@ class Nlu:
             for way in [value, *ways]:
                 out.setdefault(normalize(way), None)
         return list(out)
+
+
+ANSWER_INTENTS = ("yes", "no")
+ANSWER_ONLY_SCORE = 0.9  # score of yes/no for an utterance that is nothing but a clear answer
+
+
+def _follow_polarity(scores: dict[str, float], polarity: str | None, answer_only: bool = False) -> dict[str, float]:
+    """`scores` with the intents yes/no made to agree with what the utterance answers (module docstring)."""
+    if polarity is None:  # no yes/no words: the fuzzy scores may still catch a misheard "yeah"
+        return scores
+    best = max(scores.get("yes", 0.0), scores.get("no", 0.0))
+    if polarity in ANSWER_INTENTS and answer_only:
+        best = max(best, ANSWER_ONLY_SCORE)
+    out = dict(scores)  # same order: ties keep ranking as before
+    for intent in ANSWER_INTENTS:
+        if intent != polarity:
+            out.pop(intent, None)
+    if polarity in ANSWER_INTENTS and best > 0.0:
+        out[polarity] = best
+    return out

@@ -3,7 +3,12 @@
 `find_numbers(tokens, lang)` finds every spoken number in a token list. A run of number
 words is split where it cannot continue one number, so "nine one six" is three numbers
 (9, 1, 6: a phone number said digit by digit) while "two hundred fifty" is one (250),
-"one thousand two hundred" is 1200 and "a hundred and five" is 105.
+"one thousand two hundred" is 1200 and "a hundred and five" is 105. Halves: "one and a half",
+"half a", "полтора", "два с половиной", "пол" (-> 1.5, 0.5, 1.5, 2.5, 0.5).
+
+Korean: a number is one token ("이만오천") or several that make one number together ("이만 오천",
+"만 오천", "삼 만": scales 십/백/천/만/억 in them); single digits said one by one ("공 일 공") stay
+separate numbers, as phone numbers are said.
 
 Pure functions over tokens; no I/O. Tokens are lower-case words as produced by
 `ivr.nlu.entities.tokenize`.
@@ -16,14 +21,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 # word kinds: a number is built from units (0-9), teens (10-19), tens (20-90),
-# hundreds (100-900 as one word, Russian), and scales (x100, x1000, x1e6)
+# hundreds (100-900 as one word, Russian), and scales (x100, x1000, x1e6); a fraction ("полтора" 1.5,
+# "пол" 0.5) only starts a number and takes only a scale after it ("полторы тысячи" 1500)
 UNIT, TEEN, TENS, HUNDREDS, HUNDRED, SCALE = "unit", "teen", "tens", "hundreds", "hundred", "scale"
+FRACTION = "fraction"
 
 _EN_UNITS = "zero one two three four five six seven eight nine".split()
 _EN_TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
 _EN_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
 
-EN_WORDS: dict[str, tuple[str, int]] = {
+EN_WORDS: dict[str, tuple[str, int | float]] = {
     **{w: (UNIT, i) for i, w in enumerate(_EN_UNITS)},
     **{w: (TEEN, 10 + i) for i, w in enumerate(_EN_TEENS)},
     **{w: (TENS, 20 + 10 * i) for i, w in enumerate(_EN_TENS)},
@@ -87,17 +94,24 @@ def _ru_kind(value: int) -> str:
     return HUNDREDS
 
 
-RU_WORDS: dict[str, tuple[str, int]] = {
+RU_WORDS: dict[str, tuple[str, int | float]] = {
     form: (_ru_kind(value), value) for value, forms in _RU_FORMS.items() for form in forms.split()
 }
 RU_WORDS.update(
     {w: (SCALE, 1000) for w in "тысяча тысячи тысяч тысячу".split()}
     | {w: (SCALE, 1_000_000) for w in "миллион миллиона миллионов".split()}
+    | {w: (FRACTION, 1.5) for w in "полтора полторы полутора".split()}
+    | {"пол": (FRACTION, 0.5)}
 )
+# "... and a half", "... с половиной": a half added to the number before
+HALF_AFTER = {"en": (("and", "a", "half"), ("and", "one", "half")), "ru": (("с", "половиной"),)}
+# "half a gig": a half said before what it counts (the article is part of the number)
+HALF_BEFORE = {"en": (("half", "a"), ("half", "an"))}
 
 # Korean: Sino-Korean digits and scales, written together in one token ("이만오천")
 _KO_DIGITS = {"영": 0, "공": 0, "일": 1, "이": 2, "삼": 3, "사": 4, "오": 5, "육": 6, "륙": 6,
               "칠": 7, "팔": 8, "구": 9}
+KO_DIGIT_WORDS = frozenset(_KO_DIGITS)  # what a Korean phone number is said with, one digit a word
 _KO_SMALL = {"십": 10, "백": 100, "천": 1000}
 _KO_LARGE = {"만": 10_000, "억": 100_000_000}
 # native Korean numbers, as whole tokens (counters like 두 기가, 세 개); not 네 (4): it means "yes"
@@ -122,7 +136,7 @@ class SpokenNumber:
     digits: str
 
 
-def words_for(lang: str) -> dict[str, tuple[str, int]]:
+def words_for(lang: str) -> dict[str, tuple[str, int | float]]:
     """The number-word table of a language (empty for languages without one)."""
     return {"en": EN_WORDS, "ru": RU_WORDS}.get(lang, {})
 
@@ -156,18 +170,73 @@ def parse_korean(token: str) -> int | None:
     return total + section + (digit or 0)
 
 
+def _korean_body(token: str) -> str:
+    """`token` without its unit suffix (오천원 -> 오천)."""
+    for suffix in KO_SUFFIXES:
+        if token.endswith(suffix) and len(token) > len(suffix):
+            return token[: -len(suffix)]
+    return token
+
+
+def _korean_well_formed(body: str) -> bool:
+    """Scales in a Sino-Korean number go down: 천 before 백 before 십 in a section, 억 before 만."""
+    large_seen: list[int] = []
+    small_seen: list[int] = []
+    for ch in body:
+        if ch in _KO_SMALL:
+            if small_seen and _KO_SMALL[ch] >= small_seen[-1]:
+                return False
+            small_seen.append(_KO_SMALL[ch])
+        elif ch in _KO_LARGE:
+            if large_seen and _KO_LARGE[ch] >= large_seen[-1]:
+                return False
+            large_seen.append(_KO_LARGE[ch])
+            small_seen = []
+    return True
+
+
+def _korean_compound(tokens: Sequence[str], i: int) -> tuple[int, int] | None:
+    """A Korean number said in several tokens from tokens[i] ("이만 오천" -> (25000, 2 tokens)), or None.
+
+    Only Sino-Korean tokens join, only while the joined text is one well-formed number with a scale in
+    it; a unit suffix (원, 기가...) ends the number. "공 일 공" (digit by digit) never joins.
+    """
+    body, used = tokens[i], 1
+    if _korean_body(body) != body or parse_korean(body) is None or tokens[i] in KO_NATIVE:
+        return None
+    while i + used < len(tokens):
+        nxt = tokens[i + used]
+        if nxt in KO_NATIVE or parse_korean(nxt) is None:
+            break
+        joined = body + nxt
+        joined_body = _korean_body(joined)
+        if not any(ch in _KO_SMALL or ch in _KO_LARGE for ch in joined_body) or not _korean_well_formed(joined_body):
+            break
+        if parse_korean(joined) is None:
+            break
+        body, used = joined, used + 1
+        if _korean_body(nxt) != nxt:  # 오천원: the unit closes the number
+            break
+    if used == 1:
+        return None
+    value = parse_korean(body)
+    return (value, used) if value is not None else None
+
+
 class _Builder:
     """Accumulates one number; `accepts(kind, value)` says whether the next word continues it."""
 
     def __init__(self) -> None:
-        self.total = 0
-        self.current = 0
+        self.total: int | float = 0
+        self.current: int | float = 0
         self.last: str | None = None
 
-    def accepts(self, kind: str, value: int) -> bool:
+    def accepts(self, kind: str, value: int | float) -> bool:
         last, small = self.last, self.current % 100
         if last is None:
             return True
+        if kind == FRACTION:  # "полтора" only starts a number
+            return False
         if kind == UNIT:  # "twenty five", "hundred five"; never "nine one"
             return last in (TENS, HUNDRED, HUNDREDS, SCALE) and small % 10 == 0
         if kind in (TEEN, TENS):
@@ -179,8 +248,8 @@ class _Builder:
         # a scale closes what came before it and must be smaller than the scales already used
         return last != SCALE and (self.total == 0 or self.total > max(self.current, 1) * value)
 
-    def add(self, kind: str, value: int) -> None:
-        if kind in (UNIT, TEEN, TENS, HUNDREDS):
+    def add(self, kind: str, value: int | float) -> None:
+        if kind in (UNIT, TEEN, TENS, HUNDREDS, FRACTION):
             self.current += value
         elif kind == HUNDRED:
             self.current = max(self.current, 1) * 100
@@ -190,8 +259,13 @@ class _Builder:
         self.last = kind
 
     @property
-    def value(self) -> int:
-        return self.total + self.current
+    def value(self) -> int | float:
+        return _tidy(self.total + self.current)
+
+
+def _tidy(value: int | float) -> int | float:
+    """1500.0 -> 1500; 1.5 stays."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def find_numbers(tokens: Sequence[str], lang: str) -> list[SpokenNumber]:
@@ -211,7 +285,7 @@ def find_numbers(tokens: Sequence[str], lang: str) -> list[SpokenNumber]:
     i = 0
     while i < len(tokens):
         tok = tokens[i]
-        entry = table.get(tok)
+        entry: tuple[str, int | float] | None = table.get(tok)
         if tok == "oh" and builder is None and not _next_is(tokens, i, table, (UNIT,)):
             entry = None  # "oh" alone is an interjection; "oh five" is zero five
         if entry is None and lang == "en" and tok == "a" and _next_is(tokens, i, table, (HUNDRED, SCALE)):
@@ -221,6 +295,21 @@ def find_numbers(tokens: Sequence[str], lang: str) -> list[SpokenNumber]:
             filler = 0
             digit = str(table[tokens[i + 1]][1])
             found.append(SpokenNumber(i, i + 2, int(digit * _REPEATS[tok]), digit * _REPEATS[tok]))
+            i += 2
+            continue
+        if entry is None and lang == "ko":
+            compound = _korean_compound(tokens, i)
+            if compound is not None:
+                close(i - filler)
+                filler = 0
+                joined, used = compound
+                found.append(SpokenNumber(i, i + used, joined, str(joined)))
+                i += used
+                continue
+        if entry is None and lang in HALF_BEFORE and tuple(tokens[i : i + 2]) in HALF_BEFORE[lang]:
+            close(i - filler)
+            filler = 0
+            found.append(SpokenNumber(i, i + 2, 0.5, "0.5"))
             i += 2
             continue
         if entry is None and (lang == "ko" or _DIGITS_RE.match(tok)):
@@ -248,7 +337,25 @@ def find_numbers(tokens: Sequence[str], lang: str) -> list[SpokenNumber]:
         builder.add(kind, value)
         i += 1
     close(len(tokens) - filler)
-    return found
+    return _add_halves(tokens, found, lang)
+
+
+def _add_halves(tokens: Sequence[str], found: list[SpokenNumber], lang: str) -> list[SpokenNumber]:
+    """"one and a half" -> 1.5, "два с половиной" -> 2.5: the half joins the number before it."""
+    tails = HALF_AFTER.get(lang, ())
+    if not tails:
+        return found
+    out: list[SpokenNumber] = []
+    for number in found:
+        if out and number.start < out[-1].end:  # "one and one half": the second "one" is in the half
+            continue
+        for tail in tails:
+            if tuple(tokens[number.end : number.end + len(tail)]) == tail and isinstance(number.value, int):
+                value = number.value + 0.5
+                number = SpokenNumber(number.start, number.end + len(tail), value, str(value))
+                break
+        out.append(number)
+    return out
 
 
 _REPEATS = {"double": 2, "triple": 3}
@@ -269,7 +376,7 @@ def _single_token_number(tok: str, lang: str) -> tuple[int | float, str] | None:
     return None
 
 
-def _next_is(tokens: Sequence[str], i: int, table: dict[str, tuple[str, int]], kinds: tuple[str, ...]) -> bool:
+def _next_is(tokens: Sequence[str], i: int, table: dict[str, tuple[str, int | float]], kinds: tuple[str, ...]) -> bool:
     return i + 1 < len(tokens) and table.get(tokens[i + 1], ("", 0))[0] in kinds
 
 
