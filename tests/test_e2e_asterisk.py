@@ -97,12 +97,15 @@ def test_korean_operator_handoff_with_vosk_reaches_the_queue_with_context(sandbo
     join, call, turns, _, events = _run(sandbox, services, "ko_operator_handoff")
 
     assert call.engine == "vosk" and call.lang == "ko"
-    assert turns[0].intent == "operator"
+    assert [t.intent for t in turns[:2]] == ["balance", "operator"]  # two turns: the balance, then an agent
+    assert "잔액" in turns[1].prompt  # the caller heard the balance before asking for a person
     assert join is not None, "the call did not reach the live-line queue"
     assert join.get("Queue") == "support"
     assert join.variables["IVR_ROUTE"] == "queue"
-    assert join.variables["IVR_INTENT"] == "operator"
-    assert join.variables["IVR_SUMMARY"]  # what the assistant learned, for the agent
+    # the agent sees what the caller came for, and that they asked for a person
+    assert join.variables["IVR_INTENT"] == "balance" and join.variables["IVR_REASON"] == "caller_asked"
+    summary = join.variables["IVR_SUMMARY"]  # what the assistant learned, for the agent
+    assert "reason=caller_asked" in summary and "intent=balance" in summary and "상담원" in summary, summary
     assert join.variables["IVR_CALL_ID"] == call.id
     assert call.status == "transferred" and call.route == "support"
     # AMI: the queue's expected wait went with the hand-off; the queue join and the hang-up of
