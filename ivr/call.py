@@ -307,6 +307,7 @@ class CallSession:
             return ev.NoInput(), turn
         if got.kind == "dtmf":
             turn.dtmf = got.digit
+            turn.intent = action.dtmf.get(got.digit, "")  # what the key means here, for records and reports
             return ev.Pressed(got.digit), turn
         result = got.result or AsrResult("", 0.0, True)
         turn.endpoint_ms, turn.asr_ms = got.endpoint_ms, got.asr_ms

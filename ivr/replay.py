@@ -246,6 +246,8 @@ async def replay_call(services: CallServices, call: Call, fixture_of: Callable[[
                     _expected(turn, fixture, "entities"), turn.say_contains)
         if log is None:
             r.checks.append(Check("turn", FAIL, "a turn", "the call ended before this turn"))
+        elif turn.dtmf and len(turn.dtmf) == 1:  # the key reached the assistant as this turn (not lost)
+            r.checks.append(Check("dtmf", PASS if log.dtmf == turn.dtmf else FAIL, turn.dtmf, log.dtmf))
         out.append(r)
     route = FixtureResult(file=f"{call.name}:route", lang=call.lang, call=call.name, engine=result.engine)
     route.checks.append(Check("route", PASS if result.route == call.route else FAIL, call.route,

@@ -9,6 +9,9 @@ the support flow with hooks on the demo subscriber database, TTS, call records i
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,20 @@ def test_barge_in_stops_the_prompt_and_the_question_is_understood(sandbox: Sandb
     assert full_s > 8
     assert paused - spoke < 5.0, (spoke, paused, full_s)
     assert call.route == "completed" and join is None
+
+
+def test_ivr_call_command_presses_keys_through_asterisk(sandbox: Sandbox, tmp_path: Path) -> None:
+    """`ivr call` as a tester runs it, on the running sandbox: a Russian call made of key presses only
+    (no Russian speech model is needed) gets the balance, then the live line; verdict and recording."""
+    out = tmp_path / "heard"
+    done = subprocess.run(
+        [sys.executable, "-m", "ivr.cli", "call", "ru_keys_balance_then_operator", "--sandbox-name", sandbox.name,
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "IVR_DATA_DIR": str(tmp_path), "COLUMNS": "200"},  # rich wraps at the width
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "turn 1: keys 1 → balance" in done.stdout and "turn 2: keys 0 → operator" in done.stdout
+    assert "route: support (caller_asked)" in done.stdout and "1 passed, 0 failed" in done.stdout
+    heard = read_wav(out / "ru_keys_balance_then_operator.wav")
+    assert duration_s(heard) > 5 and rms(heard) > 100  # the caller heard the Russian prompts

@@ -378,3 +378,62 @@ def test_fail_open_when_bridge_does_not_answer_the_connection(sandbox: Sandbox) 
     assert join.variables["IVR_REASON"] == "bridge_unreachable"
     assert join.variables["IVR_ROUTE"] == "queue"
     assert "timed out after MAX_AGI_CONNECT (2000) milliseconds" in sandbox.console_log()
+
+
+_DOOMED_BRIDGE = """
+import asyncio, sys
+from ivr.telephony.bridge import Bridge, BridgeParams
+
+async def stream_forever(call):
+    frames = 0
+    async for _event in call.audio.events():
+        frames += 1
+        if frames == 25:  # half a second of the caller's audio: the call is in full flow
+            print("streaming", flush=True)
+    return None
+
+async def main():
+    bridge = Bridge(BridgeParams(agi_port=int(sys.argv[1]), audiosocket_port=0), stream_forever)
+    await bridge.start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_fail_open_when_the_bridge_process_is_killed_mid_call(sandbox: Sandbox) -> None:
+    """The bridge process dies (SIGKILL, as an OOM kill would) while the caller's audio streams to it:
+    Asterisk's AGI and AudioSocket both lose their peer, the dialplan falls through to the DTMF menu,
+    and the caller, pressing nothing, reaches the live line. Nothing hangs up on them."""
+    import signal
+    import subprocess
+    import sys
+
+    port = _free_port()
+    bridge = subprocess.Popen([sys.executable, "-c", _DOOMED_BRIDGE, str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert bridge.stdout is not None and bridge.stdout.readline().strip() == "ready"
+        sound = sandbox.install_sound(PROMPT)
+
+        async def main() -> tuple[AmiEvent, AmiEvent]:
+            async with AmiClient(sandbox.ami_settings()) as ami:
+                call = await sandbox.originate_test_call(
+                    ami, [sound, sound, sound, sound], record_as="bridge-killed", wait_s=8,
+                    variables={"IVR_AGI": f"agi://127.0.0.1:{port}"})
+                joined = ami.expect_event(_join_of(call.ivr_uniqueid))
+                assert await asyncio.to_thread(bridge.stdout.readline) == "streaming\n"
+                bridge.send_signal(signal.SIGKILL)
+                join = await asyncio.wait_for(joined, 30)
+                hangup = ami.expect_event(lambda e: e.name == "Hangup" and e.get("Uniqueid") == call.ivr_uniqueid)
+                await call.wait_ended(30)
+                return join, await asyncio.wait_for(hangup, 5)
+
+        join, ended = asyncio.run(main())
+    finally:
+        bridge.kill()
+        bridge.wait()
+    assert join.get("Queue") == "support"
+    assert join.variables["IVR_ROUTE"] == "queue"  # the menu's no-key path to the live line
+    assert join.variables["IVR_REASON"] == "bridge_lost"  # set by the dialplan: no hand-off came
+    assert ended.get("Cause") == "16"  # cleared normally, when the simulated caller hung up
