@@ -393,7 +393,8 @@ async def stream_forever(call):
     return None
 
 async def main():
-    bridge = Bridge(BridgeParams(agi_port=int(sys.argv[1]), audiosocket_port=0), stream_forever)
+    params = BridgeParams(agi_port=int(sys.argv[1]), audiosocket_port=0, max_call_s=3, dialplan_guard_slack_s=2)
+    bridge = Bridge(params, stream_forever)
     await bridge.start()
     print("ready", flush=True)
     await asyncio.Event().wait()
@@ -437,3 +438,47 @@ def test_fail_open_when_the_bridge_process_is_killed_mid_call(sandbox: Sandbox) 
     assert join.variables["IVR_ROUTE"] == "queue"  # the menu's no-key path to the live line
     assert join.variables["IVR_REASON"] == "bridge_lost"  # set by the dialplan: no hand-off came
     assert ended.get("Cause") == "16"  # cleared normally, when the simulated caller hung up
+
+
+@pytest.mark.parametrize("when", ["before the call", "mid-call"])
+def test_fail_open_when_the_bridge_process_freezes(sandbox: Sandbox, when: str) -> None:
+    """The bridge process stops (SIGSTOP: a deadlock, a stuck event loop) yet its sockets stay open, so
+    Asterisk sees no error. The dialplan's TIMEOUT(absolute) guard still takes the call back: after
+    IVR_START_GUARD_S if the bridge never started it, after the length the bridge armed (here
+    max_call_s 3 s + 2 s) if it froze mid-call. The caller gets the menu, then the live line."""
+    import signal
+    import subprocess
+    import sys
+
+    port = _free_port()
+    bridge = subprocess.Popen([sys.executable, "-c", _DOOMED_BRIDGE, str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert bridge.stdout is not None and bridge.stdout.readline().strip() == "ready"
+        sound = sandbox.install_sound(PROMPT)
+        if when == "before the call":
+            bridge.send_signal(signal.SIGSTOP)
+
+        async def main() -> tuple[AmiEvent, float]:
+            async with AmiClient(sandbox.ami_settings()) as ami:
+                started = time.monotonic()
+                call = await sandbox.originate_test_call(
+                    ami, [sound] * 8, record_as=f"bridge-frozen-{when[:3]}", wait_s=10,
+                    variables={"IVR_AGI": f"agi://127.0.0.1:{port}", "IVR_START_GUARD_S": "3"})
+                joined = ami.expect_event(_join_of(call.ivr_uniqueid))
+                if when == "mid-call":
+                    assert await asyncio.to_thread(bridge.stdout.readline) == "streaming\n"
+                    bridge.send_signal(signal.SIGSTOP)
+                join = await asyncio.wait_for(joined, 40)
+                taken_back = time.monotonic() - started
+                await call.wait_ended(40)
+                return join, taken_back
+
+        join, taken_back = asyncio.run(main())
+    finally:
+        bridge.send_signal(signal.SIGCONT)
+        bridge.kill()
+        bridge.wait()
+    assert join.variables["IVR_REASON"] == "bridge_stalled"
+    assert join.variables["IVR_ROUTE"] == "queue"  # menu, no key, live line
+    # guard + the sandbox menu's 2 s wait (+ call set-up); never the 1800 s of a default max_call_s
+    assert taken_back < 20, taken_back

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ ROUTE_DTMF_MENU = "dtmf_menu"
 ROUTE_END = "end"
 # longest value we set: AGI lines are read into a 2048-byte buffer, leave room for the command
 MAX_VALUE_BYTES = 1500
+# The dialplan's TIMEOUT(absolute) guard for a call we run: past our own timers (max_call_s, the
+# AudioSocket EXEC's max_call_s + 60), so it only fires if this process is frozen mid-call.
+DIALPLAN_GUARD_SLACK_S = 90.0
 EXEC_RETURN_TIMEOUT_S = 5.0  # after we hang up the AudioSocket, Asterisk's EXEC returns at once
 
 
@@ -101,6 +105,8 @@ class BridgeParams:
     audiosocket_connect_timeout_s: float = 5.0
     max_calls: int = 100
     max_call_s: float = 1800.0
+    # the dialplan's guard on a call we run is max_call_s + this (see DIALPLAN_GUARD_SLACK_S)
+    dialplan_guard_slack_s: float = DIALPLAN_GUARD_SLACK_S
     drain_timeout_s: float = 30.0  # graceful shutdown: how long calls in progress may finish
     fail_open_route: str = ROUTE_DTMF_MENU
     default_lang: str = "en"
@@ -203,6 +209,10 @@ class Bridge:
         fail = HandOff(route=self.params.fail_open_route, reason="error")
         try:
             await agi.answer()
+            # The dialplan gave us IVR_START_GUARD_S to start (a frozen bridge loses the call to the
+            # menu); now that we are running it, the guard becomes the call's whole length.
+            guard_s = math.ceil(self.params.max_call_s + self.params.dialplan_guard_slack_s)
+            await agi.set_variable("TIMEOUT(absolute)", str(guard_s))
             exec_task = asyncio.create_task(
                 agi.exec("AudioSocket", f"{call_uuid},{self.advertise}", timeout=self.params.max_call_s + 60))
             first: set[asyncio.Future[Any]] = {expected, exec_task}
