@@ -212,3 +212,12 @@ def test_factory_auto_vosk_whisper_and_missing(tmp_path: Path) -> None:
         engine_for("ko", settings, "whisper")
     with pytest.raises(ConfigError, match="unknown ASR engine"):
         engine_for("ko", settings, "kaldi")
+
+
+def test_auto_never_swaps_an_explicit_model_for_another(tmp_path: Path) -> None:
+    """`--model` names one model: under `auto`, if it is not a Vosk model here the error says so,
+    instead of quietly decoding with the bundled Whisper tiny.en."""
+    settings = settings_with(tmp_path / "models")
+    with pytest.raises(ModelNotFoundError) as info:
+        engine_for("en", settings, model=str(tmp_path / "whisper-small-ct2"))
+    assert "is not a Vosk model for 'en'" in str(info.value) and "--engine whisper" in str(info.value)

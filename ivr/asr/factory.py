@@ -53,6 +53,11 @@ def _build(lang: str, settings: Settings, choice: str, model: str | None) -> Asr
     except ModelNotFoundError as vosk_missing:
         from ivr.asr.whisper import whisper_available
 
+        if model:  # an explicit model the caller wants: never swap it silently for another one
+            raise ModelNotFoundError(
+                f"{model!r} is not a Vosk model for {lang!r}: {vosk_missing}",
+                fix="for a Whisper model choose the engine explicitly (--engine whisper / asr.engine)",
+            ) from None
         if lang in WHISPER_BUNDLED_LANGS and (settings.asr.whisper_model or whisper_available()):
             log.info("no Vosk model for %s; using Whisper", lang)
             return _whisper(lang, settings, None)

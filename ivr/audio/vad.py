@@ -85,7 +85,7 @@ class EndpointParams:
             )
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> EndpointParams:
-        """A copy with some fields replaced, e.g. from a flow state's `endpointing:` mapping."""
+        """A copy with some fields replaced, e.g. from a flow state's `endpoint:` mapping."""
         if not overrides:
             return self
         known = {f.name: f for f in dataclasses.fields(self)}

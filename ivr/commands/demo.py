@@ -35,15 +35,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from ivr.audio.pcm import write_wav
     from ivr.fixtures import load_manifest
-    from ivr.replay import caller_turns, run_call
     from ivr.services import CallServices
 
     settings = load_settings(args.config)
     manifest = load_manifest(settings.paths.fixtures / "manifest.yaml")
     calls = [c for c in manifest.calls if not args.lang or c.lang == args.lang]
     services = CallServices.create(settings)
+    try:
+        return await _play(args, settings, calls, services)
+    finally:
+        services.close()  # TTS worker and its temporary files, record writer
+
+
+async def _play(args: argparse.Namespace, settings, calls, services) -> int:  # noqa: ANN001
+    from ivr.audio.pcm import write_wav
+    from ivr.replay import caller_turns, run_call
+
     if args.list:
         for call in calls:
             engine = services.asr_engine(call.lang)
@@ -94,12 +102,9 @@ async def _demo(args: argparse.Namespace) -> int:
             f"({turn.endpoint_ms:.0f} ms of silence){' (barge-in)' if turn.barge_in else ''}[/]"
         )
 
-    try:
-        result, line = await run_call(services, chosen.lang, caller_turns(chosen), flow=chosen.flow,
-                                      caller_id=chosen.caller, realtime=args.realtime,
-                                      call_time=call_time, on_turn=on_turn, on_say=on_say)
-    finally:
-        services.close()
+    result, line = await run_call(services, chosen.lang, caller_turns(chosen), flow=chosen.flow,
+                                  caller_id=chosen.caller, realtime=args.realtime,
+                                  call_time=call_time, on_turn=on_turn, on_say=on_say)
     console.print()
     outcome = f"handed off to [bold]{result.route}[/]" if result.handed_off else f"ended: {result.route}"
     console.print(f"call {result.call_id}: {outcome} (reason: {result.reason}), {len(result.turns)} turns, "

@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         except IvrError as exc:
             failures += 1
             print(f"ivr transcribe: {name}: {exc}", file=sys.stderr)
+            if args.json:  # one line per file, whatever happened to it
+                print(json.dumps({"file": name, "error": str(exc)}, ensure_ascii=False), flush=True)
             recognizer.reset()
             continue
         row = {
