@@ -216,8 +216,8 @@ class CallSession:
                     last_reply = ""
                     if isinstance(event, ev.HungUp):
                         if runtime.is_closing(state):  # e.g. during the survey: the business was done
-                            return self._end_result("completed", "caller_hung_up_after_service", survey)
-                        return self._end_result("hangup", "caller_hung_up", survey)
+                            return self._end_result("completed", "caller_hung_up_after_service", survey, state.intent)
+                        return self._end_result("hangup", "caller_hung_up", survey, state.intent)
                     started = time.perf_counter()
                     step = runtime.handle(state, event)
                     reply_to.dialog_ms = _ms_since(started)
@@ -235,8 +235,8 @@ class CallSession:
                     result.survey_score = survey
                     return result
                 elif isinstance(action, ev.Hangup):
-                    return self._end_result("completed", action.reason, survey)
-            return self._end_result("completed", "flow_ended", survey)
+                    return self._end_result("completed", action.reason, survey, state.intent)
+            return self._end_result("completed", "flow_ended", survey, state.intent)
         except _VoiceLost as exc:
             self._close_turn()  # the turn the unspoken answer was for goes into the record and summary
             heard = "; ".join(t.transcript or f"key {t.dtmf}" for t in self.turns if t.transcript or t.dtmf)
@@ -442,8 +442,9 @@ class CallSession:
             variables=dict(transfer.variables), engine=self.engine_name,
         )
 
-    def _end_result(self, route: str, reason: str, survey: int | None) -> CallResult:
-        intent = next((t.intent for t in reversed(self.turns) if t.intent not in ("", NONE_INTENT)), "")
+    def _end_result(self, route: str, reason: str, survey: int | None, intent: str = "") -> CallResult:
+        """`intent`: the caller's main request as the dialog tracked it (not a later "no" or "goodbye")."""
+        intent = intent or next((t.intent for t in reversed(self.turns) if t.intent not in ("", NONE_INTENT)), "")
         return CallResult(
             call_id=self.call_id, lang=self.lang, flow=self.flow_name, route=route, reason=reason,
             intent=intent, survey_score=survey, engine=self.engine_name,

@@ -196,3 +196,24 @@ def test_a_states_endpoint_settings_apply_to_barge_in_over_its_own_prompt(
     result, line = _call(services, "en", [speech, CallerTurn(dtmf="1")])
     assert (line.barged >= 1) is stops
     assert result.turns[0].dtmf == "" and result.turns[1].dtmf == "1"  # the speech was still a turn
+
+
+def test_metrics_follow_a_real_call(settings: Settings) -> None:
+    """What `ivr serve` exports, fed by a whole Korean call (real Vosk on real audio): two turns with
+    ASR confidences and stage timings, a hand-off by reason, the call counted by route, none active."""
+    from ivr.metrics import IvrMetrics
+
+    services = CallServices.create(settings, with_records=False, engine_override={"ko": "vosk"})
+    services.metrics = metrics = IvrMetrics()
+    turns = caller_turns(_manifest_call("ko_operator_handoff"))
+    result, _ = _call(services, "ko", turns)
+    assert result.handed_off
+    value = metrics.registry.get_sample_value
+    assert value("ivr_turns_total") == 2
+    assert value("ivr_asr_confidence_count") == 2
+    assert value("ivr_turn_latency_seconds_count") == 2
+    assert value("ivr_stage_latency_seconds_count", {"stage": "asr"}) == 2
+    assert value("ivr_handoffs_total", {"reason": "caller_asked"}) == 1
+    assert value("ivr_calls_total", {"route": "support"}) == 1
+    assert value("ivr_calls_active") == 0
+    assert b"ivr_turns_total 2.0" in metrics.exposition()

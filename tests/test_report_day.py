@@ -240,3 +240,30 @@ def test_parse_since(text, expected):
 def test_parse_since_rejects_garbage():
     with pytest.raises(ConfigError, match="1d, 7d"):
         parse_since("yesterday")
+
+
+@pytest.mark.slow
+def test_report_of_calls_the_pipeline_made(tmp_path):
+    """The ops path end to end: a tester replays manifest calls (real pipeline, Korean Vosk, Russian by
+    keys); `ivr report` over the records they left counts them, their outcomes and intents."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "IVR_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    for lang in ("ko", "ru"):
+        replay = subprocess.run([sys.executable, "-m", "ivr.cli", "replay", "--calls-only", "--lang", lang],
+                                capture_output=True, text=True, timeout=300, env=env)
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+    done = subprocess.run([sys.executable, "-m", "ivr.cli", "report", "--since", "1d", "--json",
+                           "--html", str(tmp_path / "day.html")], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    # ko_operator_handoff, ko_balance_then_no_more, ru_keys_balance_then_operator (ru speech calls: skipped)
+    assert data["calls"] == 3 and data["langs"] == {"ko": 2, "ru": 1}
+    assert {k: v for k, v in data["outcomes"].items() if v} == {"transferred": 2, "completed": 1}
+    assert data["containment_rate"] == pytest.approx(1 / 3)
+    assert data["transfer_reasons"] == {"caller_asked": 2}
+    assert data["intents"] == {"balance": 3}  # each call's main request, not the later "no" or "operator"
+    assert data["latency_ms"]["count"] >= 4
+    assert (tmp_path / "day.html").read_text().count("data:image/png;base64,") >= 4
