@@ -52,6 +52,15 @@ DEFAULT_BOOT_TIMEOUT_S = 60.0
 DEFAULT_STOP_TIMEOUT_S = 10.0
 AMI_USER = "ivr"
 # test-friendly dialplan defaults (the production values live in asterisk/extensions.conf)
+# a live line with one (simulated) agent, so tests see what the agent's side of a hand-off receives
+SANDBOX_QUEUES = """
+; sandbox only
+[support-staffed]
+strategy=ringall
+timeout=10
+joinempty=yes
+member => Local/s@ivr-test-agent/n
+"""
 SANDBOX_GLOBALS = {"IVR_MENU_WAIT": "2", "IVR_QUEUE_TIMEOUT": "3", "IVR_MENU_PROMPT": "beep"}
 TEST_CALLER = "Local/s@ivr-test-caller/n"
 
@@ -371,8 +380,9 @@ class Sandbox:
             dialplan = set_option(dialplan, "globals", key, value)
         dialplan += "\n#include extensions_test_caller.conf\n" + (extra_dialplan and f"\n{extra_dialplan}\n")
         (etc / "extensions.conf").write_text(dialplan)
-        for name in ("modules.conf", "queues.conf", "extensions_test_caller.conf"):
+        for name in ("modules.conf", "extensions_test_caller.conf"):
             (etc / name).write_text(templates[name])
+        (etc / "queues.conf").write_text(templates["queues.conf"] + SANDBOX_QUEUES)
         # distro defaults the project has no opinion on (ringing/busy tones per country)
         distro = Path(self.info.rootfs) / "etc/asterisk"
         for name in ("indications.conf",):

@@ -482,3 +482,32 @@ def test_fail_open_when_the_bridge_process_freezes(sandbox: Sandbox, when: str) 
     assert join.variables["IVR_ROUTE"] == "queue"  # menu, no key, live line
     # guard + the sandbox menu's 2 s wait (+ call set-up); never the 1800 s of a default max_call_s
     assert taken_back < 20, taken_back
+
+
+def test_the_agent_side_receives_the_context(sandbox: Sandbox) -> None:
+    """Hand-off to a queue with an agent (the sandbox's `support-staffed`, one simulated member): the
+    agent's own channel carries IVR_INTENT / IVR_SUMMARY / IVR_REASON (inherited through the dialplan's
+    `__` variables), as AMI's AgentConnect shows them for the agent (DestChanVariable)."""
+
+    async def handler(call: TelephonyCall) -> HandOff | None:
+        async for _event in call.audio.events():
+            break  # the caller is on the line: hand over at once
+        return HandOff(queue="support-staffed", intent="block_sim", summary=SUMMARY, reason="caller_asked")
+
+    connected: dict = {}
+
+    async def scenario(bridge: Bridge, ami: AmiClient) -> None:
+        call = await sandbox.originate_test_call(ami, [], record_as="agent-side", wait_s=6)
+        agent = await ami.wait_event(
+            lambda e: e.name == "AgentConnect" and e.get("Uniqueid") == call.ivr_uniqueid, 30)
+        connected["event"] = agent
+        await call.wait_ended(30)
+
+    asyncio.run(_with_bridge(sandbox, handler, scenario))
+    agent: AmiEvent = connected["event"]
+    assert agent.get("Queue") == "support-staffed"
+    assert agent.get("DestChannel").startswith("Local/s@ivr-test-agent")
+    assert agent.dest_variables["IVR_INTENT"] == "block_sim"
+    assert agent.dest_variables["IVR_SUMMARY"] == SUMMARY
+    assert agent.dest_variables["IVR_REASON"] == "caller_asked"
+    assert agent.dest_variables["IVR_QUEUE"] == "support-staffed"

@@ -45,6 +45,8 @@ class AmiEvent:
     name: str
     fields: dict[str, str]
     variables: dict[str, str] = field(default_factory=dict)
+    # DestChanVariable: the other channel of a two-channel event (e.g. the agent's in AgentConnect)
+    dest_variables: dict[str, str] = field(default_factory=dict)
 
     def get(self, key: str, default: str = "") -> str:
         return self.fields.get(key, default)
@@ -94,12 +96,14 @@ def unescape_variable(value: str) -> str:
 def _to_event(raw: Any) -> AmiEvent:
     fields: dict[str, str] = {}
     variables: dict[str, str] = {}
+    dest_variables: dict[str, str] = {}
     for key, value in raw.keys.items():
         if isinstance(value, dict):  # ChanVariable and friends, parsed into {name: value} by the library
-            variables.update({name: unescape_variable(val) for name, val in value.items()})
+            target = dest_variables if key.startswith("Dest") else variables
+            target.update({name: unescape_variable(val) for name, val in value.items()})
         else:
             fields[key] = value
-    return AmiEvent(raw.name, fields, variables)
+    return AmiEvent(raw.name, fields, variables, dest_variables)
 
 
 class _Client(AMIClient):
