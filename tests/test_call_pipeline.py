@@ -217,3 +217,17 @@ def test_metrics_follow_a_real_call(settings: Settings) -> None:
     assert value("ivr_calls_total", {"route": "support"}) == 1
     assert value("ivr_calls_active") == 0
     assert b"ivr_turns_total 2.0" in metrics.exposition()
+
+
+def test_a_key_pressed_over_the_greeting_stops_it_at_once_and_is_the_answer(settings: Settings) -> None:
+    """DTMF barge-in: "1" pressed 2 s into the greeting cuts the prompt within a frame and is taken
+    as the menu choice (the balance), without waiting for the menu to be read out."""
+    services = CallServices.create(settings, with_records=False)
+    services._engines["en"] = None  # keys only
+    result, line = _call(services, "en", [CallerTurn(dtmf="1", barge_in_after_ms=2000), CallerTurn(dtmf="0")])
+    assert line.barged >= 1
+    cut_s = line.cut_at[0] / (8000 * 2)
+    assert 2.0 <= cut_s <= 2.0 + 0.06, cut_s  # stopped within a frame or two of the key
+    first = result.turns[0]
+    assert first.dtmf == "1" and first.barge_in and first.intent == "balance"
+    assert "12 dollars" in first.reply
