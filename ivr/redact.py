@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Iterator
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 # a digit run with single spaces, dashes or brackets between digits, optionally after '+';
@@ -320,11 +321,21 @@ def _spoken_runs(text: str) -> list[tuple[int, int, str]]:
     return found
 
 
-def _redact_spoken(text: str) -> str:
-    """`text` with every long run of spoken digits replaced by its tag (same rules as numerals)."""
+def _numeral_runs(text: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, digits as written) of every run of numerals (with its separators) in `text`."""
+    for match in DIGIT_RUN.finditer(text):
+        run = match.group().rstrip(" -(")
+        start, end = match.start(), match.start() + len(run)
+        if run.startswith("(") and ")" not in run:
+            run, start = run[1:], start + 1
+        yield start, end, run
+
+
+def _substitute(text: str, runs: Iterable[tuple[int, int, str]]) -> str:
+    """`text` with each run that `_classify` tags (from the run and the words around it) replaced by its tag."""
     out: list[str] = []
     last = 0
-    for start, end, written in _spoken_runs(text):
+    for start, end, written in runs:
         tag = _classify(written, text[max(0, start - 40) : start], text[end : end + 20])
         if tag:
             out.append(text[last:start])
@@ -335,25 +346,15 @@ def _redact_spoken(text: str) -> str:
 
 
 def redact(text: str) -> str:
-    """`text` with e-mails, card, phone and account numbers replaced by [EMAIL]/[CARD]/[PHONE]/[ACCOUNT]."""
+    """`text` with e-mails, card, phone and account numbers replaced by [EMAIL]/[CARD]/[PHONE]/[ACCOUNT].
+
+    Spoken digits go first (each run becomes numerals for `_classify`), then numerals, by the same rules.
+    """
     if not text:
         return text
     text = EMAIL.sub("[EMAIL]", text)
-    text = _redact_spoken(text)
-    out: list[str] = []
-    last = 0
-    for match in DIGIT_RUN.finditer(text):
-        run = match.group().rstrip(" -(")
-        start, end = match.start(), match.start() + len(run)
-        if run.startswith("(") and ")" not in run:
-            run, start = run[1:], start + 1
-        tag = _classify(run, text[max(0, start - 40) : start], text[end : end + 20])
-        if tag:
-            out.append(text[last:start])
-            out.append(tag)
-            last = end
-    out.append(text[last:])
-    return "".join(out)
+    text = _substitute(text, _spoken_runs(text))
+    return _substitute(text, _numeral_runs(text))
 
 
 def redact_caller(caller: str) -> str:
