@@ -240,9 +240,8 @@ class CallSession:
         except _VoiceLost as exc:
             self._close_turn()  # the turn the unspoken answer was for goes into the record and summary
             heard = "; ".join(t.transcript or f"key {t.dtmf}" for t in self.turns if t.transcript or t.dtmf)
-            intent = next((t.intent for t in reversed(self.turns) if t.intent not in ("", NONE_INTENT)), "")
             result = self._handoff_result(ev.Transfer(
-                route=self._live_queue(), reason="tts_failed", intent=intent,
+                route=self._live_queue(), reason="tts_failed", intent=state.intent or self._last_intent(),
                 summary=f"the assistant could not speak ({exc}); caller said: {heard or 'nothing yet'}"))
             result.survey_score = survey
             return result
@@ -442,9 +441,12 @@ class CallSession:
             variables=dict(transfer.variables), engine=self.engine_name,
         )
 
+    def _last_intent(self) -> str:
+        return next((t.intent for t in reversed(self.turns) if t.intent not in ("", NONE_INTENT)), "")
+
     def _end_result(self, route: str, reason: str, survey: int | None, intent: str = "") -> CallResult:
         """`intent`: the caller's main request as the dialog tracked it (not a later "no" or "goodbye")."""
-        intent = intent or next((t.intent for t in reversed(self.turns) if t.intent not in ("", NONE_INTENT)), "")
+        intent = intent or self._last_intent()
         return CallResult(
             call_id=self.call_id, lang=self.lang, flow=self.flow_name, route=route, reason=reason,
             intent=intent, survey_score=survey, engine=self.engine_name,
