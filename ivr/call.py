@@ -119,7 +119,7 @@ class CallSession:
         call_time: datetime | None = None,
     ) -> None:
         self.services = services
-        self.call_time = call_time  # the time the dialog sees (business hours); None: services.now_iso()
+        self.call_time = call_time  # the time the dialog sees (business hours); None: settings' call_time or the clock
         self.line = line
         self.lang = lang
         self.flow_name = flow
@@ -194,7 +194,7 @@ class CallSession:
     # ---- dialog loop --------------------------------------------------------------------------
     async def _converse(self) -> CallResult:
         runtime = self._loaded.runtime
-        now_iso = self.call_time.isoformat(timespec="seconds") if self.call_time else self.services.now_iso()
+        now_iso = self.services.settings.call_start_iso(self.call_time)
         step = runtime.start(ev.CallStarted(caller_id=self.caller_id, now_iso=now_iso))
         state, pending = step.state, collections.deque(step.actions)
         reply_to: TurnLog | None = None  # the caller turn the next prompt answers (for its latency)

@@ -110,6 +110,12 @@ class Settings(BaseModel):
     # For testers and demos, so a verdict does not depend on the hour it is run; empty: the clock.
     call_time: datetime | None = None
 
+    def call_start_iso(self, override: datetime | None = None) -> str:
+        """When a call starting now is placed, for business hours: `override` (`--now`, a manifest's
+        call_time), else `call_time`, else the clock (local time with its offset, so a flow's
+        `business_hours.timezone` can convert it)."""
+        return (override or self.call_time or datetime.now().astimezone()).isoformat(timespec="seconds")
+
     @property
     def storage_url(self) -> str:
         return self.storage.resolved_url(self.paths)

@@ -140,7 +140,7 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
     errors = services.registry.reload()
     if errors:
         log.error("serving with %d flow problem(s); run `ivr check`", len(errors))
-    await _check_voice(services, settings)
+    await _check_voice(services)
     background = [asyncio.create_task(services.registry.watch(), name="flow-watch")]
     ami = AmiLink(services) if settings.ami.enabled else None
     if ami is not None:
@@ -179,7 +179,7 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
         log.info("ivr serve: stopped")
 
 
-async def _check_voice(services: CallServices, settings: Settings) -> None:
+async def _check_voice(services: CallServices) -> None:
     """Say at start-up, not at the first call, when prompts cannot be spoken (calls then go to the live line)."""
     engine = getattr(services.prompts, "engine", None)
     if engine is None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import datetime as dt
 import logging
 import os
 import queue
@@ -221,8 +220,3 @@ class CallServices:
     def metrics_error(self, kind: str) -> None:
         if self.metrics:
             self.metrics.error(kind)
-
-    def now_iso(self) -> str:
-        """The time a call starting now sees (business hours): `settings.call_time` if set, else the clock."""
-        now = self.settings.call_time or dt.datetime.now().astimezone()
-        return now.isoformat(timespec="seconds")

@@ -17,25 +17,17 @@ import pytest
 from ivr.config import PROJECT_ROOT, Settings, load_settings
 from ivr.errors import ConfigError
 from ivr.fixtures import load_manifest
-from ivr.services import CallServices
 
 
 def test_call_time_from_the_environment_reaches_every_call() -> None:
     settings = load_settings(env={"IVR_CALL_TIME": "2026-11-23T21:30:00"})
     assert settings.call_time == datetime(2026, 11, 23, 21, 30)
-    services = CallServices(settings=settings, registry=None, prompts=None)  # type: ignore[arg-type]
-    try:
-        assert services.now_iso() == "2026-11-23T21:30:00"
-    finally:
-        services.close()
+    assert settings.call_start_iso() == "2026-11-23T21:30:00"
+    assert settings.call_start_iso(datetime(2026, 11, 24, 9, 0)) == "2026-11-24T09:00:00"  # --now wins
 
 
 def test_without_call_time_the_clock_is_used() -> None:
-    services = CallServices(settings=Settings(), registry=None, prompts=None)  # type: ignore[arg-type]
-    try:
-        now = datetime.fromisoformat(services.now_iso())
-    finally:
-        services.close()
+    now = datetime.fromisoformat(Settings().call_start_iso())
     assert now.tzinfo is not None  # local time with its offset, so a flow's timezone can convert it
     assert abs((now - datetime.now().astimezone()).total_seconds()) < 5
 

@@ -10,7 +10,6 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from rich.console import Console
@@ -150,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     lang = args.lang or settings.default_lang
     loaded = FlowRegistry(settings).get(args.flow, lang)
     context = hook_context_for(settings, args.db)
-    now_iso = (args.now or settings.call_time or datetime.now()).isoformat(timespec="seconds")
+    now_iso = settings.call_start_iso(args.now)
     if sys.stdin.isatty():
         console.print(f"[bold]ivr chat[/]: flow [cyan]{args.flow}[/] ({lang}), caller {args.caller or '(unknown)'}, "
                       f"time {now_iso}")
