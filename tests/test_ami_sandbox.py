@@ -5,6 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -38,6 +45,74 @@ def test_unreachable_ami_says_so() -> None:
     settings = AmiSettings(enabled=True, port=_free_port(), secret="x")
     with pytest.raises(AmiError, match=r"^AMI at 127\.0\.0\.1:\d+ is unreachable \(Connection refused\)"):
         asyncio.run(AmiClient(settings).connect())
+
+
+def test_a_login_delayed_by_a_stalled_asterisk_succeeds_on_the_second_try(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asterisk frozen (SIGSTOP) for 3 s while we log in with 2 s per try: the kernel still accepts the
+    connections, the first try hears nothing (not even the greeting: Asterisk's session thread sends
+    it), the second is answered once Asterisk runs again."""
+    caplog.set_level(logging.WARNING, logger="ivr.telephony.ami")
+
+    async def main() -> float:
+        os.kill(sandbox.info.pid, signal.SIGSTOP)
+        thaw = threading.Timer(3.0, os.kill, (sandbox.info.pid, signal.SIGCONT))
+        thaw.start()
+        started = time.monotonic()
+        try:
+            async with AmiClient(sandbox.ami_settings(), login_timeout_s=2.0) as ami:
+                assert ami.connected
+                return time.monotonic() - started
+        finally:
+            thaw.join()
+            os.kill(sandbox.info.pid, signal.SIGCONT)
+
+    took = asyncio.run(main())
+    assert 3.0 <= took < 4.0 + 1.0, took  # answered after the thaw, within the second try
+    assert (f"AMI at 127.0.0.1:{sandbox.ami_port} accepted the connection but sent no Asterisk Call Manager greeting "
+            "within 2.") in caplog.text
+    assert "trying once more on a new connection" in caplog.text
+
+
+@contextmanager
+def _silent_manager(greeting: bytes) -> Iterator[int]:
+    """A TCP port that accepts, sends `greeting`, then reads and never answers (what the client sees of
+    a hung manager); the port is yielded."""
+    server = socket.create_server(("127.0.0.1", 0))
+    peers: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                peer, _ = server.accept()
+            except OSError:
+                return
+            peers.append(peer)
+            peer.sendall(greeting)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+        for peer in peers:
+            peer.close()
+
+
+@pytest.mark.parametrize(("greeting", "said"), [
+    (b"Asterisk Call Manager/9.0.0\r\n", "greeted us but did not answer the login"),
+    (b"", "accepted the connection but sent no Asterisk Call Manager greeting"),
+], ids=["greets, then silent", "no greeting"])
+def test_an_unanswered_login_says_what_was_seen_after_two_tries(greeting: bytes, said: str) -> None:
+    with _silent_manager(greeting) as port:
+        settings = AmiSettings(enabled=True, port=port, secret="x")
+        started = time.monotonic()
+        with pytest.raises(AmiError) as caught:
+            asyncio.run(AmiClient(settings, login_timeout_s=0.5).connect())
+    assert 1.0 <= time.monotonic() - started < 3.0
+    assert str(caught.value).startswith(f"AMI at 127.0.0.1:{port} {said} within 0.")
+    assert "(user 'ivr') (2 tries) (fix: check that Asterisk is responsive" in str(caught.value)
 
 
 def test_queue_status_and_unknown_queue(sandbox: Sandbox) -> None:

@@ -15,6 +15,8 @@ import contextlib
 import inspect
 import logging
 import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,11 @@ DEFAULT_EVENTS = frozenset({
     "AgentCalled", "AgentConnect", "AgentComplete", "OriginateResponse", "UserEvent",
 })
 DEFAULT_ACTION_TIMEOUT_S = 5.0
+# A login gets longer than other actions, and a second try on a fresh connection: a CI run once saw
+# Asterisk accept the TCP connection yet leave the login unanswered for 5 s (not reproduced since),
+# and a tester's `ivr call` should not fail on one slow moment of a busy box.
+DEFAULT_LOGIN_TIMEOUT_S = 10.0
+LOGIN_ATTEMPTS = 2
 
 
 class AmiError(IvrError):
@@ -107,12 +114,39 @@ def _to_event(raw: Any) -> AmiEvent:
 
 
 class _Client(AMIClient):
-    """The library's client with two fixes: no read timeout on the listener socket (an idle AMI
-    would otherwise kill the listener thread after `timeout` s), and a close that wakes it."""
+    """The library's client with three fixes: no read timeout on the listener socket (an idle AMI
+    would otherwise kill the listener thread after `timeout` s), set *before* the listener starts
+    (the library starts it first, so its first read could still carry the timeout); the listener's
+    fate is kept (`reader_error`) for the error message; and a close that wakes it."""
+
+    reader_error: BaseException | None = None
 
     def connect(self) -> None:
-        super().connect()
+        self._socket = socket.create_connection((self._address, self._port), timeout=self._timeout)
         self._socket.settimeout(None)
+        self.finished = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="ami-reader", daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        try:
+            self.listen()
+        except Exception as exc:  # before the greeting the library raises outside its own handler
+            self._note_end(exc)
+            self.finished.set()
+
+    def _fire_on_disconnect(self, **kwargs: Any) -> None:
+        self._note_end(kwargs.get("error"))
+        super()._fire_on_disconnect(**kwargs)
+
+    def _note_end(self, error: BaseException | None) -> None:
+        if self.reader_error is None and error is not None:
+            # the library's reader meets a closed socket as the end of its packet generator
+            self.reader_error = ConnectionError("closed by Asterisk") if isinstance(error, StopIteration) else error
+
+    @property
+    def banner_seen(self) -> bool:
+        return self._ami_version is not None
 
     def disconnect(self) -> None:
         if self.finished is not None:
@@ -136,11 +170,13 @@ class AmiClient:
         *,
         events: frozenset[str] | None = DEFAULT_EVENTS,
         action_timeout_s: float = DEFAULT_ACTION_TIMEOUT_S,
+        login_timeout_s: float = DEFAULT_LOGIN_TIMEOUT_S,
     ) -> None:
         self.settings = settings
         self.on_event = on_event
         self.events = events  # None: forward every event
         self.action_timeout_s = action_timeout_s
+        self.login_timeout_s = login_timeout_s
         self._client: _Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: list[tuple[Callable[[AmiEvent], bool], asyncio.Future[AmiEvent]]] = []
@@ -152,12 +188,40 @@ class AmiClient:
         return f"{self.settings.host}:{self.settings.port}"
 
     async def connect(self) -> None:
-        """Connect and log in; AmiError (with the fix) if unreachable or refused."""
+        """Connect and log in; AmiError (with the fix) if unreachable, refused or unanswered."""
         secret = self.settings.resolved_secret()
         self._loop = asyncio.get_running_loop()
-        client = _Client(address=self.settings.host, port=self.settings.port, timeout=self.action_timeout_s)
+        for attempt in range(1, LOGIN_ATTEMPTS + 1):
+            client, response, waited = await self._login_once(secret)
+            if response is not None and not response.is_error():
+                break
+            silence = self._unanswered(client, waited)  # before our own disconnect ends the reader
+            await asyncio.to_thread(client.disconnect)
+            if response is not None:  # Asterisk said no: trying again would not change its mind
+                raise AmiError(
+                    f"AMI at {self.where} refused the login of user {self.settings.username!r}: "
+                    f"{response.keys.get('Message', 'no reason given')}",
+                    fix="check the user in manager.conf and IVR_AMI_SECRET / ami.secret_file (same secret)",
+                )
+            if attempt < LOGIN_ATTEMPTS:
+                log.warning("%s; trying once more on a new connection", silence)
+                continue
+            raise AmiError(
+                f"{silence} ({LOGIN_ATTEMPTS} tries)",
+                fix="check that Asterisk is responsive (`asterisk -rx 'manager show connected'`) "
+                    "and that ami.port is its manager port, not another service",
+            )
+        client._timeout = self.action_timeout_s  # the library waits this long for every later response
+        self._client = client
+        self.connected = True
+        log.info("AMI: logged in to %s as %s", self.where, self.settings.username)
+
+    async def _login_once(self, secret: str) -> tuple[_Client, Any, float]:
+        """One connection and Login action: (client, the response or None if none came, seconds waited)."""
+        client = _Client(address=self.settings.host, port=self.settings.port, timeout=self.login_timeout_s)
         client.add_event_listener(self._on_library_event)
         client.add_listener(on_disconnect=self._on_library_disconnect)
+        started = time.monotonic()
         try:
             future = await asyncio.to_thread(client.login, self.settings.username, secret)
             response = await asyncio.to_thread(lambda: future.response)
@@ -166,16 +230,17 @@ class AmiClient:
                 f"AMI at {self.where} is unreachable ({exc.strerror or exc})",
                 fix="check that Asterisk runs and manager.conf [general] enabled/port/bindaddr match ami.host/port",
             ) from None
-        if response is None or response.is_error():
-            await asyncio.to_thread(client.disconnect)
-            message = response.keys.get("Message", "no answer") if response is not None else "no answer"
-            raise AmiError(
-                f"AMI at {self.where} refused the login of user {self.settings.username!r}: {message}",
-                fix="check the user in manager.conf and IVR_AMI_SECRET / ami.secret_file (same secret)",
-            )
-        self._client = client
-        self.connected = True
-        log.info("AMI: logged in to %s as %s", self.where, self.settings.username)
+        return client, response, time.monotonic() - started
+
+    def _unanswered(self, client: _Client, waited: float) -> str:
+        """What we know about a login that got no answer: did Asterisk greet us, did the reader stop."""
+        if not client.banner_seen:
+            what = "accepted the connection but sent no Asterisk Call Manager greeting"
+        else:
+            what = "greeted us but did not answer the login"
+        if client.reader_error is not None:
+            what += f"; the connection ended ({client.reader_error!r})"
+        return f"AMI at {self.where} {what} within {waited:.1f} s (user {self.settings.username!r})"
 
     async def close(self) -> None:
         client, self._client = self._client, None
