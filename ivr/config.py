@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from ivr.errors import ConfigError
+from ivr.telephony.peers import parse_peer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = "ivr.yaml"
@@ -28,12 +29,20 @@ class ServerSettings(BaseModel):
     # the address Asterisk should dial for AudioSocket (differs from `host` behind NAT)
     audiosocket_advertise: str = ""
     health_port: int = 8089  # /healthz and /metrics
+    # addresses or networks (10.0.0.0/24) allowed to open FastAGI/AudioSocket connections
     allowed_peers: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
     max_calls: int = 100
     max_call_s: int = 1800
     first_message_timeout_s: float = 5.0
     # how long the bridge waits for Asterisk's AudioSocket connection after EXEC AudioSocket
     audiosocket_connect_timeout_s: float = 5.0
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _peers_are_addresses(cls, peers: list[str]) -> list[str]:
+        for entry in peers:
+            parse_peer(entry)  # a host name here used to refuse every call, silently
+        return peers
 
 
 class AmiSettings(BaseModel):

@@ -73,3 +73,13 @@ def test_ami_can_be_enabled_from_the_environment() -> None:
     """`ivr sandbox up` prints IVR_AMI_ENABLED=1 ... ivr serve: that must switch AMI on."""
     assert load_settings(env={"IVR_AMI_ENABLED": "1"}).ami.enabled is True
     assert load_settings(env={"IVR_AMI_ENABLED": "false"}).ami.enabled is False
+
+
+def test_a_host_name_in_allowed_peers_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """Peers are matched by address: a name there used to refuse every call without a word at start."""
+    config = tmp_path / "ivr.yaml"
+    config.write_text("server:\n  allowed_peers: [10.1.0.0/16, pbx.local]\n")
+    with pytest.raises(ConfigError, match=r"server\.allowed_peers: .*'pbx\.local' is not an IP address or network"):
+        load_settings(config, env={})
+    config.write_text("server:\n  allowed_peers: [10.1.0.0/16, '::1']\n")
+    assert load_settings(config, env={}).server.allowed_peers == ["10.1.0.0/16", "::1"]

@@ -23,6 +23,7 @@ from ivr.telephony.audiosocket import (
     encode_uuid,
 )
 from ivr.telephony.bridge import HandOff
+from ivr.telephony.peers import PeerAllowList
 
 ENV = b"agi_network: yes\nagi_network_script: billing?lang=ru\nagi_channel: PJSIP/1-0001\nagi_uniqueid: 1.1\n\n"
 
@@ -103,6 +104,45 @@ def test_agi_server_refuses_peers_not_allowed() -> None:
         return data
 
     assert asyncio.run(main()) == b""  # closed without a word
+
+
+def test_allowed_peers_take_networks_and_mapped_ipv4() -> None:
+    peers = PeerAllowList(["10.0.0.0/24", "::1", "192.168.1.7"])
+    assert peers.allows("10.0.0.200") and peers.allows("192.168.1.7") and peers.allows("::1")
+    assert peers.allows("::ffff:10.0.0.9")  # a dual-stack listener reports IPv4 peers like this
+    assert not peers.allows("10.0.1.1") and not peers.allows("192.168.1.8") and not peers.allows("")
+    assert not peers.allows("asterisk.example")  # a peer name is never an address
+    with pytest.raises(ValueError, match=r"entry 'asterisk\.local' is not an IP address or network"):
+        PeerAllowList(["asterisk.local"])
+
+
+@pytest.mark.parametrize(("allowed", "source", "reached"), [
+    (["127.0.0.0/30"], "127.0.0.2", True),  # inside the network: the flow runs
+    (["127.0.0.0/30"], "127.0.0.5", False),  # outside it: closed without a word, no flow
+])
+def test_agi_server_judges_peers_by_network(allowed: list[str], source: str, reached: bool) -> None:
+    async def main() -> tuple[bytes, int]:
+        called = []
+
+        async def handler(session: AgiSession) -> None:
+            called.append(session)
+
+        server = AgiServer(AgiServerParams(port=0, allowed_peers=allowed), default=handler)
+        await server.start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, local_addr=(source, 0))
+        writer.write(ENV)
+        try:
+            data = await asyncio.wait_for(reader.read(), 2)
+        except ConnectionResetError:
+            data = b""
+        writer.close()
+        await server.stop_accepting()
+        return data, len(called)
+
+    data, handled = asyncio.run(main())
+    assert handled == int(reached)
+    if not reached:
+        assert data == b""
 
 
 def test_agi_server_first_message_timeout() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ivr.errors import IvrError, ProtocolError
+from ivr.telephony.peers import PeerAllowList
 
 log = logging.getLogger(__name__)
 
@@ -470,6 +471,7 @@ class AgiServer:
         default: AgiHandler | None = None,
     ) -> None:
         self.params = params
+        self._peers = PeerAllowList(params.allowed_peers)
         self.routes = dict(routes or {})
         self.default = default
         self._server: asyncio.base_events.Server | None = None
@@ -503,7 +505,7 @@ class AgiServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         host = peer[0] if peer else ""
-        if host not in self.params.allowed_peers:
+        if not self._peers.allows(host):
             log.warning("AGI: refused connection from %s (not in server.allowed_peers)", host)
             return
         try:

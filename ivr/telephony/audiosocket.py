@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from ivr.audio.pcm import FRAME_BYTES, FRAME_MS
 from ivr.errors import ProtocolError
 from ivr.frames import AudioIn, DtmfIn, HangupIn  # shared with the simulated line and the device
+from ivr.telephony.peers import PeerAllowList
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +406,7 @@ class AudioSocketServer:
     ) -> None:
         self.host = host
         self.requested_port = port
-        self.allowed_peers = allowed_peers
+        self.peers = PeerAllowList(allowed_peers) if allowed_peers is not None else None
         self.first_message_timeout_s = first_message_timeout_s
         self.params = params or AudioSocketParams()
         self._waiting: dict[uuidlib.UUID, asyncio.Future[AudioSocketSession]] = {}
@@ -441,7 +442,7 @@ class AudioSocketServer:
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         host = peer[0] if peer else ""
-        if self.allowed_peers is not None and host not in self.allowed_peers:
+        if self.peers is not None and not self.peers.allows(host):
             log.warning("AudioSocket: refused connection from %s (not in server.allowed_peers)", host)
             writer.close()
             return
