@@ -203,6 +203,7 @@ class Sandbox:
         rootfs: Path | None = None,
         boot_timeout_s: float = DEFAULT_BOOT_TIMEOUT_S,
         detach: bool = False,
+        ami_secret: str | None = None,
     ) -> Sandbox:
         """Render the config, start Asterisk, wait until it is fully booted.
 
@@ -211,6 +212,7 @@ class Sandbox:
         `globals_` overrides extensions.conf [globals]; `asterisk_options` asterisk.conf [options]
         (e.g. {"transmit_silence": "no"} to see what happens without it).
         `detach=True` lets the instance outlive this process (`ivr sandbox up`).
+        `ami_secret` replaces the random AMI secret (tests of what a known secret does).
         """
         check_root()
         root = ensure_rootfs(rootfs or ROOTFS)
@@ -227,7 +229,7 @@ class Sandbox:
             name=name, pid=0, rootfs=str(root), ami_port=ami_port or _free_port(),
             agi_port=agi_port, audiosocket_port=audiosocket_port,
         )
-        secret = secrets.token_urlsafe(18)
+        secret = ami_secret or secrets.token_urlsafe(18)
         sandbox = cls(info, secret)
         sandbox._write_config(extra_dialplan, {**SANDBOX_GLOBALS, **(globals_ or {})}, asterisk_options or {})
         console = open(sandbox.host_path("log/console.log"), "wb")

@@ -115,6 +115,26 @@ def test_an_unanswered_login_says_what_was_seen_after_two_tries(greeting: bytes,
     assert "(user 'ivr') (2 tries) (fix: check that Asterisk is responsive" in str(caught.value)
 
 
+def test_a_manager_that_accepts_the_shipped_placeholder_secret_is_warned_about(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="ivr.telephony.ami")
+    weak = Sandbox.start(agi_port=_free_port(), ami_secret="change-me")  # as asterisk/manager.conf ships it
+    try:
+        async def main() -> None:
+            async with AmiClient(weak.ami_settings()) as ami:
+                assert ami.connected
+            async with AmiClient(sandbox.ami_settings()) as ami:  # a secret of its own: no warning
+                assert ami.connected
+
+        asyncio.run(main())
+    finally:
+        weak.stop()
+    warnings = [r.getMessage() for r in caplog.records if "placeholder secret" in r.getMessage()]
+    assert warnings == [f"AMI at 127.0.0.1:{weak.ami_port} accepted the shipped placeholder secret for user "
+                        "'ivr': set a secret of your own in manager.conf and in IVR_AMI_SECRET / ami.secret_file"]
+
+
 def test_queue_status_and_unknown_queue(sandbox: Sandbox) -> None:
     async def main() -> QueueStatus:
         async with AmiClient(sandbox.ami_settings()) as ami:

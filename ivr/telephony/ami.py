@@ -39,6 +39,9 @@ DEFAULT_ACTION_TIMEOUT_S = 5.0
 # and a tester's `ivr call` should not fail on one slow moment of a busy box.
 DEFAULT_LOGIN_TIMEOUT_S = 10.0
 LOGIN_ATTEMPTS = 2
+# asterisk/manager.conf ships this secret so that the file is complete; a manager that accepts it
+# lets anyone on the host log in as the bridge's user
+PLACEHOLDER_SECRET = "change-me"
 
 
 class AmiError(IvrError):
@@ -215,6 +218,10 @@ class AmiClient:
         self._client = client
         self.connected = True
         log.info("AMI: logged in to %s as %s", self.where, self.settings.username)
+        if secret == PLACEHOLDER_SECRET:
+            log.warning("AMI at %s accepted the shipped placeholder secret for user %r: set a secret of "
+                        "your own in manager.conf and in IVR_AMI_SECRET / ami.secret_file",
+                        self.where, self.settings.username)
 
     async def _login_once(self, secret: str) -> tuple[_Client, Any, float]:
         """One connection and Login action: (client, the response or None if none came, seconds waited)."""
