@@ -198,7 +198,8 @@ class AmiClient:
             client, response, waited = await self._login_once(secret)
             if response is not None and not response.is_error():
                 break
-            silence = self._unanswered(client, waited)  # before our own disconnect ends the reader
+            # read what the reader saw before our own disconnect ends it
+            silence = self._unanswered(client, waited) if response is None else ""
             await asyncio.to_thread(client.disconnect)
             if response is not None:  # Asterisk said no: trying again would not change its mind
                 raise AmiError(
