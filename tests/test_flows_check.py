@@ -171,3 +171,12 @@ def test_a_misspelt_endpoint_setting_is_caught_by_check(tree: Path) -> None:
     assert done.returncode == 1
     assert f"flows/support.yaml:{line}: states.share_phone.endpoint: Value error, unknown endpointing setting(s): " \
            "end_silence" in done.stdout
+
+
+def test_slot_names_that_cannot_become_channel_variables_are_errors(tree: Path) -> None:
+    line = edit(tree / "flows/support.yaml", "collect: {slot: amount,", "collect: {slot: top-up amount,")
+    done = check(tree)
+    assert done.returncode == 1
+    assert f"flows/support.yaml:{line}: states.top_up_amount.collect.slot: Value error, slot names are letters, " \
+        "digits and _ (they become IVR_SLOT_<NAME> on the channel), got ['top-up amount']: write e.g. " \
+        "'top_up_amount'" in done.stdout

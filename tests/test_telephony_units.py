@@ -35,7 +35,7 @@ def test_handoff_variables_are_flattened_prefixed_and_bounded() -> None:
     assert out["IVR_ROUTE"] == "queue" and out["IVR_QUEUE"] == "cards"
     assert out["IVR_CONFIDENCE"] == "0.9" and out["IVR_LANG"] == "ru"
     assert len(out["IVR_SUMMARY"].encode()) <= 1500
-    assert out["IVR_SUMMARY"].startswith("line one\nline two")  # AgiSession.set_variable flattens it
+    assert out["IVR_SUMMARY"].startswith("line one line two")  # flattened: one AGI line
 
 
 def test_set_option_keeps_the_ops_file() -> None:

@@ -35,6 +35,17 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 PLACEHOLDER_RE = re.compile(r"\{(\w+)\}")
 # slots every flow can use in prompts without collecting them
 BUILTIN_SLOTS = ("caller_id", "lang", "intent", "dtmf_options")
+# a slot becomes a {placeholder} and, at the hand-off, the channel variable IVR_SLOT_<NAME>, which
+# the dialplan can only read back when the name is letters, digits and _
+SLOT_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _slot_names(names: list[str]) -> list[str]:
+    bad = [name for name in names if not SLOT_NAME_RE.fullmatch(name)]
+    if bad:
+        raise ValueError(f"slot names are letters, digits and _ (they become IVR_SLOT_<NAME> on the channel), "
+                         f"got {bad}: write e.g. {re.sub(r'[^A-Za-z0-9_]+', '_', bad[0])!r}")
+    return names
 
 
 def _as_list(value: Any) -> Any:
@@ -50,6 +61,8 @@ class HookSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)  # values may use {slot} placeholders
     returns: list[str] = Field(default_factory=list)  # result keys the flow's prompts may use
     timeout_s: float = Field(default=DEFAULT_HOOK_TIMEOUT_S, gt=0, le=60)
+
+    _returns = field_validator("returns")(lambda cls, v: _slot_names(v))
 
     @field_validator("call")
     @classmethod
@@ -67,6 +80,8 @@ class CollectSpec(_Strict):
     next: str
     max_digits: int = Field(default=16, ge=1, le=32)  # keys: collected until # or this many
     keys: dict[str, str] = Field(default_factory=dict)  # one key picks a value: {"1": basic, ...}
+
+    _slot = field_validator("slot")(lambda cls, v: _slot_names([v])[0])
 
     @field_validator("keys")
     @classmethod
@@ -120,6 +135,12 @@ class State(_Strict):
     escalation: Escalation | None = None  # this state's own no-input/no-match steps
 
     _say_list = field_validator("say", "reprompt", "hint", mode="before")(lambda cls, v: _as_list(v))
+
+    @field_validator("set")
+    @classmethod
+    def _set_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _slot_names(list(value))
+        return value
 
     @field_validator("endpoint")
     @classmethod

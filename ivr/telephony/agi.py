@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ivr.errors import IvrError, ProtocolError
 from ivr.telephony.peers import PeerAllowList
+from ivr.telephony.streams import WriteStalled, close_writer, drain
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,38 @@ def quote_arg(value: str) -> str:
 def flatten(text: str) -> str:
     """Collapse line breaks and other control characters into single spaces."""
     return re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
+
+
+def escaped_size(text: str) -> int:
+    """Bytes `text` takes inside the quotes of `quote_arg` (backslash and quote are doubled)."""
+    return len(text.encode("utf-8")) + text.count("\\") + text.count('"')
+
+
+def truncate_escaped(text: str, max_bytes: int) -> str:
+    """The longest prefix of `text` whose escaped form (`quote_arg` without its quotes) fits
+    `max_bytes`: the limit applies to what goes on the wire, so a value of quotes or backslashes
+    (each doubled by escaping) cannot push the command line past Asterisk's buffer. Never splits
+    a character or an escape pair."""
+    if escaped_size(text) <= max_bytes:
+        return text
+    used = 0
+    for index, char in enumerate(text):
+        size = len(char.encode("utf-8")) + (1 if char in '\\"' else 0)
+        if used + size > max_bytes:
+            return text[:index]
+        used += size
+    return text
+
+
+# Asterisk takes any name for SET VARIABLE, but one the dialplan can read back as ${NAME} is
+# letters, digits and _ (plus the parentheses of a function such as TIMEOUT(absolute))
+VARIABLE_NAME_RE = re.compile(r"[A-Za-z0-9_()]+")
+
+
+def safe_variable_name(key: str) -> str:
+    """A channel variable name made from any key (a hook result's, a slot's): upper case, every run
+    of other characters becomes one `_` (``account-id`` -> ``ACCOUNT_ID``); "" if nothing is left."""
+    return re.sub(r"[^A-Z0-9]+", "_", key.upper()).strip("_")
 
 
 def truncate_utf8(text: str, max_bytes: int) -> str:
@@ -371,7 +404,15 @@ class AgiSession:
             if self._writer.is_closing():
                 raise AgiHangup(f"AGI command {verb!r}: connection already closed")
             self._writer.write(line)
-            await self._writer.drain()
+            try:
+                await drain(self._writer)  # bounded: a peer that stops reading must not hold the call
+            except WriteStalled as exc:
+                self.hung_up = True
+                raise AgiError(f"AGI command {verb!r}: {exc}",
+                               fix="check Asterisk's load and the network to it") from None
+            except (ConnectionError, OSError) as exc:
+                self.hung_up = True
+                raise AgiHangup(f"AGI command {verb!r}: connection lost: {exc}") from None
             while True:
                 try:
                     item = await asyncio.wait_for(self._next_item(), timeout)
@@ -395,9 +436,11 @@ class AgiSession:
 
     async def set_variable(self, name: str, value: str) -> None:
         """Set a channel variable; `value` may hold spaces, quotes and UTF-8 (line breaks are flattened)."""
-        if not re.fullmatch(r"[A-Za-z0-9_()]+", name):
+        if not VARIABLE_NAME_RE.fullmatch(name):
             raise ProtocolError(f"bad channel variable name {name!r}", fix="use letters, digits and _")
-        await self.command("SET VARIABLE", name, flatten(value))
+        # the value is cut after escaping, to what the line has room for: never a ProtocolError
+        room = MAX_COMMAND_BYTES - len(format_command("SET VARIABLE", name, ""))
+        await self.command("SET VARIABLE", name, truncate_escaped(flatten(value), room))
 
     async def get_variable(self, name: str) -> str | None:
         """A channel variable's value, or None when it is not set."""
@@ -421,12 +464,7 @@ class AgiSession:
 
     async def close(self) -> None:
         """End the AGI conversation: the dialplan continues after AGI()."""
-        if not self._writer.is_closing():
-            self._writer.close()
-        try:
-            await self._writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
+        await close_writer(self._writer)
 
 
 # ------------------------------------------------------------------------------------- asyncio server

@@ -32,7 +32,9 @@ from ivr.telephony.agi import (
     AgiServer,
     AgiServerParams,
     AgiSession,
-    truncate_utf8,
+    flatten,
+    safe_variable_name,
+    truncate_escaped,
 )
 from ivr.telephony.audiosocket import AudioSocketParams, AudioSocketServer, AudioSocketSession
 
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 ROUTE_QUEUE = "queue"
 ROUTE_DTMF_MENU = "dtmf_menu"
 ROUTE_END = "end"
-# longest value we set: AGI lines are read into a 2048-byte buffer, leave room for the command
+# longest value we set, escaped: AGI lines are read into a 2048-byte buffer, leave room for the command
 MAX_VALUE_BYTES = 1500
 # The dialplan's TIMEOUT(absolute) guard for a call we run: past our own timers (max_call_s, the
 # AudioSocket EXEC's max_call_s + 60), so it only fires if this process is frozen mid-call.
@@ -65,14 +67,28 @@ class HandOff:
     variables: dict[str, str] = field(default_factory=dict)
 
     def channel_variables(self) -> dict[str, str]:
-        """Everything to SET on the channel, flattened to safe single-line values."""
-        out = {"IVR_ROUTE": self.route, "IVR_INTENT": self.intent, "IVR_SUMMARY": self.summary,
-               "IVR_REASON": self.reason}
+        """Everything to SET on the channel, in the order to send it, as safe single-line values.
+
+        IVR_ROUTE, IVR_REASON and IVR_QUEUE come first: if anything later fails, the dialplan still
+        knows where the call goes and why. Extra names are made safe (``account-id`` ->
+        ``IVR_ACCOUNT_ID``) and cannot replace those; each value is bounded after escaping."""
+        core = {"IVR_ROUTE": self.route, "IVR_REASON": self.reason}
         if self.queue:
-            out["IVR_QUEUE"] = self.queue
-        for name, value in self.variables.items():
-            out[name if name.startswith("IVR_") else f"IVR_{name}"] = str(value)
-        return {name: truncate_utf8(value, MAX_VALUE_BYTES) for name, value in out.items()}
+            core["IVR_QUEUE"] = self.queue
+        core.update({"IVR_INTENT": self.intent, "IVR_SUMMARY": self.summary})
+        out = dict(core)
+        for key, value in self.variables.items():
+            safe = safe_variable_name(key.removeprefix("IVR_"))
+            name = f"IVR_{safe}"
+            if not safe or name in core:
+                log.warning("hand-off: variable %r skipped (%s)", key,
+                            "no usable name" if not safe else f"would replace {name}")
+                continue
+            try:
+                out[name] = str(value)
+            except Exception as exc:  # a hostile hook value: its __str__ must not stop the hand-off
+                log.warning("hand-off: variable %s skipped: its value cannot be turned into text (%s)", name, exc)
+        return {name: truncate_escaped(flatten(value), MAX_VALUE_BYTES) for name, value in out.items()}
 
 
 @dataclass
@@ -272,16 +288,35 @@ class Bridge:
                     agi.hung_up = True
 
     async def _finish(self, agi: AgiSession, outcome: HandOff) -> None:
-        """Set the IVR_* variables; the AGI server then closes the session and the dialplan goes on."""
+        """Set the IVR_* variables; the AGI server then closes the session and the dialplan goes on.
+
+        One variable that fails is logged and skipped: the rest (route and reason first) still go.
+        Only a caller who hung up, or a stream out of step, ends the hand-off early."""
         self.outcomes = (self.outcomes + [(agi.request.uniqueid, outcome)])[-100:]
+        channel = agi.request.channel
         try:
-            for name, value in outcome.channel_variables().items():
+            variables = outcome.channel_variables()
+        except Exception:
+            log.exception("bridge: hand-off of %s could not be prepared; sending route and reason only", channel)
+            variables = {"IVR_ROUTE": str(outcome.route), "IVR_REASON": str(outcome.reason)}
+        skipped = []
+        for name, value in variables.items():
+            try:
                 await agi.set_variable(name, value)
+            except AgiHangup:
+                log.info("bridge: %s hung up before the hand-off (%s not set)", channel, name)
+                return
+            except Exception as exc:  # any type: one bad variable must not cost the others
+                log.error("bridge: hand-off of %s: could not set %s: %s", channel, name, exc)
+                skipped.append(name)
+                if agi.hung_up:  # the stream is out of step (no reply, stalled): nothing more can go
+                    return
+        if skipped:
+            log.warning("bridge: hand-off of %s went without %s", channel, ", ".join(skipped))
+        try:
             await agi.verbose(f"IVR: route={outcome.route} intent={outcome.intent} reason={outcome.reason}")
-        except AgiHangup:
-            log.info("bridge: %s hung up before the hand-off", agi.request.channel)
-        except AgiError as exc:
-            log.error("bridge: could not set hand-off variables on %s: %s", agi.request.channel, exc)
+        except Exception as exc:
+            log.info("bridge: %s: hand-off note not written to Asterisk's log: %s", channel, exc)
 
 
 async def serve_bridge(
