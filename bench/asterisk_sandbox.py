@@ -1,8 +1,8 @@
-"""The same turn through a real Asterisk (the sandbox, ivr/sandbox.py): N calls at once.
+"""The same turn through a real Asterisk (the sandbox, ivr/testing/sandbox.py): N calls at once.
 
     python bench/asterisk_sandbox.py [--calls 1,5,10] [--fixture ko/balance_1.wav]
 
-Needs root and the cached sandbox rootfs (see ivr/sandbox.py). The server runs in-process as in
+Needs root and the cached sandbox rootfs (see ivr/testing/sandbox.py). The server runs in-process as in
 bench/concurrency.py; Asterisk 22 dials it with FastAGI + AudioSocket, exactly as in production.
 Each call is a Local channel originated over AMI whose caller half (a context added for the
 benchmark) waits for the greeting to end (1 s of silence), plays the fixture, listens, and
@@ -75,8 +75,8 @@ def reply_latency_ms(heard: bytes, speech_end_s: float) -> float | None:
 
 
 async def run(counts: list[int], fixture: str, console: Console) -> list[dict]:
-    from ivr.sandbox import Sandbox, _free_port
     from ivr.telephony.ami import AmiClient
+    from ivr.testing.sandbox import Sandbox, _free_port
 
     lang = fixture.split("/", 1)[0]
     pcm = read_wav(ROOT / "audio_fixtures" / fixture)

@@ -211,7 +211,7 @@ def print_table(results: list[BatchResult], cond: dict[str, Any], console: Conso
 
 async def bench(engines: list[str], counts: list[int], fixtures: dict[str, str], stagger_s: float,
                 console: Console) -> list[BatchResult]:
-    from ivr.fixtures import load_manifest
+    from ivr.testing.fixtures import load_manifest
 
     manifest = load_manifest(check_files=False)
     data_dir = temp_data_dir()

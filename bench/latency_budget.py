@@ -3,7 +3,7 @@
     python bench/latency_budget.py [--lang ko|en|both] [--json out.json]
 
 Part 1 replays each single-utterance fixture of the manifest through the real pipeline
-(`ivr.replay.run_call`: simulated line on an audio clock, so no waiting for prompts) and reports
+(`ivr.testing.replay.run_call`: simulated line on an audio clock, so no waiting for prompts) and reports
 the TurnLog split of the first turn: ASR final (end of speech decided -> final result), NLU,
 dialog step, prompt audio ready, and compute = decision -> first reply frame.
 
@@ -34,8 +34,8 @@ from bench.harness import bench_settings, percentile, temp_data_dir  # noqa: E40
 from ivr.audio.pcm import FRAME_BYTES, read_wav  # noqa: E402
 from ivr.audio.vad import Endpointer  # noqa: E402
 from ivr.services import CallServices  # noqa: E402
-from ivr.simline import CallerTurn  # noqa: E402
 from ivr.telephony.audiosocket import AudioSocketParser, encode_audio  # noqa: E402
+from ivr.testing.simline import CallerTurn  # noqa: E402
 
 STAGES = ("asr_ms", "nlu_ms", "dialog_ms", "tts_ms", "latency_ms")
 MICRO_FRAMES = 5000  # 100 s of audio per per-frame measurement
@@ -43,8 +43,8 @@ MICRO_FRAMES = 5000  # 100 s of audio per per-frame measurement
 
 async def replay_turns(services: CallServices, lang: str) -> list[tuple[str, Any]]:
     """(fixture, first TurnLog) for every speech fixture of `lang`."""
-    from ivr.fixtures import load_manifest
-    from ivr.replay import run_call
+    from ivr.testing.fixtures import load_manifest
+    from ivr.testing.replay import run_call
 
     out = []
     for fixture in load_manifest().for_lang(lang):
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     for column in ("engine", "endpointer µs/frame", "AudioSocket parse+encode µs/frame", "ASR accept ms/100 ms",
                    "ASR final CPU ms", "=> % of a core per listening call"):
         micro.add_column(column, justify="right")
-    from ivr.fixtures import load_manifest
+    from ivr.testing.fixtures import load_manifest
 
     manifest = load_manifest()
     for lang in langs:

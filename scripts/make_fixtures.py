@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ivr.audio import pcm  # noqa: E402
 from ivr.errors import AudioError, IvrError  # noqa: E402
-from ivr.fixtures import Fixture, PromptsRecipe, SilenceRecipe, TtsRecipe, load_manifest  # noqa: E402
+from ivr.testing.fixtures import Fixture, PromptsRecipe, SilenceRecipe, TtsRecipe, load_manifest  # noqa: E402
 
 SOUNDS_ROOT = Path("/usr/share/asterisk/sounds")
 TRIM_THRESHOLD = 200  # sample magnitude under which a prompt's leading/trailing samples count as silence

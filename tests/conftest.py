@@ -1,6 +1,6 @@
 """Shared fixtures for every area's tests.
 
-`sandbox`: one real Asterisk 22 (ivr.sandbox) per test session, started by the project's own
+`sandbox`: one real Asterisk 22 (ivr.testing.sandbox) per test session, started by the project's own
 code and stopped at the end. Its dialplan dials the bridge at 127.0.0.1:`sandbox.info.agi_port`;
 a test starts its own `Bridge` on that port (see tests/test_telephony_asterisk.py). Tests that
 use it are marked `asterisk` automatically. Needs root and the cached rootfs (or mmdebstrap to
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ivr.sandbox import ROOTFS, Sandbox, _free_port
+from ivr.testing.sandbox import ROOTFS, Sandbox, _free_port
 
 
 def _sandbox_unavailable() -> str | None:

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 import pytest
 
 from ivr.config import AmiSettings
-from ivr.sandbox import Sandbox, _free_port
 from ivr.telephony.ami import AmiClient, AmiError, AmiEvent, QueueStatus
+from ivr.testing.sandbox import Sandbox, _free_port
 
 pytestmark = pytest.mark.asterisk
 

@@ -14,11 +14,11 @@ import pytest
 from ivr.audio.pcm import read_wav
 from ivr.config import Settings
 from ivr.errors import EngineError
-from ivr.fixtures import load_manifest
-from ivr.replay import caller_turns, run_call
 from ivr.services import CallServices
-from ivr.simline import CallerTurn
 from ivr.storage.records import CallStore
+from ivr.testing.fixtures import load_manifest
+from ivr.testing.replay import caller_turns, run_call
+from ivr.testing.simline import CallerTurn
 from ivr.tts.cache import PromptCache
 from ivr.tts.engine import TtsEngine, TtsParams
 

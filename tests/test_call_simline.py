@@ -4,7 +4,7 @@ import asyncio
 
 from ivr.audio.pcm import FRAME_BYTES
 from ivr.frames import AudioIn, DtmfIn, HangupIn
-from ivr.simline import CallerTurn, SimulatedLine
+from ivr.testing.simline import CallerTurn, SimulatedLine
 
 SPEECH = b"\x10\x27" * 160  # one loud frame (sample value 10000)
 

@@ -16,7 +16,7 @@ import pytest
 
 from ivr.config import PROJECT_ROOT, Settings, load_settings
 from ivr.errors import ConfigError
-from ivr.fixtures import load_manifest
+from ivr.testing.fixtures import load_manifest
 
 
 def test_call_time_from_the_environment_reaches_every_call() -> None:

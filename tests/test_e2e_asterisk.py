@@ -20,13 +20,13 @@ from ivr.audio.pcm import FRAME_BYTES, duration_s, read_wav, rms
 from ivr.config import Settings
 from ivr.demo_operator import db_path_for
 from ivr.demo_operator.db import OperatorDb
-from ivr.fixtures import load_manifest
-from ivr.sandbox import Sandbox
 from ivr.server import AmiLink, bridge_params, conversation_handler
 from ivr.services import CallServices
 from ivr.telephony.ami import AmiClient, AmiEvent
 from ivr.telephony.bridge import Bridge
-from ivr.testcall import originate_turns
+from ivr.testing.fixtures import load_manifest
+from ivr.testing.sandbox import Sandbox
+from ivr.testing.testcall import originate_turns
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
 

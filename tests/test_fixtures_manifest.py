@@ -11,7 +11,7 @@ import pytest
 from ivr.audio.pcm import FRAME_BYTES, SAMPLE_RATE, duration_s, frames, read_wav, rms, write_wav
 from ivr.config import LANGUAGES, PROJECT_ROOT
 from ivr.errors import ConfigError
-from ivr.fixtures import BARGE_IN_TAG, NO_INPUT_TAG, REAL_VOICE_TAG, Manifest, load_manifest
+from ivr.testing.fixtures import BARGE_IN_TAG, NO_INPUT_TAG, REAL_VOICE_TAG, Manifest, load_manifest
 
 DEMO_INTENTS = (
     "balance top_up tariff_info tariff_change data_addon share_data roaming internet_setup "

@@ -13,7 +13,7 @@ import pytest
 
 from ivr.audio.pcm import duration_s, read_wav, rms, silence
 from ivr.config import PROJECT_ROOT
-from ivr.fixtures import PromptsRecipe, TtsRecipe, load_manifest
+from ivr.testing.fixtures import PromptsRecipe, TtsRecipe, load_manifest
 
 SCRIPT = PROJECT_ROOT / "scripts" / "make_fixtures.py"
 # one of each kind: espeak-ng English, espeak-ng Korean with noise, real Allison voice, real Russian voice, silence

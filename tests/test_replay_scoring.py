@@ -1,6 +1,6 @@
 """Scoring used by `ivr replay`: WER, entity matching, totals."""
 
-from ivr.replay import FAIL, PASS, SKIP, Check, FixtureResult, Totals, entities_match, normalize, word_errors
+from ivr.testing.replay import FAIL, PASS, SKIP, Check, FixtureResult, Totals, entities_match, normalize, word_errors
 
 
 def test_normalize_drops_case_and_punctuation():

@@ -1,7 +1,7 @@
 """Soak: 100+ calls through the real server with random hang-ups, ASR faults and a database restart.
 
 The server is `run_server` (bridge + CallSession + Vosk Korean) with its call records in a real
-PostgreSQL (ivr.storage.pgserver.TempPostgres), stopped for a while mid-run and started again.
+PostgreSQL (ivr.testing.pgserver.TempPostgres), stopped for a while mid-run and started again.
 Callers are fake Asterisk channels (bench/fake_asterisk.py) streaming in real time, in waves.
 Every fifth recognizer is wrapped to fail (the real engine underneath does the work otherwise).
 
@@ -31,8 +31,8 @@ from bench.fake_asterisk import CallerReport, CallerScript, fake_call  # noqa: E
 from bench.harness import InProcessServer, bench_settings, open_fds, rss_bytes, temp_data_dir  # noqa: E402
 from ivr.errors import EngineError  # noqa: E402
 from ivr.services import CallServices  # noqa: E402
-from ivr.storage.pgserver import TempPostgres, find_pg_bin  # noqa: E402
 from ivr.storage.records import CallStore  # noqa: E402
+from ivr.testing.pgserver import TempPostgres, find_pg_bin  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(300)]
 

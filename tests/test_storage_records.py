@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from ivr.errors import StorageError
-from ivr.storage.pgserver import TempPostgres, find_pg_bin
 from ivr.storage.records import CallStore, StoreParams, TurnRecord
+from ivr.testing.pgserver import TempPostgres, find_pg_bin
 
 CARD = "4111 1111 1111 1111"  # Luhn-valid test card number
 

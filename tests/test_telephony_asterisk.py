@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from ivr.audio.pcm import FRAME_BYTES, read_wav
-from ivr.sandbox import Sandbox, _free_port
 from ivr.telephony.ami import AmiClient, AmiEvent
 from ivr.telephony.audiosocket import AudioIn, DtmfIn, HangupIn
 from ivr.telephony.bridge import Bridge, BridgeParams, HandOff, TelephonyCall
+from ivr.testing.sandbox import Sandbox, _free_port
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from ivr.commands import sandbox as command
-from ivr.sandbox import STATE_DIR, Sandbox, load_info
+from ivr.testing.sandbox import STATE_DIR, Sandbox, load_info
 
 pytestmark = pytest.mark.asterisk
 

@@ -8,7 +8,6 @@ import uuid
 
 import pytest
 
-from ivr.sandbox import set_option
 from ivr.telephony.agi import AgiHangup, AgiServer, AgiServerParams, AgiSession
 from ivr.telephony.ami import unescape_variable
 from ivr.telephony.audiosocket import (
@@ -24,6 +23,7 @@ from ivr.telephony.audiosocket import (
 )
 from ivr.telephony.bridge import HandOff
 from ivr.telephony.peers import PeerAllowList
+from ivr.testing.sandbox import set_option
 
 ENV = b"agi_network: yes\nagi_network_script: billing?lang=ru\nagi_channel: PJSIP/1-0001\nagi_uniqueid: 1.1\n\n"
 
@@ -290,7 +290,7 @@ def test_agi_server_survives_an_endless_line_and_serves_the_next_call() -> None:
 def test_prune_stale_removes_only_dead_sessions_leftovers(tmp_path) -> None:  # noqa: ANN001
     import os
 
-    from ivr.sandbox import prune_stale
+    from ivr.testing.sandbox import prune_stale
 
     base = tmp_path / "srv/ivr"
     for name in ("t999999999-abc123", f"t{os.getpid()}-abc123", "default"):

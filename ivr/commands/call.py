@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from ivr.fixtures import load_manifest
     from ivr.services import CallServices
+    from ivr.testing.fixtures import load_manifest
 
     settings = load_settings(args.config)
     manifest = load_manifest(settings.paths.fixtures / "manifest.yaml")
@@ -74,10 +74,10 @@ async def _run(args: argparse.Namespace) -> int:
 async def _on_sandbox(args: argparse.Namespace, services, calls, intents) -> int:  # noqa: ANN001
     import shutil
 
-    from ivr.sandbox import Sandbox, _free_port
     from ivr.server import bridge_params, conversation_handler
     from ivr.telephony.ami import AmiClient
     from ivr.telephony.bridge import Bridge
+    from ivr.testing.sandbox import Sandbox, _free_port
 
     sandbox = Sandbox.attach(args.sandbox_name) if args.sandbox_name else Sandbox.start(agi_port=_free_port())
     out = Path(args.out)
@@ -128,7 +128,7 @@ async def _on_asterisk(args: argparse.Namespace, settings, calls, intents) -> in
 
 
 async def _one_call(ami, call, sounds, record, heard, barge_in: bool) -> str:  # noqa: ANN001
-    from ivr.testcall import originate_turns
+    from ivr.testing.testcall import originate_turns
 
     barge = next((i + 1 for i, t in enumerate(call.turns) if t.barge_in), 0) if barge_in else 0
     console.print(f"[bold]{call.name}[/] ({call.lang}, {len(sounds)} turns)…")

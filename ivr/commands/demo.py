@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from ivr.fixtures import load_manifest
     from ivr.services import CallServices
+    from ivr.testing.fixtures import load_manifest
 
     settings = load_settings(args.config)
     manifest = load_manifest(settings.paths.fixtures / "manifest.yaml")
@@ -50,7 +50,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
 async def _play(args: argparse.Namespace, settings, calls, services) -> int:  # noqa: ANN001
     from ivr.audio.pcm import write_wav
-    from ivr.replay import caller_turns, run_call
+    from ivr.testing.replay import caller_turns, run_call
 
     if args.list:
         for call in calls:

@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    from ivr.fixtures import Call, Fixture, load_manifest
-    from ivr.replay import FAIL, PASS, Totals, replay_all, wav_fixture
     from ivr.services import CallServices
+    from ivr.testing.fixtures import Call, Fixture, load_manifest
+    from ivr.testing.replay import FAIL, PASS, Totals, replay_all, wav_fixture
 
     settings = load_settings(args.config)
     fixtures: list[Fixture] = []
@@ -74,7 +74,7 @@ async def _replay(args: argparse.Namespace) -> int:
     progress = Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.description}"), console=err, transient=True)
 
-    def on_result(result) -> None:  # noqa: ANN001 - ivr.replay.FixtureResult
+    def on_result(result) -> None:  # noqa: ANN001 - ivr.testing.replay.FixtureResult
         progress.update(task, advance=1, description=result.file)
         if args.json:
             print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)

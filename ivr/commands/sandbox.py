@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ivr import sandbox
     from ivr.config import load_settings
+    from ivr.testing import sandbox
 
     if args.action == "status":
         instances = sandbox.list_instances()

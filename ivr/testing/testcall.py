@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import uuid
 
-from ivr.sandbox import SandboxCall
 from ivr.telephony.ami import AmiClient
+from ivr.testing.sandbox import SandboxCall
 
 TURNS_CALLER = "Local/s@ivr-test-turns/n"
 DEFAULT_GAP_MS = 1500  # silence that tells the caller the assistant has finished its prompt

@@ -4,7 +4,7 @@ Each single-utterance fixture becomes a one-turn call: the assistant greets, the
 says the recording, and the turn's transcript, intent and entities are checked. Each multi-turn
 call of the manifest runs turn by turn and is checked per turn and on its final route. Nothing
 is mocked: VAD, ASR, NLU, dialog, hooks and TTS are the ones `ivr serve` uses; only the phone
-line is simulated (ivr/simline.py), on an audio clock so a long run takes seconds per call.
+line is simulated (ivr/testing/simline.py), on an audio clock so a long run takes seconds per call.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from rapidfuzz.distance import Levenshtein
 from ivr.audio.pcm import read_wav
 from ivr.call import CallResult, CallSession, TurnLog
 from ivr.errors import IvrError
-from ivr.fixtures import Call, Fixture, Turn
 from ivr.services import CallServices
-from ivr.simline import CallerTurn, SimulatedLine
+from ivr.testing.fixtures import Call, Fixture, Turn
+from ivr.testing.simline import CallerTurn, SimulatedLine
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 
