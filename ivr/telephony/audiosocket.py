@@ -22,6 +22,7 @@ from ivr.audio.pcm import FRAME_BYTES, FRAME_MS
 from ivr.errors import ProtocolError
 from ivr.frames import AudioIn, DtmfIn, HangupIn  # shared with the simulated line and the device
 from ivr.telephony.peers import PeerAllowList
+from ivr.telephony.streams import WRITE_TIMEOUT_S, WriteStalled, close_writer, drain
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,8 @@ class AudioSocketParams:
     max_payload: int = DEFAULT_MAX_PAYLOAD
     # a frame sent later than this after its slot counts as late (bench figure)
     late_after_s: float = 0.010
+    # Asterisk taking none of our audio for this long means it is stuck: the call ends (fail-open)
+    write_timeout_s: float = WRITE_TIMEOUT_S
 
 
 @dataclass
@@ -213,6 +216,7 @@ class AudioSocketSession:
             asyncio.create_task(self._keepalive_loop(), name=f"audiosocket-keepalive-{call_uuid}"),
         ]
         self.error: ErrorIn | None = None
+        self.stalled = False  # Asterisk stopped reading our audio: the call was ended from our side
 
     # inbound ------------------------------------------------------------------------------------
 
@@ -290,6 +294,25 @@ class AudioSocketSession:
         self._last_sent = asyncio.get_running_loop().time()
         return True
 
+    async def _drain(self) -> bool:
+        """Wait (bounded) until the peer takes what we wrote; False if the connection is gone."""
+        try:
+            await drain(self._writer, self.params.write_timeout_s)
+        except WriteStalled as exc:
+            self._on_stall(exc)
+            return False
+        except (ConnectionError, OSError):
+            return False
+        return True
+
+    def _on_stall(self, exc: WriteStalled) -> None:
+        if not self.stalled:
+            log.warning("AudioSocket %s: %s; ending the call (fail-open to the dialplan)", self.uuid, exc)
+        self.stalled = True
+        self._stop.set()
+        if not self._ended:
+            self._push(HangupIn())  # the conversation sees the end of the line and stops
+
     async def play(self, pcm: bytes) -> bool:
         """Send `pcm` as paced 20 ms frames; True if all of it was sent, False if stopped or hung up.
 
@@ -326,9 +349,7 @@ class AudioSocketSession:
                 if not self._send(encode_audio(frame)):
                     return False
                 self.stats.frames_out += 1
-                try:
-                    await self._writer.drain()
-                except (ConnectionError, OSError):
+                if not await self._drain():
                     return False
             # wait out the last frame's slot so back-to-back play() calls stay on the 20 ms grid
             remaining = start + ((len(pcm) + size - 1) // size) * self.params.frame_s - loop.time()
@@ -361,6 +382,8 @@ class AudioSocketSession:
                     continue
                 if self._send(silence):
                     self.stats.keepalives += 1
+                    if not await self._drain():
+                        return
                 due += interval
                 if due < now:  # fell behind (a busy loop): resynchronise rather than burst
                     due = now + interval
@@ -373,18 +396,14 @@ class AudioSocketSession:
             return
         self.stop_playback()
         try:
-            self._send(encode_hangup())
-            await self._writer.drain()
+            if self._send(encode_hangup()):
+                await self._drain()
         except (ConnectionError, OSError):
             pass
         self._closed = True
-        self._writer.close()
         for task in self._tasks:
             task.cancel()
-        try:
-            await self._writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
+        await close_writer(self._writer, self.params.write_timeout_s)
         self._ended = True
         self._wake.set()
 

@@ -262,6 +262,11 @@ class Bridge:
                 return fail
             finally:
                 self._handler_tasks.discard(task)
+            if audio.stalled:  # Asterisk stopped taking our audio; the AGI leg may still be fine
+                log.error("bridge: call %s ended: Asterisk stopped reading its audio; failing open to %s",
+                          request.channel, fail.route)
+                fail.reason = "audio_stalled"
+                return fail
             if result is None:
                 return None if (agi.hung_up or not audio.is_open) else HandOff(route=ROUTE_END, reason="completed")
             return result
