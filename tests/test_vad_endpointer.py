@@ -13,6 +13,7 @@ from ivr.audio.vad import (
     BargeIn,
     Endpointer,
     EndpointParams,
+    EnergyDetector,
     NoInputTimeout,
     SpeechEnded,
     SpeechStarted,
@@ -101,9 +102,10 @@ def test_stationary_noise_is_not_speech_but_speech_over_it_is() -> None:
     mixed[start : start + len(utterance)] = np.clip(
         noise[start : start + len(utterance)].astype(np.int32) + utterance, -32768, 32767
     )
-    ep = Endpointer(EndpointParams(no_input_ms=0))
+    energy = EnergyDetector()
+    ep = Endpointer(EndpointParams(no_input_ms=0), energy)
     events = run(ep, noise[:16000].tobytes())
-    assert events == [] and 250 < ep.noise_rms < 450
+    assert events == [] and 250 < energy.noise_rms < 450
     ep.reset(EndpointParams(no_input_ms=0))
     events = run(ep, mixed.tobytes())
     kinds = [type(e) for _, e in events]

@@ -4,10 +4,13 @@ Sans-io: the `Endpointer` is fed one 20 ms slin frame at a time and keeps its ow
 from the amount of audio fed (or an explicit `now_ms`), never the wall clock, so a test
 can replay any audio instantly and the call pipeline can drive it from AudioSocket frames.
 
-Speech detection is energy based with an adaptive noise floor and hysteresis: a frame is
-speech when its RMS is above both an absolute floor and a multiple of the noise floor (the
-quietest frame of the last 1.5 s). That is enough for telephone audio (already band-limited and gain-controlled by
-the network) and has no model to download.
+Which frames are speech is the `SpeechDetector`'s call; the endpointer turns that per-frame
+verdict into turn events. Two detectors:
+- `EnergyDetector` (here, the default and the cheapest path): RMS above both an absolute floor and
+  a multiple of the noise floor (the quietest frame of the last 1.5 s), with hysteresis. It takes
+  steady noise for silence but flags pink noise bursts and DTMF/call-progress tones as speech.
+- `SileroDetector` (ivr/audio/silero.py): the Silero VAD network, no false speech on noise or tones;
+  chosen by `vad.detector` in the settings, falls back to energy when its package is missing.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ivr.audio.pcm import FRAME_MS, SAMPLE_RATE, SAMPLE_WIDTH, rms
 from ivr.errors import ConfigError
@@ -49,6 +52,9 @@ DEFAULT_CONTINUE_RATIO = 1.8
 # tracks noise over ~1.5 s windows): stationary noise sets its own floor and is not speech, while
 # speech always has quieter gaps within 1.5 s that keep the floor low.
 DEFAULT_NOISE_WINDOW_MS = 1500
+# Silero VAD speech probability that starts speech; speech continues above it minus 0.15. Both are
+# the Silero project's own defaults (`threshold=0.5`, `neg_threshold=threshold-0.15`).
+DEFAULT_SPEECH_PROBABILITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class EndpointParams:
     start_ratio: float = DEFAULT_START_RATIO
     continue_ratio: float = DEFAULT_CONTINUE_RATIO
     noise_window_ms: int = DEFAULT_NOISE_WINDOW_MS
+    speech_probability: float = DEFAULT_SPEECH_PROBABILITY  # Silero detector only
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -77,6 +84,11 @@ class EndpointParams:
             raise ConfigError(
                 f"noise_window_ms={self.noise_window_ms} is shorter than one frame",
                 fix=f"use at least {FRAME_MS} (default {DEFAULT_NOISE_WINDOW_MS})",
+            )
+        if self.speech_probability > 1:
+            raise ConfigError(
+                f"speech_probability={self.speech_probability} is above 1",
+                fix=f"use a probability between 0 and 1 (default {DEFAULT_SPEECH_PROBABILITY})",
             )
         if self.continue_ratio > self.start_ratio:
             raise ConfigError(
@@ -141,20 +153,65 @@ class NoInputTimeout:
 EndpointEvent = SpeechStarted | BargeIn | SpeechEnded | NoInputTimeout
 
 
+class SpeechDetector(Protocol):
+    """Decides, frame by frame, whether the caller is talking; one instance per call (it has state)."""
+
+    name: str
+
+    def configure(self, params: EndpointParams) -> None:
+        """New turn settings; what the detector learned about the line (noise floor) is kept."""
+
+    def is_speech(self, frame: bytes, in_speech: bool) -> bool:
+        """Is this 20 ms frame speech? `in_speech`: the endpointer is inside an utterance (hysteresis)."""
+        ...
+
+
+class EnergyDetector:
+    """RMS against an absolute floor and an adaptive noise floor, with hysteresis (no model)."""
+
+    name = "energy"
+
+    def __init__(self, params: EndpointParams | None = None) -> None:
+        self._levels: collections.deque[float] = collections.deque(maxlen=1)
+        self.configure(params or EndpointParams())
+
+    def configure(self, params: EndpointParams) -> None:
+        self.params = params
+        window = max(1, params.noise_window_ms // FRAME_MS)
+        self._levels = collections.deque(list(self._levels)[-window:], maxlen=window)
+
+    @property
+    def noise_rms(self) -> float:
+        """Current noise floor estimate (RMS); kept across turns of one call."""
+        return min(self._levels) if self._levels else 0.0
+
+    def level_is_speech(self, level: float, in_speech: bool) -> bool:
+        p = self.params
+        ratio = p.continue_ratio if in_speech else p.start_ratio
+        return level >= p.min_speech_rms and level >= self.noise_rms * ratio
+
+    def observe(self, level: float, in_speech: bool) -> bool:
+        """Take one frame's RMS into the noise floor; is it speech?"""
+        self._levels.append(level)
+        return self.level_is_speech(level, in_speech)
+
+    def is_speech(self, frame: bytes, in_speech: bool) -> bool:
+        return self.observe(rms(frame), in_speech)
+
+
 class Endpointer:
     """Turn endpointing state machine: waiting -> speaking -> done (until `reset`)."""
 
-    def __init__(self, params: EndpointParams | None = None) -> None:
+    def __init__(self, params: EndpointParams | None = None, detector: SpeechDetector | None = None) -> None:
         self.params = params or EndpointParams()
+        self.detector: SpeechDetector = detector or EnergyDetector(self.params)
         self.reset(self.params)
 
     def reset(self, params: EndpointParams | None = None) -> None:
-        """Start a new turn (optionally with new settings); the noise floor is kept across turns."""
+        """Start a new turn (optionally with new settings); the detector keeps what it learned of the line."""
         if params is not None:
             self.params = params
-        window = max(1, self.params.noise_window_ms // FRAME_MS)
-        old = list(getattr(self, "_levels", ()))
-        self._levels: collections.deque[float] = collections.deque(old[-window:], maxlen=window)
+        self.detector.configure(self.params)
         self.now_ms = 0
         self.state: Literal["waiting", "speaking", "done"] = "waiting"
         self._run_start_ms: int | None = None  # start of the current run of speech frames (waiting)
@@ -166,17 +223,6 @@ class Endpointer:
     @property
     def in_speech(self) -> bool:
         return self.state == "speaking"
-
-    @property
-    def noise_rms(self) -> float:
-        """Current noise floor estimate (RMS); kept across turns of one call."""
-        return min(self._levels) if self._levels else 0.0
-
-    def is_speech(self, level: float) -> bool:
-        """Is a frame of RMS `level` speech, given the state (hysteresis) and the noise floor?"""
-        p = self.params
-        ratio = p.continue_ratio if self.state == "speaking" else p.start_ratio
-        return level >= p.min_speech_rms and level >= self.noise_rms * ratio
 
     def feed(self, frame: bytes, now_ms: int | None = None) -> list[EndpointEvent]:
         """Feed one frame of 8 kHz slin (normally 20 ms); returns the events it caused, in order.
@@ -190,9 +236,7 @@ class Endpointer:
         if self.state == "done":
             return []
         p = self.params
-        level = rms(frame)
-        self._levels.append(level)
-        speech = self.is_speech(level)
+        speech = self.detector.is_speech(frame, self.state == "speaking")
         events: list[EndpointEvent] = []
         if self.state == "waiting":
             if speech:
