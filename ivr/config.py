@@ -23,6 +23,9 @@ LANGUAGES = ("en", "ru", "ko")
 
 
 class ServerSettings(BaseModel):
+    # this node's name (IVR_NODE on the channel, the `node` label of /metrics, call records);
+    # empty: <hostname>:<host>:<agi port>, unique per machine and listener
+    node: str = ""
     host: str = "127.0.0.1"
     agi_port: int = 4573
     audiosocket_port: int = 9092
@@ -139,10 +142,12 @@ class Settings(BaseModel):
 
 # environment variable -> dotted settings path
 ENV_OVERRIDES = {
+    "IVR_NODE": "server.node",
     "IVR_HOST": "server.host",
     "IVR_AGI_PORT": "server.agi_port",
     "IVR_AUDIOSOCKET_PORT": "server.audiosocket_port",
     "IVR_HEALTH_PORT": "server.health_port",
+    "IVR_AUDIOSOCKET_ADVERTISE": "server.audiosocket_advertise",
     "IVR_AMI_ENABLED": "ami.enabled",
     "IVR_AMI_HOST": "ami.host",
     "IVR_AMI_PORT": "ami.port",

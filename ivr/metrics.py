@@ -8,7 +8,9 @@ tests and several bridges in one process do not collide. The pipeline uses the m
     METRICS.handoff("caller_asked"); METRICS.call_ended(route="support")
 
 `MetricsServer(METRICS, host, port)` is an asyncio HTTP/1.1 server answering
-GET /metrics (Prometheus text format) and GET /healthz (JSON: status, calls_active, uptime_s).
+GET /metrics (Prometheus text format) and GET /healthz (JSON: status, node, calls_active, uptime_s).
+With several nodes (`ivr serve` on many machines behind one Asterisk) every sample carries a
+`node` label, so one Prometheus (or one person with curl) tells the nodes apart.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class IvrMetrics:
         self.registry = registry or CollectorRegistry()
         self.started = time.monotonic()
         self.status = "ok"  # "draining" during a graceful shutdown
+        self.node = ""  # this node's name (settings server.node): a label on every sample
         r = self.registry
         self.calls_active = Gauge("calls_active", "Calls in progress", namespace=NAMESPACE, registry=r)
         self.calls_total = Counter(
@@ -116,14 +121,32 @@ class IvrMetrics:
     # ---- exposition -------------------------------------------------------------------------
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
-        return generate_latest(self.registry)
+        return generate_latest(_NodeLabelled(self.registry, self.node) if self.node else self.registry)
 
     def health(self) -> dict[str, object]:
         return {
             "status": self.status,
+            "node": self.node,
             "calls_active": int(self.registry.get_sample_value(f"{NAMESPACE}_calls_active") or 0),
             "uptime_s": round(time.monotonic() - self.started, 1),
         }
+
+
+class _NodeLabelled:
+    """A registry's metrics with `node="<name>"` added to every sample (a constant label).
+
+    prometheus_client has no constant labels; adding the label at exposition keeps every
+    `.labels(...)` call in the pipeline unaware of which node it runs on."""
+
+    def __init__(self, registry: CollectorRegistry, node: str) -> None:
+        self.registry = registry
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            labelled = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            labelled.samples = [s._replace(labels={**s.labels, "node": self.node}) for s in metric.samples]
+            yield labelled
 
 
 METRICS = IvrMetrics()

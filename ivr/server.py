@@ -149,8 +149,16 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
     if services.metrics is not None:
         metrics_server = MetricsServer(services.metrics, settings.server.host, settings.server.health_port)
         await metrics_server.start()
+
+    def on_started(bridge: Bridge) -> None:
+        if services.metrics is not None:
+            services.metrics.node = bridge.node
+        if started is not None:
+            started(bridge)
+
     serving = asyncio.create_task(
-        serve_bridge(settings, conversation_handler(services, ami), params=bridge_params(settings), started=started),
+        serve_bridge(settings, conversation_handler(services, ami), params=bridge_params(settings),
+                     started=on_started),
         name="bridge",
     )
     loop = asyncio.get_running_loop()

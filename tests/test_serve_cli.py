@@ -37,9 +37,11 @@ def test_serve_starts_reports_health_and_stops_on_sigterm(tmp_path: Path) -> Non
         with socket.create_connection(("127.0.0.1", agi_port), timeout=5):
             pass  # FastAGI accepts
         with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=5) as reply:
-            assert json.loads(reply.read()) | {"uptime_s": 0} == {"status": "ok", "calls_active": 0, "uptime_s": 0}
+            health_reply = json.loads(reply.read())
+            node = f"{socket.gethostname()}:127.0.0.1:{agi_port}"  # the default name: host and listener
+            assert health_reply | {"uptime_s": 0} == {"status": "ok", "node": node, "calls_active": 0, "uptime_s": 0}
         with urllib.request.urlopen(f"http://127.0.0.1:{health}/metrics", timeout=5) as reply:
-            assert b"ivr_calls_active" in reply.read()
+            assert f'ivr_calls_active{{node="{node}"}} 0.0'.encode() in reply.read()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert "ivr serve: stopped" in proc.stderr.read()

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     def started(bridge) -> None:  # noqa: ANN001 - ivr.telephony.bridge.Bridge
         s = settings.server
-        print(f"ivr serve: FastAGI agi://{s.host}:{bridge.agi_port}/<flow>?lang=xx, AudioSocket "
+        print(f"ivr serve: node {bridge.node}, FastAGI agi://{s.host}:{bridge.agi_port}/<flow>?lang=xx, AudioSocket "
               f"{bridge.advertise}, health http://{s.host}:{s.health_port}/healthz", flush=True)
 
     asyncio.run(run_server(settings, started=started))

@@ -8,6 +8,11 @@ For each AGI request (the dialplan's `AGI(agi://host:4573/<flow>?lang=xx)`):
      IVR_SUMMARY / IVR_REASON (+ IVR_QUEUE and any extra IVR_* variables) and end the AGI session,
      so the dialplan continues (asterisk/extensions.conf: Queue() or the DTMF menu).
 
+Several nodes (asterisk/extensions.conf, docs/scaling.md): the first thing a node does with a call it
+takes is SET VARIABLE IVR_NODE <its name>. A node that is draining or full answers without setting it
+(or refuses the connection: the listener closes when draining starts), and the dialplan tries the next
+node at once; a call whose IVR_NODE is set belongs to that node, whatever happens to it.
+
 Fail-open: whatever goes wrong on our side (no AudioSocket connection, handler exception or
 timeout, overload, shutdown) the call goes back to the dialplan with IVR_ROUTE=dtmf_menu and
 IVR_REASON saying why; never silence, never a hang-up. If the bridge is down altogether, the
@@ -20,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -127,6 +133,7 @@ class BridgeParams:
     fail_open_route: str = ROUTE_DTMF_MENU
     default_lang: str = "en"
     audio: AudioSocketParams = field(default_factory=AudioSocketParams)
+    node: str = ""  # this node's name in IVR_NODE, metrics and records; empty: hostname:host:agi_port
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BridgeParams:
@@ -137,6 +144,7 @@ class BridgeParams:
             first_message_timeout_s=server.first_message_timeout_s,
             audiosocket_connect_timeout_s=server.audiosocket_connect_timeout_s,
             max_calls=server.max_calls, max_call_s=server.max_call_s, default_lang=settings.default_lang,
+            node=server.node,
         )
 
 
@@ -157,6 +165,7 @@ class Bridge:
         self._handler_tasks: set[asyncio.Future[HandOff | None]] = set()
         self.calls_active = 0
         self.calls_total = 0
+        self.draining = False  # set by stop(): calls still arriving are passed to the next node
         self.outcomes: list[tuple[str, HandOff]] = []  # (uniqueid, what we set) for the last calls
 
     async def start(self) -> None:
@@ -174,6 +183,10 @@ class Bridge:
         return self.audiosocket.port
 
     @property
+    def node(self) -> str:
+        return self.params.node or f"{socket.gethostname()}:{self.params.host}:{self.agi.port}"
+
+    @property
     def advertise(self) -> str:
         adv = self.params.audiosocket_advertise
         if not adv:
@@ -185,6 +198,7 @@ class Bridge:
         """Stop accepting calls; let calls in progress finish for up to `drain_timeout_s`, then
         cut their conversations short (they still go back to the dialplan, fail-open)."""
         timeout = self.params.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        self.draining = True
         await self.agi.stop_accepting()
         calls = set(self.agi.active)
         if calls:
@@ -202,10 +216,12 @@ class Bridge:
         """The AGI handler for every flow."""
         request = agi.request
         self.calls_total += 1
-        if self.calls_active >= self.params.max_calls:
-            log.warning("bridge: %d calls in progress (max_calls): %s goes to the menu", self.calls_active,
+        refusal = "draining" if self.draining else "overload" if self.calls_active >= self.params.max_calls else ""
+        if refusal:
+            # IVR_NODE stays unset: the dialplan tries the next node, or (none left) opens the menu
+            log.warning("bridge: %s (%d calls in progress): %s is passed on", refusal, self.calls_active,
                         request.channel)
-            await self._finish(agi, HandOff(route=self.params.fail_open_route, reason="overload"))
+            await self._finish(agi, HandOff(route=self.params.fail_open_route, reason=refusal))
             return
         self.calls_active += 1
         try:
@@ -225,6 +241,8 @@ class Bridge:
         fail = HandOff(route=self.params.fail_open_route, reason="error")
         try:
             await agi.answer()
+            # the call is ours from here: the dialplan no longer passes it to another node
+            await agi.set_variable("IVR_NODE", self.node)
             # The dialplan gave us IVR_START_GUARD_S to start (a frozen bridge loses the call to the
             # menu); now that we are running it, the guard becomes the call's whole length.
             guard_s = math.ceil(self.params.max_call_s + self.params.dialplan_guard_slack_s)
