@@ -16,9 +16,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from ivr.sandbox import Sandbox, _free_port
 from ivr.telephony.ami import AmiClient, AmiEvent
 from ivr.telephony.bridge import Bridge, BridgeParams, HandOff, TelephonyCall
+from ivr.testing.sandbox import Sandbox, _free_port
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
 
