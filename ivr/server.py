@@ -142,6 +142,12 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
         log.error("serving with %d flow problem(s); run `ivr check`", len(errors))
     await _check_voice(services)
     background = [asyncio.create_task(services.registry.watch(), name="flow-watch")]
+    store = services.records.store if services.records is not None else None
+    if store is not None:  # records a killed bridge left `active` are closed as bridge_lost
+        from ivr.storage.reaper import reap_forever, reap_lost_calls
+
+        await asyncio.to_thread(reap_lost_calls, store, settings.server.max_call_s, at_start=True)
+        background.append(asyncio.create_task(reap_forever(store, settings.server.max_call_s), name="reaper"))
     ami = AmiLink(services) if settings.ami.enabled else None
     if ami is not None:
         background.append(asyncio.create_task(ami.client.run_forever(), name="ami"))

@@ -60,12 +60,16 @@ class RecordWriter:
         self._jobs.put((method, args, kwargs))
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write everything queued, then stop."""
+        """Write everything queued, then stop. What the database does not take is logged with its
+        count and kept in a spool file for the next start (CallStore.close), never dropped silently."""
         self._jobs.put(None)
         self._thread.join(timeout)
-        flush = getattr(self.store, "flush", None)
-        if flush:
-            flush()
+        if self._thread.is_alive():
+            log.error("call records: the writer is still busy after %.0f s at shutdown; about %d queued "
+                      "write(s) may be lost", timeout, self._jobs.qsize())
+        close = getattr(self.store, "close", None) or getattr(self.store, "flush", None)
+        if close:
+            close()
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:

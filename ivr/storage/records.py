@@ -16,14 +16,16 @@ are stored, here, so no caller of this API can forget to.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +187,9 @@ CALL_UPDATABLE = {
 class StoreParams:
     max_pending: int = DEFAULT_MAX_PENDING
     spool_path: Path | None = None  # None: next to a SQLite file, else ~/.local/share/ivr/spool-*.jsonl
+    # where writes go when the spool cannot be written (its disk is full or read-only): outside the
+    # data dir. None: ~/.local/state/ivr/spool-<hash of the URL>.jsonl
+    fallback_spool_path: Path | None = None
     retry_s: float = DEFAULT_RETRY_S
     max_retry_s: float = DEFAULT_MAX_RETRY_S
     connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT_S
@@ -231,6 +236,10 @@ class CallStore:
         self._retry_delay = self.params.retry_s
         self.dropped = 0  # writes lost (queue overflow with no spool, or rejected data)
         self.spool_path = (self.params.spool_path or _default_spool(url)) if self.params.spool else None
+        self.fallback_spool_path = (self.params.fallback_spool_path or _fallback_spool(url)) if self.params.spool \
+            else None
+        self._spool_target = self.spool_path  # the fallback once the spool has failed (kept: order)
+        self._spool_complete = True  # every queued write is in a spool file (else overflow would lose some)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -327,6 +336,31 @@ class CallStore:
             values["survey_score"] = survey_score
         self.update_call(call_id, **values)
 
+    def close_lost_calls(self, started_before: datetime, *, reason: str = "bridge_lost",
+                         max_call_s: float | None = None) -> int:
+        """Close the calls still `active` that started before `started_before`: the process that ran
+        them is gone (killed, crashed, the machine lost power), so no one else will. Each becomes
+        status "error" with `handoff_reason=reason`, ended at the latest `max_call_s` after its start
+        (the bridge's limit: it cannot have lasted longer), and gets an event saying so.
+
+        Does nothing while writes are queued: one of them may be the call's own close. Returns how
+        many were closed; raises StorageError if the database cannot be read."""
+        if self._pending or self._overflowed:
+            return 0
+        query = sa.select(calls_table.c.id, calls_table.c.started_at).where(
+            calls_table.c.status == ACTIVE, calls_table.c.started_at < _utc(started_before))
+        rows = self._read(query)
+        now = utcnow()
+        for row in rows:
+            started: datetime = _utc(row.started_at)
+            ended = now if max_call_s is None else min(now, started + timedelta(seconds=max_call_s))
+            self.add_event(row.id, "record_closed", {"reason": reason, "by": "lost call reaper"}, at=now)
+            self.close_call(row.id, status=ERROR, handoff_reason=reason, ended_at=ended)
+        if rows:
+            log.warning("call records: %d call(s) left active by a process that is gone closed as %s: %s",
+                        len(rows), reason, ", ".join(row.id for row in rows[:10]) + (" ..." if len(rows) > 10 else ""))
+        return len(rows)
+
     def flush(self, timeout_s: float | None = None) -> bool:
         """Write queued records now; with `timeout_s`, keep retrying that long. True if nothing is left."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -346,14 +380,36 @@ class CallStore:
         """Writes waiting for the database."""
         return len(self._pending)
 
-    def close(self) -> None:
-        """Try to flush (briefly), stop the retry thread, release connections."""
-        self.flush(timeout_s=2.0)
+    def close(self, flush_timeout_s: float = 2.0) -> bool:
+        """Try to flush (briefly), stop the retry thread, release connections.
+
+        Writes the database did not take are never dropped silently: they are logged with their
+        count and left in a spool file (the fallback one, outside the data dir, if the spool's own
+        disk fails), which the next CallStore on this URL replays. Returns True if nothing is left."""
+        flushed = self.flush(timeout_s=flush_timeout_s)
+        if not flushed:
+            self._keep_for_next_start()
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.engine.dispose()
+        return flushed
+
+    def _keep_for_next_start(self) -> None:
+        with self._lock:
+            if self._overflowed:
+                count, where = -1, self._spool_target  # the spool already holds them all
+            else:
+                count = len(self._pending)
+                where = self._rewrite_spool(list(self._pending))
+        shown = "all queued" if count < 0 else str(count)
+        if where is not None:
+            log.error("call records: %s write(s) not stored in %s at shutdown; kept in %s, replayed at the next "
+                      "start", shown, _safe_url(self.url), where)
+        else:
+            log.error("call records: %s write(s) LOST at shutdown: %s is unavailable and no spool file could be "
+                      "written (%s, %s)", shown, _safe_url(self.url), self.spool_path, self.fallback_spool_path)
 
     def __enter__(self) -> CallStore:
         return self
@@ -433,15 +489,10 @@ class CallStore:
             self._drain()
 
     def _enqueue(self, op: str, row: dict[str, Any]) -> None:
-        if self.spool_path is not None:
-            try:
-                self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-                with self.spool_path.open("a", encoding="utf-8") as spool:
-                    spool.write(json.dumps([op, {k: _encode(v) for k, v in row.items()}]) + "\n")
-            except OSError as exc:
-                log.error("cannot append to the call record spool %s: %s", self.spool_path, exc)
+        if self._spool_target is not None:
+            self._spool_complete = self._spool_append([(op, row)]) and self._spool_complete
         if len(self._pending) >= self.params.max_pending:
-            if self.spool_path is not None and self.spool_path.exists():
+            if self._spool_target is not None and self._spool_complete:
                 self._overflowed = True  # the spool has everything; reload it when draining
             else:
                 self._pending.popleft()
@@ -456,7 +507,7 @@ class CallStore:
         with self._drain_lock:
             with self._lock:
                 if self._overflowed:
-                    self._pending = deque(self._read_spool())
+                    self._pending = deque(self._read_spools())
                     self._overflowed = False
                 if not self._pending:
                     return
@@ -527,31 +578,98 @@ class CallStore:
             self._stop.wait(wait)
 
     # ---- spool file -------------------------------------------------------------------------
-    def _read_spool(self) -> list[tuple[str, dict[str, Any]]]:
-        if self.spool_path is None or not self.spool_path.exists():
-            return []
-        out = []
-        for n, line in enumerate(self.spool_path.read_text(encoding="utf-8").splitlines(), 1):
+    def _spool_files(self) -> list[Path]:
+        """The spool, then the fallback: the order their writes were made in."""
+        return [path for path in (self.spool_path, self.fallback_spool_path) if path is not None]
+
+    def _spool_append(self, writes: list[tuple[str, dict[str, Any]]]) -> bool:
+        """Append to the spool; if that fails, to the fallback spool from now on. False if neither took it."""
+        text = "".join(json.dumps([op, {k: _encode(v) for k, v in row.items()}]) + "\n" for op, row in writes)
+        files = self._spool_files()
+        if self._spool_target not in files:
+            return False
+        for path in files[files.index(self._spool_target):]:
             try:
-                op, row = json.loads(line)
-                out.append((op, {k: _decode(v) for k, v in row.items()}))
-            except (ValueError, TypeError):
-                log.error("%s:%d: unreadable spooled write skipped", self.spool_path, n)  # torn last line
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a", encoding="utf-8") as spool:
+                    spool.write(text)
+                    spool.flush()
+                    os.fsync(spool.fileno())
+            except OSError as exc:
+                log.error("cannot append to the call record spool %s: %s", path, exc)
+                continue
+            if path != self._spool_target:
+                log.warning("call record writes now go to the fallback spool %s", path)
+                self._spool_target = path
+            return True
+        return False
+
+    def _rewrite_spool(self, writes: list[tuple[str, dict[str, Any]]]) -> Path | None:
+        """Replace the spool files by exactly `writes` (the queue holds every write not yet stored);
+        returns the file they are in, or None if none could be written."""
+        if not writes:
+            self._truncate_spool()
+            return None
+        text = "".join(json.dumps([op, {k: _encode(v) for k, v in row.items()}]) + "\n" for op, row in writes)
+        files = self._spool_files()
+        if self._spool_target in files:  # the one that worked last first
+            files.insert(0, files.pop(files.index(self._spool_target)))
+        for path in files:
+            tmp = path.with_name(path.name + ".tmp")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with tmp.open("w", encoding="utf-8") as spool:
+                    spool.write(text)
+                    spool.flush()
+                    os.fsync(spool.fileno())
+                tmp.replace(path)
+            except OSError as exc:
+                log.error("cannot write the call record spool %s: %s", path, exc)
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                continue
+            for other in self._spool_files():  # the others' writes are all in this one now
+                if other != path:
+                    with contextlib.suppress(OSError):
+                        other.unlink(missing_ok=True)
+            return path
+        return None
+
+    def _read_spools(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for path in self._spool_files():
+            if not path.exists():
+                continue
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                log.error("cannot read the call record spool %s: %s", path, exc)
+                continue
+            for n, line in enumerate(lines, 1):
+                try:
+                    op, row = json.loads(line)
+                    out.append((op, {k: _decode(v) for k, v in row.items()}))
+                except (ValueError, TypeError):
+                    log.error("%s:%d: unreadable spooled write skipped", path, n)  # torn last line
         return out
 
     def _load_spool(self) -> None:
-        spooled = self._read_spool()
+        spooled = self._read_spools()
         if spooled:
-            log.warning("replaying %d call record writes spooled in %s", len(spooled), self.spool_path)
+            log.warning("replaying %d call record writes spooled in %s", len(spooled),
+                        " and ".join(str(p) for p in self._spool_files() if p.exists()))
             self._pending.extend(spooled)
             self._start_retry_thread()
 
     def _truncate_spool(self) -> None:
-        if self.spool_path is not None and self.spool_path.exists():
-            try:
-                self.spool_path.unlink()
-            except OSError as exc:
-                log.error("cannot remove the spool %s: %s", self.spool_path, exc)
+        for path in self._spool_files():
+            if path.exists():
+                try:
+                    path.unlink()
+                except OSError as exc:
+                    log.error("cannot remove the spool %s: %s", path, exc)
+        self._spool_target = self.spool_path
+        self._spool_complete = True
 
     # ---- SQL --------------------------------------------------------------------------------
     def _ensure_schema(self) -> None:
@@ -644,6 +762,14 @@ def _default_spool(url: str) -> Path | None:
 
     tag = hashlib.sha256(url.encode()).hexdigest()[:12]
     return Path.home() / ".local" / "share" / "ivr" / f"spool-{tag}.jsonl"
+
+
+def _fallback_spool(url: str) -> Path:
+    import hashlib
+
+    tag = hashlib.sha256(url.encode()).hexdigest()[:12]
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return state / "ivr" / f"spool-{tag}.jsonl"
 
 
 def _safe_url(url: str) -> str:
