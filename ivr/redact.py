@@ -10,12 +10,13 @@
 
 Spoken digits. ASR writes what the caller said, so numbers often arrive as words. A run of
 digit words, optionally mixed with numerals, separated by spaces, commas, periods, hyphens or
-brackets, is read as one digit string:
+brackets, is read as one digit string (the words and what they mean are `ivr.nlu.lexicon`'s, the
+same entity parsing reads; how they group into digits is this module's):
 - English: zero/oh/o/nought, one..nine, "double five" (55), "triple oh" (000), "plus";
   tens and teens as two-digit groups ("forty five sixty seven" = 4567) and "eight hundred"
   (800, as in "one eight hundred ...");
-- Russian: ноль/нуль, один/одна/одно, два/две, три ... девять, "плюс", and the groups
-  Russians read phone numbers in: десять..девяносто, сто..девятьсот ("восемь девятьсот
+- Russian: ноль/нуль, один/одна/одно, два/две, три ... девять (case forms too: восьми, двух), "плюс",
+  and the groups Russians read phone numbers in: десять..девяносто, сто..девятьсот ("восемь девятьсот
   шестнадцать сто двадцать три сорок пять шестьдесят семь" = 89161234567);
 - Korean: 공/영, 일, 이, 삼, 사, 오, 육(륙), 칠, 팔, 구, spaced or glued ("공일공 일이삼사"),
   the last one possibly with a particle ("오육칠팔이에요": the particle is kept);
@@ -43,6 +44,20 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator
+
+from ivr.nlu.lexicon import (
+    ALL_WORDS,
+    DIGIT_KINDS,
+    HUNDRED,
+    HUNDREDS,
+    KO_DIGITS,
+    PLUS_WORDS,
+    REPEAT_WORDS,
+    TEEN,
+    TENS,
+    UNIT,
+    WEAK_ZEROS,
+)
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 # a digit run with single spaces, dashes or brackets between digits, optionally after '+';
@@ -104,38 +119,8 @@ def _classify(run: str, before: str, after: str) -> str | None:
 # ---- spoken digits ----------------------------------------------------------------------
 MIN_SPOKEN_DIGITS = 7
 
-# word kinds: a digit, a teen (10-19), a tens word (20-90), a Russian hundreds word (100-900),
-# English "hundred" (x100 after a digit), "double"/"triple" (repeat the next digit), "plus"
-_UNIT, _TEEN, _TENS, _HUNDREDS, _HUNDRED, _REPEAT, _PLUS, _NUMERAL = range(8)
-
-
-def _table() -> dict[str, tuple[int, int]]:
-    """Every spoken-digit word (English and Russian, lower case) -> (kind, value)."""
-    units = "zero oh o nought ноль нуль|one один одна одно|two два две|three три|four четыре|five пять|six шесть"
-    units += "|seven семь|eight восемь|nine девять"
-    teens = "ten десять|eleven одиннадцать|twelve двенадцать|thirteen тринадцать|fourteen четырнадцать"
-    teens += "|fifteen пятнадцать|sixteen шестнадцать|seventeen семнадцать|eighteen восемнадцать|nineteen девятнадцать"
-    tens = "twenty двадцать|thirty тридцать|forty fourty сорок|fifty пятьдесят|sixty шестьдесят"
-    tens += "|seventy семьдесят|eighty восемьдесят|ninety девяносто"
-    hundreds = "сто|двести|триста|четыреста|пятьсот|шестьсот|семьсот|восемьсот|девятьсот"
-    table: dict[str, tuple[int, int]] = {}
-    for kind, first, step, groups in (
-        (_UNIT, 0, 1, units),
-        (_TEEN, 10, 1, teens),
-        (_TENS, 20, 10, tens),
-        (_HUNDREDS, 100, 100, hundreds),
-    ):
-        for i, words in enumerate(groups.split("|")):
-            table.update(dict.fromkeys(words.split(), (kind, first + step * i)))
-    table.update(
-        {"hundred": (_HUNDRED, 100), "double": (_REPEAT, 2), "triple": (_REPEAT, 3)}
-        | dict.fromkeys(("plus", "плюс", "플러스"), (_PLUS, 0))
-    )
-    return table
-
-
-SPOKEN_WORDS = _table()
-KO_DIGITS = {"공": 0, "영": 0, "일": 1, "이": 2, "삼": 3, "사": 4, "오": 5, "육": 6, "륙": 6, "칠": 7, "팔": 8, "구": 9}
+# what redaction adds to the lexicon's kinds: a numeral written as digits, Korean digits said one by one
+_NUMERAL, _KOREAN = "numeral", "korean"
 # particles and endings ASR glues to the last Korean digit ("오육칠팔이에요", "공일공으로");
 # not bare 이/가/만, which are also digits or numbers themselves
 KO_TAILS = frozenset(
@@ -146,7 +131,7 @@ _WORD = re.compile(r"[^\W_]+|\+")
 _GAP = re.compile(r"[\s,.\-–—()]*")
 _NUMERAL_WORD = re.compile(r"\d+")
 # a run needs at least one digit word: looked for first, so most log lines cost one scan
-_DIGIT_WORDS = frozenset(w for w, (kind, _) in SPOKEN_WORDS.items() if kind in (_UNIT, _TEEN, _TENS, _HUNDREDS))
+_DIGIT_WORDS = frozenset(w for w, (kind, _) in ALL_WORDS.items() if kind in DIGIT_KINDS)
 _LETTERS = re.compile(r"[^\W\d_]+")
 _DATES = re.compile(r"(?<![\d-])(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}-\d{1,2}-\d{4})(?![\d-])")
 
@@ -169,18 +154,18 @@ class _Run:
         self.plus = plus
         self.items: list[str] = []  # closed digit groups
         self.value: int | None = None  # the compound number being built ("сто двадцать ..."), if any
-        self.last = -1  # kind of the last word of that number
+        self.last: str | None = None  # kind of the last word of that number
         self.words = False
 
     def _close_group(self) -> None:
         if self.value is not None:
             self.items.append(str(self.value))
-            self.value, self.last = None, -1
+            self.value, self.last = None, None
 
     def accepts_hundred(self) -> bool:
-        return self.value is not None and self.last == _UNIT and 1 <= self.value <= 9
+        return self.value is not None and self.last == UNIT and 1 <= self.value <= 9
 
-    def add(self, kind: int, value: int, digits: str = "") -> None:
+    def add(self, kind: str, value: int, digits: str = "") -> None:
         """Add one word (or numeral: kind _NUMERAL with `digits`) to the run."""
         cur, last = self.value, self.last
         if kind == _NUMERAL:
@@ -188,19 +173,19 @@ class _Run:
             self.items.append(digits)
             return
         self.words = True
-        if kind == _HUNDRED and cur is not None:
-            self.value, self.last = cur * 100, _HUNDRED
+        if kind == HUNDRED and cur is not None:
+            self.value, self.last = cur * 100, HUNDRED
             return
-        after_hundreds = last in (_HUNDREDS, _HUNDRED) and cur is not None and cur % 100 == 0
-        after_tens = last == _TENS and cur is not None and cur % 10 == 0
-        joins = (kind == _UNIT and value > 0 and (after_tens or after_hundreds)) or (
-            kind in (_TEEN, _TENS) and after_hundreds
+        after_hundreds = last in (HUNDREDS, HUNDRED) and cur is not None and cur % 100 == 0
+        after_tens = last == TENS and cur is not None and cur % 10 == 0
+        joins = (kind == UNIT and value > 0 and (after_tens or after_hundreds)) or (
+            kind in (TEEN, TENS) and after_hundreds
         )
         if joins and cur is not None:
             self.value, self.last = cur + value, kind
             return
         self._close_group()
-        if kind == _UNIT and value == 0:  # "oh", "ноль": a digit of its own, never "twenty oh"
+        if kind == UNIT and value == 0:  # "oh", "ноль": a digit of its own, never "twenty oh"
             self.items.append("0")
         else:
             self.value, self.last = value, kind
@@ -234,7 +219,7 @@ def _spoken_runs(text: str) -> list[tuple[int, int, str]]:
                 found.append((run.start, run.end, written))
         run = None
 
-    def item(i: int) -> tuple[int, int, str, int] | None:
+    def item(i: int) -> tuple[str, int, str, int] | None:
         """(kind, value, digits, end) of token i as a run item (not plus/double/hundred), or None."""
         tok = tokens[i]
         word = tok.group()
@@ -246,12 +231,12 @@ def _spoken_runs(text: str) -> list[tuple[int, int, str]]:
             if any(a <= tok.start() < b for a, b in dates):  # 2024-05-01
                 return None
             return _NUMERAL, 0, word, tok.end()
-        entry = SPOKEN_WORDS.get(word.lower())
-        if entry is not None:
-            return (entry[0], entry[1], "", tok.end()) if entry[0] in (_UNIT, _TEEN, _TENS, _HUNDREDS) else None
+        entry = ALL_WORDS.get(word.lower())
+        if entry is not None:  # a digit group; a scale or a fraction ends the run
+            return (entry[0], int(entry[1]), "", tok.end()) if entry[0] in DIGIT_KINDS else None
         korean = _korean_digits(word)
         if korean is not None:
-            return -1, 0, korean[0], tok.start() + korean[1]
+            return _KOREAN, 0, korean[0], tok.start() + korean[1]
         return None
 
     def joined(i: int) -> bool:
@@ -264,29 +249,29 @@ def _spoken_runs(text: str) -> list[tuple[int, int, str]]:
         if run is not None and not joined(i):
             close()
         word = tok.group().lower()
-        entry = SPOKEN_WORDS.get(word)
+        entry = ALL_WORDS.get(word)
         kind = entry[0] if entry else None
-        if word == "+" or kind == _PLUS:
+        if word in PLUS_WORDS:
             close()
             if i + 1 < len(tokens) and joined(i + 1) and item(i + 1) is not None:
                 run = _Run(tok.start(), plus=True)
                 run.end = tok.end()
             i += 1
             continue
-        if entry is not None and kind == _REPEAT:
+        if word in REPEAT_WORDS:
             nxt = item(i + 1) if i + 1 < len(tokens) and joined(i + 1) else None
-            if nxt is not None and (nxt[0] == _UNIT or nxt[0] == _NUMERAL and len(nxt[2]) == 1):
+            if nxt is not None and (nxt[0] == UNIT or nxt[0] == _NUMERAL and len(nxt[2]) == 1):
                 run = run or _Run(tok.start())
-                run.add_digits((nxt[2] or str(nxt[1])) * entry[1])
+                run.add_digits((nxt[2] or str(nxt[1])) * REPEAT_WORDS[word])
                 run.end = nxt[3]
                 i += 2
             else:
                 close()
                 i += 1
             continue
-        if kind == _HUNDRED:
+        if kind == HUNDRED:
             if run is not None and run.accepts_hundred():
-                run.add(_HUNDRED, 100)
+                run.add(HUNDRED, 100)
                 run.end = tok.end()
             else:
                 close()
@@ -296,7 +281,7 @@ def _spoken_runs(text: str) -> list[tuple[int, int, str]]:
         if (
             got is not None
             and run is None
-            and word in ("oh", "o")
+            and word in WEAK_ZEROS
             and not (
                 i + 1 < len(tokens)
                 and re.fullmatch(r"[\s\-]+", text[tok.end() : tokens[i + 1].start()])
@@ -309,7 +294,7 @@ def _spoken_runs(text: str) -> list[tuple[int, int, str]]:
             i += 1
             continue
         run = run or _Run(tok.start())
-        if got[0] == -1:  # Korean digits
+        if got[0] == _KOREAN:
             run.add_digits(got[2])
         else:
             run.add(got[0], got[1], got[2])

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ivr.nlu.entities import extract_entities, normalize, tokenize, yes_no_polarity
+from ivr.nlu.entities import extract_entities, yes_no_polarity
 from ivr.nlu.numbers import find_numbers, parse_korean, words_to_number
+from ivr.nlu.text import normalize, tokenize
 
 NUMBERS = [
     ("en", "zero", 0),

@@ -16,12 +16,13 @@ Grammar-defined list entities (tariff names, add-ons) are matched by `ivr.nlu.in
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+from ivr.nlu.lexicon import PLUS_WORDS
 from ivr.nlu.numbers import KO_DIGIT_WORDS, SpokenNumber, find_numbers
+from ivr.nlu.text import tokenize
 
 MIN_PHONE_DIGITS = 7  # shorter digit groups are amounts, PINs or menu choices, not phone numbers
 
@@ -62,8 +63,6 @@ SUBUNIT_WORDS: dict[str, set[str]] = {
     "ko": {"전"},
 }
 SUBUNIT_CURRENCY = {"en": "USD", "ru": "RUB", "ko": "KRW"}  # "fifty cents" alone
-
-PLUS_WORDS = {"plus", "плюс", "플러스", "+"}
 
 # yes/no expressions; "unsure" ones ("not sure", "не знаю") make the answer unclear. Longer phrases win
 # over the words in them ("not really" is no, "no problem" is yes, "not sure" is unsure).
@@ -138,24 +137,6 @@ ANSWER_FILLERS: dict[str, set[str]] = {
 }
 # a negation said alone is a no ("не", "not"); inside an utterance it only negates the yes word after it
 BARE_NO = {"not", "не", "안"}
-
-# letters next to digits are split ("5gb" -> "5 gb"), currency signs become tokens
-_SPLIT_RE = re.compile(r"(?<=\d)(?=[^\d\s.,])|(?<=[^\d\s.,+])(?=\d)|([$€£₽₩+])")
-_PUNCT_RE = re.compile(r"[^\w\s'$€£₽₩+.,]|(?<!\d)[.,]|[.,](?!\d)")
-
-
-def normalize(text: str) -> str:
-    """Lower-case, ё -> е, punctuation dropped (decimal points kept), spaces collapsed."""
-    text = text.lower().replace("ё", "е").replace("-", " ").replace("’", "'")
-    text = _PUNCT_RE.sub(" ", text)
-    text = _SPLIT_RE.sub(lambda m: f" {m.group(1) or ''} ", text)
-    return " ".join(text.split())
-
-
-def tokenize(text: str, lang: str = "en") -> list[str]:
-    """Tokens of `normalize(text)`."""
-    return normalize(text).split()
-
 
 @lru_cache(maxsize=8)
 def _phrase_table(lang: str) -> tuple[tuple[list[str], str], ...]:

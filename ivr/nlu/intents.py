@@ -29,9 +29,10 @@ from typing import Any
 
 from rapidfuzz import fuzz
 
-from ivr.nlu.entities import extract_entities, normalize, read_yes_no, tokenize
+from ivr.nlu.entities import extract_entities, read_yes_no
 from ivr.nlu.grammar import Grammar, load_grammar
 from ivr.nlu.numbers import find_numbers
+from ivr.nlu.text import normalize, tokenize
 from ivr.nlu.types import NONE_INTENT, Understanding
 
 EXPECTED_BOOST = 0.08  # added to the score of intents the current state listens for

@@ -11,7 +11,7 @@ Korean: a number is one token ("이만오천") or several that make one number t
 separate numbers, as phone numbers are said.
 
 Pure functions over tokens; no I/O. Tokens are lower-case words as produced by
-`ivr.nlu.entities.tokenize`.
+`ivr.nlu.text.tokenize`; what each number word means is in `ivr.nlu.lexicon`.
 """
 
 from __future__ import annotations
@@ -20,103 +20,33 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# word kinds: a number is built from units (0-9), teens (10-19), tens (20-90),
-# hundreds (100-900 as one word, Russian), and scales (x100, x1000, x1e6); a fraction ("полтора" 1.5,
-# "пол" 0.5) only starts a number and takes only a scale after it ("полторы тысячи" 1500)
-UNIT, TEEN, TENS, HUNDREDS, HUNDRED, SCALE = "unit", "teen", "tens", "hundreds", "hundred", "scale"
-FRACTION = "fraction"
-
-_EN_UNITS = "zero one two three four five six seven eight nine".split()
-_EN_TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
-_EN_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
-
-EN_WORDS: dict[str, tuple[str, int | float]] = {
-    **{w: (UNIT, i) for i, w in enumerate(_EN_UNITS)},
-    **{w: (TEEN, 10 + i) for i, w in enumerate(_EN_TEENS)},
-    **{w: (TENS, 20 + 10 * i) for i, w in enumerate(_EN_TENS)},
-    "oh": (UNIT, 0),  # "nine oh one": only counts inside a run (see _is_weak)
-    "nought": (UNIT, 0),
-    "fourty": (TENS, 40),  # a frequent ASR/typing variant
-    "hundred": (HUNDRED, 100),
-    "thousand": (SCALE, 1000),
-    "million": (SCALE, 1_000_000),
-}
-
-# Russian: each form a caller (or ASR) may produce; case forms of the common ones
-_RU_FORMS: dict[int, str] = {
-    0: "ноль нуль",
-    1: "один одна одно одну одного одной",
-    2: "два две двух двум двумя",
-    3: "три трех трёх трем трём тремя",
-    4: "четыре четырех четырёх четырем четырём",
-    5: "пять пяти",
-    6: "шесть шести",
-    7: "семь семи",
-    8: "восемь восьми",
-    9: "девять девяти",
-    10: "десять десяти",
-    11: "одиннадцать",
-    12: "двенадцать",
-    13: "тринадцать",
-    14: "четырнадцать",
-    15: "пятнадцать",
-    16: "шестнадцать",
-    17: "семнадцать",
-    18: "восемнадцать",
-    19: "девятнадцать",
-    20: "двадцать двадцати",
-    30: "тридцать тридцати",
-    40: "сорок сорока",
-    50: "пятьдесят пятидесяти",
-    60: "шестьдесят",
-    70: "семьдесят",
-    80: "восемьдесят",
-    90: "девяносто",
-    100: "сто ста",
-    200: "двести",
-    300: "триста",
-    400: "четыреста",
-    500: "пятьсот",
-    600: "шестьсот",
-    700: "семьсот",
-    800: "восемьсот",
-    900: "девятьсот",
-}
-
-
-def _ru_kind(value: int) -> str:
-    if value < 10:
-        return UNIT
-    if value < 20:
-        return TEEN
-    if value < 100:
-        return TENS
-    return HUNDREDS
-
-
-RU_WORDS: dict[str, tuple[str, int | float]] = {
-    form: (_ru_kind(value), value) for value, forms in _RU_FORMS.items() for form in forms.split()
-}
-RU_WORDS.update(
-    {w: (SCALE, 1000) for w in "тысяча тысячи тысяч тысячу".split()}
-    | {w: (SCALE, 1_000_000) for w in "миллион миллиона миллионов".split()}
-    | {w: (FRACTION, 1.5) for w in "полтора полторы полутора".split()}
-    | {"пол": (FRACTION, 0.5)}
+from ivr.nlu.lexicon import (
+    FRACTION,
+    HUNDRED,
+    HUNDREDS,
+    KO_DIGITS,
+    KO_LARGE_SCALES,
+    KO_NATIVE,
+    KO_SMALL_SCALES,
+    REPEAT_WORDS,
+    SCALE,
+    TEEN,
+    TENS,
+    UNIT,
+    WEAK_ZEROS,
+    Entry,
+    words_for,
 )
+from ivr.nlu.text import tokenize
+
 # "... and a half", "... с половиной": a half added to the number before
 HALF_AFTER = {"en": (("and", "a", "half"), ("and", "one", "half")), "ru": (("с", "половиной"),)}
 # "half a gig": a half said before what it counts (the article is part of the number)
 HALF_BEFORE = {"en": (("half", "a"), ("half", "an"))}
 
-# Korean: Sino-Korean digits and scales, written together in one token ("이만오천")
-_KO_DIGITS = {"영": 0, "공": 0, "일": 1, "이": 2, "삼": 3, "사": 4, "오": 5, "육": 6, "륙": 6,
-              "칠": 7, "팔": 8, "구": 9}
-KO_DIGIT_WORDS = frozenset(_KO_DIGITS)  # what a Korean phone number is said with, one digit a word
-_KO_SMALL = {"십": 10, "백": 100, "천": 1000}
-_KO_LARGE = {"만": 10_000, "억": 100_000_000}
-# native Korean numbers, as whole tokens (counters like 두 기가, 세 개); not 네 (4): it means "yes"
-KO_NATIVE = {"하나": 1, "한": 1, "둘": 2, "두": 2, "셋": 3, "세": 3, "넷": 4, "다섯": 5,
-             "여섯": 6, "일곱": 7, "여덟": 8, "아홉": 9, "열": 10, "스물": 20, "스무": 20}
+KO_DIGIT_WORDS = frozenset(KO_DIGITS)  # what a Korean phone number is said with, one digit a word
+_KO_SCALES = frozenset(KO_SMALL_SCALES) | frozenset(KO_LARGE_SCALES)
+_KO_CHARS = KO_DIGIT_WORDS | _KO_SCALES  # what a Sino-Korean number token is written with
 # unit suffixes glued to Korean numbers: 오천원, 삼기가
 KO_SUFFIXES = ("원", "기가바이트", "기가", "개", "번")
 
@@ -136,11 +66,6 @@ class SpokenNumber:
     digits: str
 
 
-def words_for(lang: str) -> dict[str, tuple[str, int | float]]:
-    """The number-word table of a language (empty for languages without one)."""
-    return {"en": EN_WORDS, "ru": RU_WORDS}.get(lang, {})
-
-
 def parse_korean(token: str) -> int | None:
     """A Sino-Korean number written as one token ("이만오천" -> 25000), or None.
 
@@ -152,20 +77,20 @@ def parse_korean(token: str) -> int | None:
             break
     if token in KO_NATIVE:
         return KO_NATIVE[token]
-    if not token or any(ch not in _KO_DIGITS and ch not in _KO_SMALL and ch not in _KO_LARGE for ch in token):
+    if not token or any(ch not in _KO_CHARS for ch in token):
         return None
     total, section, digit = 0, 0, None
     for ch in token:
-        if ch in _KO_DIGITS:
+        if ch in KO_DIGITS:
             if digit is not None:  # two digits in a row: not a Sino-Korean number
                 return None
-            digit = _KO_DIGITS[ch]
-        elif ch in _KO_SMALL:
-            section += (1 if digit is None else digit) * _KO_SMALL[ch]
+            digit = KO_DIGITS[ch]
+        elif ch in KO_SMALL_SCALES:
+            section += (1 if digit is None else digit) * KO_SMALL_SCALES[ch]
             digit = None
         else:
             section += digit or 0
-            total += (section or 1) * _KO_LARGE[ch]
+            total += (section or 1) * KO_LARGE_SCALES[ch]
             section, digit = 0, None
     return total + section + (digit or 0)
 
@@ -183,14 +108,14 @@ def _korean_well_formed(body: str) -> bool:
     large_seen: list[int] = []
     small_seen: list[int] = []
     for ch in body:
-        if ch in _KO_SMALL:
-            if small_seen and _KO_SMALL[ch] >= small_seen[-1]:
+        if ch in KO_SMALL_SCALES:
+            if small_seen and KO_SMALL_SCALES[ch] >= small_seen[-1]:
                 return False
-            small_seen.append(_KO_SMALL[ch])
-        elif ch in _KO_LARGE:
-            if large_seen and _KO_LARGE[ch] >= large_seen[-1]:
+            small_seen.append(KO_SMALL_SCALES[ch])
+        elif ch in KO_LARGE_SCALES:
+            if large_seen and KO_LARGE_SCALES[ch] >= large_seen[-1]:
                 return False
-            large_seen.append(_KO_LARGE[ch])
+            large_seen.append(KO_LARGE_SCALES[ch])
             small_seen = []
     return True
 
@@ -210,7 +135,7 @@ def _korean_compound(tokens: Sequence[str], i: int) -> tuple[int, int] | None:
             break
         joined = body + nxt
         joined_body = _korean_body(joined)
-        if not any(ch in _KO_SMALL or ch in _KO_LARGE for ch in joined_body) or not _korean_well_formed(joined_body):
+        if not any(ch in _KO_SCALES for ch in joined_body) or not _korean_well_formed(joined_body):
             break
         if parse_korean(joined) is None:
             break
@@ -285,16 +210,16 @@ def find_numbers(tokens: Sequence[str], lang: str) -> list[SpokenNumber]:
     i = 0
     while i < len(tokens):
         tok = tokens[i]
-        entry: tuple[str, int | float] | None = table.get(tok)
-        if tok == "oh" and builder is None and not _next_is(tokens, i, table, (UNIT,)):
+        entry: Entry | None = table.get(tok)
+        if tok in WEAK_ZEROS and builder is None and not _next_is(tokens, i, table, (UNIT,)):
             entry = None  # "oh" alone is an interjection; "oh five" is zero five
         if entry is None and lang == "en" and tok == "a" and _next_is(tokens, i, table, (HUNDRED, SCALE)):
             entry = (UNIT, 1)  # "a hundred", "a thousand"
-        if entry is None and lang == "en" and tok in _REPEATS and _next_is(tokens, i, table, (UNIT,)):
+        if entry is None and lang == "en" and tok in REPEAT_WORDS and _next_is(tokens, i, table, (UNIT,)):
             close(i - filler)
             filler = 0
             digit = str(table[tokens[i + 1]][1])
-            found.append(SpokenNumber(i, i + 2, int(digit * _REPEATS[tok]), digit * _REPEATS[tok]))
+            found.append(SpokenNumber(i, i + 2, int(digit * REPEAT_WORDS[tok]), digit * REPEAT_WORDS[tok]))
             i += 2
             continue
         if entry is None and lang == "ko":
@@ -358,7 +283,6 @@ def _add_halves(tokens: Sequence[str], found: list[SpokenNumber], lang: str) -> 
     return out
 
 
-_REPEATS = {"double": 2, "triple": 3}
 _ALL_KINDS = (UNIT, TEEN, TENS, HUNDREDS, HUNDRED, SCALE)
 
 
@@ -368,21 +292,19 @@ def _single_token_number(tok: str, lang: str) -> tuple[int | float, str] | None:
         text = tok.replace(",", ".")
         return (float(text), text) if "." in text else (int(text), tok)
     if lang == "ko":
-        if len(tok) > 1 and all(ch in _KO_DIGITS for ch in tok):  # 공일공: digit by digit
-            return int("".join(str(_KO_DIGITS[ch]) for ch in tok)), "".join(str(_KO_DIGITS[ch]) for ch in tok)
+        if len(tok) > 1 and all(ch in KO_DIGITS for ch in tok):  # 공일공: digit by digit
+            return int("".join(str(KO_DIGITS[ch]) for ch in tok)), "".join(str(KO_DIGITS[ch]) for ch in tok)
         value = parse_korean(tok)
         if value is not None:
             return value, str(value)
     return None
 
 
-def _next_is(tokens: Sequence[str], i: int, table: dict[str, tuple[str, int | float]], kinds: tuple[str, ...]) -> bool:
+def _next_is(tokens: Sequence[str], i: int, table: dict[str, Entry], kinds: tuple[str, ...]) -> bool:
     return i + 1 < len(tokens) and table.get(tokens[i + 1], ("", 0))[0] in kinds
 
 
 def words_to_number(text: str, lang: str = "en") -> int | float | None:
     """The single number in `text` ("two hundred fifty" -> 250), or None if there is not exactly one."""
-    from ivr.nlu.entities import tokenize  # local: entities imports this module
-
     numbers = find_numbers(tokenize(text, lang), lang)
     return numbers[0].value if len(numbers) == 1 else None
