@@ -13,6 +13,8 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ivr.audio.pcm import FRAME_MS
 from ivr.call import CallSession
@@ -31,6 +33,9 @@ from ivr.telephony.bridge import (
     TelephonyCall,
     serve_bridge,
 )
+
+if TYPE_CHECKING:
+    from ivr.storage.records import CallStore
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +161,18 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
         metrics_server = MetricsServer(services.metrics, settings.server.host, settings.server.health_port)
         await metrics_server.start()
 
+    from ivr.storage.records import utcnow
+
+    leased_from = utcnow()  # records of this node from before now are left over from its last run
+
     def on_started(bridge: Bridge) -> None:
+        services.node = bridge.node
         if services.metrics is not None:
             services.metrics.node = bridge.node
+        if services.records is not None:
+            background.append(asyncio.create_task(
+                _keep_node_lease(services.records.store, bridge.node, settings.server.node_lease_s, leased_from),
+                name="node-lease"))
         if started is not None:
             started(bridge)
 
@@ -191,6 +205,17 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
             await metrics_server.stop()
         services.close()
         log.info("ivr serve: stopped")
+
+
+async def _keep_node_lease(store: CallStore, node: str, lease_s: float, started_at: datetime) -> None:
+    """Close what this node's last run left active, then keep its lease on the shared records and
+    close the calls of nodes whose lease ran out (ivr/storage/nodes.py)."""
+    from ivr.storage.nodes import NodeLease
+
+    lease = NodeLease(store, node, lease_s, started_at)
+    await asyncio.to_thread(lease.beat)
+    await asyncio.to_thread(lease.close_own_leftovers)
+    await lease.run()
 
 
 async def _check_voice(services: CallServices) -> None:

@@ -90,6 +90,7 @@ class CallServices:
     endpoint_params: EndpointParams = field(default_factory=EndpointParams)
     hook_context: dict[str, Any] = field(default_factory=dict)
     engine_override: dict[str, str] = field(default_factory=dict)  # lang -> engine name (CLI flags)
+    node: str = ""  # the bridge node these calls run on (`ivr serve` sets it), kept in each call record
     # ASR decodes get threads of their own, so prompt and record I/O never queue behind them
     asr_executor: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
@@ -186,7 +187,8 @@ class CallServices:
     def record_open(self, session: CallSession) -> None:
         if self.records:
             self.records.submit("open_call", session.call_id, lang=session.lang, flow=session.flow_name,
-                                caller=session.caller_id, channel=session.channel, engine=session.engine_name)
+                                caller=session.caller_id, channel=session.channel, engine=session.engine_name,
+                                node=self.node)
 
     def record_turn(self, session: CallSession, turn: TurnLog) -> None:
         if self.records:

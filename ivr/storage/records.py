@@ -69,7 +69,12 @@ calls_table = sa.Table(
     sa.Column("survey_score", sa.Integer),
     sa.Column("status", sa.String(16), nullable=False, default=ACTIVE),
     sa.Column("engine", sa.String(64), nullable=False, default=""),
+    # the bridge node that ran the call (settings server.node): with several nodes on one database,
+    # whose calls a dead node left active (ivr/storage/nodes.py)
+    sa.Column("node", sa.String(128), nullable=False, default="", server_default=""),
 )
+# columns added after the first release: (table, column), added to an older database at start
+ADDED_COLUMNS = ((calls_table, "node"),)
 
 turns_table = sa.Table(
     "turns",
@@ -158,6 +163,7 @@ class CallRecord:
     survey_score: int | None = None
     status: str = ACTIVE
     engine: str = ""
+    node: str = ""
 
 
 @dataclass
@@ -262,6 +268,7 @@ class CallStore:
         caller: str = "",
         channel: str = "",
         engine: str = "",
+        node: str = "",
         started_at: datetime | None = None,
     ) -> str:
         """Record a new call (status "active"); returns its id (a new uuid if none is given)."""
@@ -274,6 +281,7 @@ class CallStore:
             "caller": redact_caller(caller),
             "channel": channel,
             "engine": engine,
+            "node": node,
             "status": ACTIVE,
         }
         self._write("open_call", row)
@@ -677,6 +685,7 @@ class CallStore:
             with self._schema_lock:
                 if not self._schema_ready:
                     metadata.create_all(self.engine)
+                    _add_missing_columns(self.engine)
                     self._schema_ready = True
 
     def _apply(self, op: str, row: dict[str, Any]) -> None:
@@ -696,6 +705,29 @@ class CallStore:
 
 # errors that mean "the database is not there right now": queue and retry
 _RETRYABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError, sa_exc.TimeoutError)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """ALTER TABLE ... ADD COLUMN for the ADDED_COLUMNS an older database lacks (create_all only
+    creates missing tables). Several nodes may start at once on one database: a column another one
+    just added is not an error."""
+    inspector = sa.inspect(engine)
+    for table, name in ADDED_COLUMNS:
+        if name in {column["name"] for column in inspector.get_columns(table.name)}:
+            continue
+        column = table.c[name]
+        ddl = (f"ALTER TABLE {table.name} ADD COLUMN {name} {column.type.compile(engine.dialect)} "
+               f"NOT NULL DEFAULT ''")
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(ddl))
+            log.warning("call records: added column %s.%s to %s", table.name, name,
+                        engine.url.render_as_string(hide_password=True))
+        except sa_exc.ProgrammingError:  # added meanwhile by another node (PostgreSQL)
+            pass
+        except sa_exc.OperationalError as exc:  # SQLite says "duplicate column"
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def _insert_ignore(conn: Connection, table: sa.Table, row: dict[str, Any], keys: list[str]) -> None:

@@ -1,0 +1,130 @@
+"""Bridge nodes sharing one call record database: who is alive, and closing what a dead one left.
+
+Each `ivr serve` node renews a lease in the `nodes` table (its name, its start, `last_seen`) every
+`lease_s / 3`. A node whose lease ran out (killed, frozen, its machine off) runs no call any more,
+so any other node closes the records it left `active`: status "error", reason `bridge_lost` (as the
+dialplan names such a call), ended at the dead node's `last_seen`. A node coming back closes its own
+records from before its start at once, before it takes a call.
+
+The survivors' clock and the database's agree well enough: the lease is tens of seconds and is
+compared against `last_seen` values written by the nodes themselves with their own clocks (NTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from ivr.storage.records import ACTIVE, ERROR, CallStore, _utc, calls_table, metadata, utcnow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_S = 30.0
+LOST_REASON = "bridge_lost"
+
+nodes_table = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass
+class NodeLease:
+    """This node's lease on a shared call record database, and the reaping of dead nodes' calls."""
+
+    store: CallStore
+    name: str
+    lease_s: float = DEFAULT_LEASE_S
+    started_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def interval_s(self) -> float:
+        return self.lease_s / 3
+
+    def beat(self) -> bool:
+        """Renew the lease; False if the database cannot be reached (the next beat retries)."""
+        now = utcnow()
+        try:
+            with self.store.engine.begin() as conn:
+                metadata.create_all(conn, tables=[nodes_table])
+                updated = conn.execute(sa.update(nodes_table).where(nodes_table.c.name == self.name)
+                                       .values(last_seen=now, started_at=self.started_at)).rowcount
+                if not updated:
+                    conn.execute(sa.insert(nodes_table).values(name=self.name, started_at=self.started_at,
+                                                               last_seen=now))
+        except sa_exc.SQLAlchemyError as exc:
+            log.warning("node lease of %s not renewed: %s", self.name, str(exc).splitlines()[0])
+            return False
+        return True
+
+    def close_own_leftovers(self) -> int:
+        """At start: close this node's records from before `started_at` (its last run died)."""
+        rows = self._active_calls(sa.and_(calls_table.c.node == self.name,
+                                          calls_table.c.started_at < self.started_at))
+        return self._close(rows, {self.name: self.started_at}, "its node restarted")
+
+    def reap_dead_nodes(self) -> int:
+        """Close the active records of every other node whose lease ran out; returns how many."""
+        cutoff = utcnow() - timedelta(seconds=self.lease_s)
+        try:
+            with self.store.engine.connect() as conn:
+                dead = {row.name: row.last_seen for row in conn.execute(
+                    sa.select(nodes_table.c.name, nodes_table.c.last_seen)
+                    .where(nodes_table.c.last_seen < cutoff, nodes_table.c.name != self.name))}
+        except sa_exc.SQLAlchemyError as exc:
+            log.warning("node lease: cannot read the nodes table: %s", str(exc).splitlines()[0])
+            return 0
+        if not dead:
+            return 0
+        rows = self._active_calls(calls_table.c.node.in_(list(dead)))
+        closed = self._close(rows, dead, f"its node's lease ({self.lease_s:.0f} s) ran out")
+        if rows is not None and self.store.flush(timeout_s=5):
+            self._forget(list(dead))
+        return closed
+
+    def _active_calls(self, where: sa.ColumnElement[bool]) -> list[Any] | None:
+        try:
+            with self.store.engine.connect() as conn:
+                return list(conn.execute(sa.select(calls_table.c.id, calls_table.c.node, calls_table.c.started_at)
+                                         .where(calls_table.c.status == ACTIVE, where)))
+        except sa_exc.SQLAlchemyError as exc:
+            log.warning("node lease: cannot read the call records: %s", str(exc).splitlines()[0])
+            return None
+
+    def _close(self, rows: list[Any] | None, ended: dict[str, datetime],
+               why: str) -> int:
+        if rows is None:
+            return 0
+        for call_id, node, started_at in rows:
+            self.store.add_event(call_id, "record_closed", {"reason": LOST_REASON, "by": self.name, "why": why})
+            self.store.close_call(call_id, status=ERROR, handoff_reason=LOST_REASON,
+                                  ended_at=max(_utc(started_at), _utc(ended[node])))
+        if rows:
+            log.warning("call records: closed %d call(s) left active by node(s) %s (%s) as %s", len(rows),
+                        ", ".join(sorted({node for _id, node, _at in rows})), why, LOST_REASON)
+        return len(rows)
+
+    def _forget(self, names: list[str]) -> None:
+        """Drop dead nodes whose calls are all closed: later rounds need not look at them again
+        (a node that comes back takes a new lease)."""
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(sa.delete(nodes_table).where(nodes_table.c.name.in_(names)))
+        except sa_exc.SQLAlchemyError as exc:
+            log.warning("node lease: cannot update the nodes table: %s", str(exc).splitlines()[0])
+
+    async def run(self) -> None:
+        """Renew the lease and reap dead nodes every `interval_s`, until cancelled."""
+        while True:
+            await asyncio.to_thread(self.beat)
+            await asyncio.to_thread(self.reap_dead_nodes)
+            await asyncio.sleep(self.interval_s)

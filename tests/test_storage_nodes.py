@@ -1,0 +1,94 @@
+"""Several bridge nodes on one call record database (ivr/storage/nodes.py): the lease, closing what a
+dead node left active, and the `node` column added to a database from before it existed.
+On real SQLite and a real PostgreSQL server started here."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ivr.storage.nodes import LOST_REASON, NodeLease
+from ivr.storage.records import CallStore, StoreParams, utcnow
+from ivr.testing.pgserver import TempPostgres, find_pg_bin
+
+LEASE_S = 0.6
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    if find_pg_bin() is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install postgresql")
+    server = TempPostgres()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'calls.sqlite3'}"
+    else:
+        server: TempPostgres = request.getfixturevalue("postgres")
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(server.url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = server.url.rsplit("/", 1)[0] + f"/{name}"
+    with CallStore(url, StoreParams(spool_path=tmp_path / "spool.jsonl")) as s:
+        yield s
+
+
+def test_a_dead_nodes_calls_are_closed_by_a_survivor_and_only_those(store: CallStore) -> None:
+    a, b = NodeLease(store, "node-a", LEASE_S), NodeLease(store, "node-b", LEASE_S)
+    assert a.beat() and b.beat()
+    a_calls = [store.open_call(node="node-a", flow="support") for _ in range(3)]
+    b_call = store.open_call(node="node-b", flow="support")
+    assert b.reap_dead_nodes() == 0  # A's lease is fresh: its calls are its own
+    time.sleep(LEASE_S + 0.2)  # A is killed: it beats no more; B goes on
+    b.beat()
+    assert b.reap_dead_nodes() == 3
+    for call_id in a_calls:
+        record = store.call(call_id)
+        assert record is not None and record.status == "error" and record.handoff_reason == LOST_REASON
+        assert record.ended_at is not None and record.ended_at >= record.started_at
+        assert [e.kind for e in store.events(call_id)] == ["record_closed"]
+    b_record = store.call(b_call)
+    assert b_record is not None and b_record.status == "active"
+    assert b.reap_dead_nodes() == 0  # A is forgotten once its calls are closed
+    with store.engine.connect() as conn:
+        assert [r.name for r in conn.execute(sa.text("SELECT name FROM nodes"))] == ["node-b"]
+
+
+def test_a_restarted_node_closes_its_own_leftovers_at_once(store: CallStore) -> None:
+    first_run = NodeLease(store, "node-a", 30.0)
+    first_run.beat()
+    left = store.open_call(node="node-a")
+    other = store.open_call(node="node-b")
+    time.sleep(0.01)
+    second_run = NodeLease(store, "node-a", 30.0)  # started after the kill: same name, new start
+    new = store.open_call(node="node-a")  # taken by the new run
+    assert second_run.close_own_leftovers() == 1
+    assert [store.call(c).status for c in (left, other, new)] == ["error", "active", "active"]  # type: ignore[union-attr]
+
+
+def test_the_node_column_is_added_to_an_older_database(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the calls table as released before `node`
+        db.execute("CREATE TABLE calls (id VARCHAR(64) PRIMARY KEY, started_at DATETIME NOT NULL, "
+                   "ended_at DATETIME, lang VARCHAR(16) NOT NULL, flow VARCHAR(64) NOT NULL, "
+                   "caller VARCHAR(64) NOT NULL, channel VARCHAR(128) NOT NULL, route VARCHAR(64) NOT NULL, "
+                   "handoff_reason VARCHAR(64) NOT NULL, intent VARCHAR(64) NOT NULL, survey_score INTEGER, "
+                   "status VARCHAR(16) NOT NULL, engine VARCHAR(64) NOT NULL)")
+        db.execute("INSERT INTO calls VALUES ('old', '2026-12-01 10:00:00', NULL, 'en', 'support', '', '', '', '', "
+                   "'', NULL, 'completed', 'whisper')")
+    with CallStore(f"sqlite:///{path}", StoreParams(spool_path=tmp_path / "spool.jsonl")) as store:
+        new = store.open_call(node="node-a", started_at=utcnow())
+        assert store.call("old").node == ""  # type: ignore[union-attr]
+        assert store.call(new).node == "node-a"  # type: ignore[union-attr]
