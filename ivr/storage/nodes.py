@@ -2,9 +2,10 @@
 
 Each `ivr serve` node renews a lease in the `nodes` table (its name, its start, `last_seen`) every
 `lease_s / 3`. A node whose lease ran out (killed, frozen, its machine off) runs no call any more,
-so any other node closes the records it left `active`: status "error", reason `bridge_lost` (as the
-dialplan names such a call), ended at the dead node's `last_seen`. A node coming back closes its own
-records from before its start at once, before it takes a call.
+so any other node closes the records it left `active` (CallStore.close_lost_calls: status "error",
+reason `bridge_lost` as the dialplan names such a call). A node coming back closes its own records
+from before its start at once. Without leases (ivr/storage/reaper.py) a shared database only learns
+of a dead node's calls past `max_call_s`.
 
 The survivors' clock and the database's agree well enough: the lease is tens of seconds and is
 compared against `last_seen` values written by the nodes themselves with their own clocks (NTP).
@@ -16,12 +17,12 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from ivr.storage.records import ACTIVE, ERROR, CallStore, _utc, calls_table, metadata, utcnow
+from ivr.errors import StorageError
+from ivr.storage.records import CallStore, metadata, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -68,50 +69,34 @@ class NodeLease:
 
     def close_own_leftovers(self) -> int:
         """At start: close this node's records from before `started_at` (its last run died)."""
-        rows = self._active_calls(sa.and_(calls_table.c.node == self.name,
-                                          calls_table.c.started_at < self.started_at))
-        return self._close(rows, {self.name: self.started_at}, "its node restarted")
+        return self._close_calls(self.started_at, [self.name], "its node restarted")
 
     def reap_dead_nodes(self) -> int:
         """Close the active records of every other node whose lease ran out; returns how many."""
         cutoff = utcnow() - timedelta(seconds=self.lease_s)
         try:
             with self.store.engine.connect() as conn:
-                dead = {row.name: row.last_seen for row in conn.execute(
-                    sa.select(nodes_table.c.name, nodes_table.c.last_seen)
-                    .where(nodes_table.c.last_seen < cutoff, nodes_table.c.name != self.name))}
+                dead = [row.name for row in conn.execute(
+                    sa.select(nodes_table.c.name).where(nodes_table.c.last_seen < cutoff,
+                                                         nodes_table.c.name != self.name))]
         except sa_exc.SQLAlchemyError as exc:
             log.warning("node lease: cannot read the nodes table: %s", str(exc).splitlines()[0])
             return 0
         if not dead:
             return 0
-        rows = self._active_calls(calls_table.c.node.in_(list(dead)))
-        closed = self._close(rows, dead, f"its node's lease ({self.lease_s:.0f} s) ran out")
-        if rows is not None and self.store.flush(timeout_s=5):
-            self._forget(list(dead))
-        return closed
+        closed = self._close_calls(utcnow(), dead, f"its node's lease ({self.lease_s:.0f} s) ran out")
+        if closed >= 0 and self.store.flush(timeout_s=5):
+            self._forget(dead)
+        return max(closed, 0)
 
-    def _active_calls(self, where: sa.ColumnElement[bool]) -> list[Any] | None:
+    def _close_calls(self, started_before: datetime, nodes: list[str], why: str) -> int:
+        """-1 if the records cannot be read now (the next round retries)."""
         try:
-            with self.store.engine.connect() as conn:
-                return list(conn.execute(sa.select(calls_table.c.id, calls_table.c.node, calls_table.c.started_at)
-                                         .where(calls_table.c.status == ACTIVE, where)))
-        except sa_exc.SQLAlchemyError as exc:
-            log.warning("node lease: cannot read the call records: %s", str(exc).splitlines()[0])
-            return None
-
-    def _close(self, rows: list[Any] | None, ended: dict[str, datetime],
-               why: str) -> int:
-        if rows is None:
-            return 0
-        for call_id, node, started_at in rows:
-            self.store.add_event(call_id, "record_closed", {"reason": LOST_REASON, "by": self.name, "why": why})
-            self.store.close_call(call_id, status=ERROR, handoff_reason=LOST_REASON,
-                                  ended_at=max(_utc(started_at), _utc(ended[node])))
-        if rows:
-            log.warning("call records: closed %d call(s) left active by node(s) %s (%s) as %s", len(rows),
-                        ", ".join(sorted({node for _id, node, _at in rows})), why, LOST_REASON)
-        return len(rows)
+            return self.store.close_lost_calls(started_before, reason=LOST_REASON, nodes=nodes,
+                                               by=f"node {self.name}: {why}")
+        except StorageError as exc:
+            log.warning("node lease: %s", exc)
+            return -1
 
     def _forget(self, names: list[str]) -> None:
         """Drop dead nodes whose calls are all closed: later rounds need not look at them again

@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -345,28 +346,33 @@ class CallStore:
         self.update_call(call_id, **values)
 
     def close_lost_calls(self, started_before: datetime, *, reason: str = "bridge_lost",
-                         max_call_s: float | None = None) -> int:
+                         max_call_s: float | None = None, nodes: Collection[str] | None = None,
+                         by: str = "lost call reaper") -> int:
         """Close the calls still `active` that started before `started_before`: the process that ran
         them is gone (killed, crashed, the machine lost power), so no one else will. Each becomes
         status "error" with `handoff_reason=reason`, ended at the latest `max_call_s` after its start
         (the bridge's limit: it cannot have lasted longer), and gets an event saying so.
 
+        `nodes`: only the calls of these bridge nodes (several nodes on one database: ivr/storage/nodes.py).
         Does nothing while writes are queued: one of them may be the call's own close. Returns how
         many were closed; raises StorageError if the database cannot be read."""
         if self._pending or self._overflowed:
             return 0
         query = sa.select(calls_table.c.id, calls_table.c.started_at).where(
             calls_table.c.status == ACTIVE, calls_table.c.started_at < _utc(started_before))
+        if nodes is not None:
+            query = query.where(calls_table.c.node.in_(list(nodes)))
         rows = self._read(query)
         now = utcnow()
         for row in rows:
             started: datetime = _utc(row.started_at)
             ended = now if max_call_s is None else min(now, started + timedelta(seconds=max_call_s))
-            self.add_event(row.id, "record_closed", {"reason": reason, "by": "lost call reaper"}, at=now)
+            self.add_event(row.id, "record_closed", {"reason": reason, "by": by}, at=now)
             self.close_call(row.id, status=ERROR, handoff_reason=reason, ended_at=ended)
         if rows:
-            log.warning("call records: %d call(s) left active by a process that is gone closed as %s: %s",
-                        len(rows), reason, ", ".join(row.id for row in rows[:10]) + (" ..." if len(rows) > 10 else ""))
+            whose = f"node(s) {', '.join(nodes)}" if nodes else "a process that is gone"
+            log.warning("call records: %d call(s) left active by %s closed as %s: %s", len(rows), whose, reason,
+                        ", ".join(row.id for row in rows[:10]) + (" ..." if len(rows) > 10 else ""))
         return len(rows)
 
     def flush(self, timeout_s: float | None = None) -> bool:
