@@ -33,6 +33,7 @@ from ivr.errors import IvrError
 from ivr.frames import AudioIn, DtmfIn, HangupIn, Line
 from ivr.nlu.types import NONE_INTENT, Understanding
 from ivr.services import CallServices
+from ivr.storage.records import FAQ_ANSWERED
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class CallResult:
     turns: list[TurnLog] = field(default_factory=list)
     survey_score: int | None = None
     engine: str = ""
+    answered: list[str] = field(default_factory=list)  # knowledge-base entries the caller heard, in order
 
     @property
     def handed_off(self) -> bool:
@@ -131,6 +133,7 @@ class CallSession:
         self.listening = asyncio.Event()  # set while waiting for the caller (the simulated line watches it)
         self.playing = False
         self.turns: list[TurnLog] = []
+        self.answered: list[str] = []  # knowledge-base entries answered so far
 
         self._loaded = services.registry.get(flow, lang)
         self._engine: AsrEngine | None = services.asr_engine(lang)
@@ -189,6 +192,7 @@ class CallSession:
         """The call's record and metrics are closed exactly once, however the call ended."""
         result.turns = self.turns
         self.services.release_detector(self._endpointer.detector)
+        result.answered = self.answered
         self.services.record_close(self, result)
         self.services.metrics_call_ended(result)
 
@@ -231,6 +235,10 @@ class CallSession:
                 elif isinstance(action, ev.RecordSurvey):
                     survey = action.score
                     self.services.record_event(self, "survey", {"score": action.score})
+                elif isinstance(action, ev.AnsweredFromKnowledge):
+                    self.answered.append(action.entry)
+                    self.services.record_event(self, FAQ_ANSWERED, {
+                        "entry": action.entry, "topic": action.topic, "state": action.state})
                 elif isinstance(action, ev.Transfer):
                     result = self._handoff_result(action)
                     result.survey_score = survey

@@ -106,6 +106,7 @@ class PathSettings(BaseModel):
     grammars: Path = PROJECT_ROOT / "grammars"
     flows: Path = PROJECT_ROOT / "flows"
     prompts: Path = PROJECT_ROOT / "prompts"
+    faq: Path = PROJECT_ROOT / "faq"  # the knowledge base: faq/<lang>/*.yaml
     fixtures: Path = PROJECT_ROOT / "audio_fixtures"
     data: Path = Path(os.path.expanduser("~/.local/share/ivr"))
 

@@ -12,6 +12,10 @@ Definitions (also in the README):
 - CSAT: the 1-5 survey score, average and distribution.
 - NPS-style score from CSAT: promoters = 5, passives = 4, detractors = 1-3;
   score = % promoters - % detractors (-100..100). A mapping, not a real 0-10 NPS question.
+- knowledge-base containment per entry: of the ended calls that heard that answer (event
+  `faq_answered`), the share NOT handed to the live line (status completed or abandoned: a caller
+  who hangs up after hearing the answer was served). A call counts once per entry however often
+  it heard it; `transferred` counts those that still went to a human (any reason).
 """
 
 from __future__ import annotations
@@ -28,7 +32,17 @@ from typing import Any
 import numpy as np
 
 from ivr.errors import ConfigError
-from ivr.storage.records import ABANDONED, ACTIVE, COMPLETED, ERROR, TRANSFERRED, CallRecord, TurnRecord
+from ivr.storage.records import (
+    ABANDONED,
+    ACTIVE,
+    COMPLETED,
+    ERROR,
+    FAQ_ANSWERED,
+    TRANSFERRED,
+    CallRecord,
+    EventRecord,
+    TurnRecord,
+)
 
 PROMOTER_MIN = 5  # CSAT 5 -> promoter
 DETRACTOR_MAX = 3  # CSAT 1..3 -> detractor; 4 is passive
@@ -59,6 +73,10 @@ class Report:
     csat_dist: dict[int, int] = field(default_factory=dict)
     nps: dict[str, float | int | None] = field(default_factory=dict)  # promoters, passives, detractors, score
     calls_per_hour: dict[str, int] = field(default_factory=dict)  # "2026-05-01T09" -> calls
+    # knowledge base: entry -> {calls, contained, transferred, containment_rate} (module docstring)
+    faq: dict[str, dict[str, Any]] = field(default_factory=dict)
+    faq_calls: int = 0  # ended calls that heard at least one knowledge-base answer
+    faq_containment_rate: float | None = None
     latencies: list[float] = field(default_factory=list, repr=False)  # raw, for the histogram
 
     def to_json(self) -> dict[str, Any]:
@@ -101,8 +119,9 @@ def compute(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
+    events: list[EventRecord] | None = None,
 ) -> Report:
-    """The report over `calls` and their `turns` (pure: no I/O)."""
+    """The report over `calls`, their `turns` and `events` (only `faq_answered` ones are used; pure: no I/O)."""
     report = Report(since=since, until=until or datetime.now(UTC), calls=len(calls))
     status = Counter(c.status for c in calls)
     report.outcomes = {s: status.get(s, 0) for s in (COMPLETED, TRANSFERRED, ABANDONED, ERROR, ACTIVE)}
@@ -140,7 +159,28 @@ def compute(
         "detractors": detractors,
         "score": round(100 * (promoters - detractors) / len(scores), 1) if scores else None,
     }
+    _knowledge_containment(report, calls, events or [])
     return report
+
+
+def _knowledge_containment(report: Report, calls: list[CallRecord], events: list[EventRecord]) -> None:
+    """Per knowledge-base entry: ended calls that heard it, how many stayed with the assistant."""
+    status = {c.id: c.status for c in calls if c.status != ACTIVE}
+    heard: dict[str, set[str]] = {}
+    for event in events:
+        entry = str(event.data.get("entry", "")) if event.kind == FAQ_ANSWERED else ""
+        if entry and event.call_id in status:
+            heard.setdefault(entry, set()).add(event.call_id)
+    rows: dict[str, dict[str, Any]] = {}
+    for entry, call_ids in heard.items():
+        contained = sum(status[c] in (COMPLETED, ABANDONED) for c in call_ids)
+        rows[entry] = {"calls": len(call_ids), "contained": contained,
+                       "transferred": sum(status[c] == TRANSFERRED for c in call_ids),
+                       "containment_rate": _rate(contained, len(call_ids))}
+    report.faq = dict(sorted(rows.items(), key=lambda kv: (-int(kv[1]["calls"]), kv[0])))
+    answered = set().union(*heard.values()) if heard else set()
+    report.faq_calls = len(answered)
+    report.faq_containment_rate = _rate(sum(status[c] in (COMPLETED, ABANDONED) for c in answered), len(answered))
 
 
 def _per_hour(times: list[datetime]) -> dict[str, int]:
@@ -157,7 +197,8 @@ def _per_hour(times: list[datetime]) -> dict[str, int]:
 
 def build_report(store: Any, since: datetime | None = None, until: datetime | None = None) -> Report:
     """Read calls and turns from a CallStore and compute the report."""
-    return compute(store.calls(since=since, until=until), store.turns_since(since, until), since=since, until=until)
+    return compute(store.calls(since=since, until=until), store.turns_since(since, until), since=since, until=until,
+                   events=store.events_since(since, until, kind=FAQ_ANSWERED))
 
 
 # ---- terminal ------------------------------------------------------------------------------
@@ -193,6 +234,8 @@ def print_report(report: Report, console: Any = None) -> None:
         ("turn latency max", _ms(report.latency_ms.get("max"))),
         ("CSAT average (1-5)", "-" if report.csat_avg is None else f"{report.csat_avg:.2f} (n={report.csat_count})"),
         ("NPS-style score", "-" if report.nps.get("score") is None else f"{report.nps['score']:+.1f}"),
+        ("calls answered from the knowledge base", str(report.faq_calls)),
+        ("  of those contained", _pct(report.faq_containment_rate)),
     ]
     for name, value in rows:
         summary.add_row(name, value)
@@ -212,6 +255,15 @@ def print_report(report: Report, console: Any = None) -> None:
         if not counts:
             table.add_row("none", "0", "-")
         console.print(table)
+    table = Table(title="Knowledge base: containment per entry")
+    for column in ("entry", "calls", "contained", "transferred", "containment"):
+        table.add_column(column, justify="left" if column == "entry" else "right")
+    for entry, row in report.faq.items():
+        table.add_row(entry, str(row["calls"]), str(row["contained"]), str(row["transferred"]),
+                      _pct(row["containment_rate"]))
+    if not report.faq:
+        table.add_row("none", "0", "0", "0", "-")
+    console.print(table)
 
 
 # ---- HTML ----------------------------------------------------------------------------------
@@ -276,6 +328,17 @@ def plots(report: Report) -> dict[str, str]:
     return out
 
 
+def _faq_table(report: Report) -> str:
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(entry)}</td><td>{row['calls']}</td><td>{row['contained']}</td><td>{row['transferred']}</td>"
+        f"<td>{_pct(row['containment_rate'])}</td></tr>"
+        for entry, row in report.faq.items()
+    ) or '<tr><td colspan="5">none</td></tr>'
+    return ("<div><h2>Knowledge base: containment per entry</h2><table><tr><th>entry</th><th>calls</th>"
+            f"<th>contained</th><th>transferred</th><th>containment</th></tr>{rows}</table></div>")
+
+
 def render_html(report: Report) -> str:
     """One self-contained HTML page (inline CSS, plots as base64 PNG)."""
     esc = html.escape
@@ -290,6 +353,7 @@ def render_html(report: Report) -> str:
         ("Latency max", _ms(report.latency_ms.get("max"))),
         ("CSAT", "-" if report.csat_avg is None else f"{report.csat_avg:.2f} / 5 (n={report.csat_count})"),
         ("NPS-style", "-" if report.nps.get("score") is None else f"{report.nps['score']:+.1f}"),
+        ("Knowledge-base answered / contained", f"{report.faq_calls} / {_pct(report.faq_containment_rate)}"),
     ]
     cards = "".join(
         f'<div class="kpi"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>' for k, v in kpis
@@ -313,6 +377,7 @@ def render_html(report: Report) -> str:
             table("Intents", report.intents),
             table("Languages", report.langs),
             table("CSAT distribution", {str(k): v for k, v in report.csat_dist.items()}),
+            _faq_table(report),
         ]
     )
     figures = "".join(
@@ -339,6 +404,8 @@ padding: .25rem .8rem; text-align: left; }}
 <h2>Plots</h2><div class="grid">{figures or "<p>no calls in this window</p>"}</div>
 <div class="tables">{tables}</div>
 <p class="note">Containment = completed / ended calls (abandoned calls are not contained).
+Knowledge-base containment per entry = ended calls that heard the answer and were not handed to the
+live line (completed or abandoned) / ended calls that heard it.
 NPS-style score from CSAT: promoters = 5 ({nps.get("promoters")}), passives = 4 ({nps.get("passives")}),
 detractors = 1-3 ({nps.get("detractors")}); score = % promoters - % detractors.</p>
 </body></html>

@@ -128,7 +128,7 @@ class CallServices:
             registry=FlowRegistry(settings),
             prompts=PromptCache(settings.paths.prompts, TtsEngine(TtsParams(
                 voices={**DEFAULT_VOICES, **settings.tts.voices}, rate=settings.tts.rate,
-                backend=settings.tts.backend))),
+                backend=settings.tts.backend)), knowledge_dir=settings.paths.faq),
             records=records,
             metrics=metrics,
             hook_context=hook_context_for(settings),

@@ -202,7 +202,8 @@ def test_prompts_command_builds_and_lists(prompts_dir, tmp_path, capsys):
     from ivr.commands import prompts as prompts_command
 
     config = prompts_dir / "ivr.yaml"  # not a language: ignored by build
-    config.write_text(f"paths:\n  prompts: {prompts_dir}\n", encoding="utf-8")
+    # no knowledge base here (its answers would be built too): an empty faq directory
+    config.write_text(f"paths:\n  prompts: {prompts_dir}\n  faq: {tmp_path / 'no-faq'}\n", encoding="utf-8")
     build = argparse.Namespace(config=str(config), prompts_command="build", lang=None, keep_stale=False)
     assert prompts_command.run(build) == 0
     out = capsys.readouterr().out

@@ -83,6 +83,9 @@ def converse(loaded: Any, lines: Iterator[str], context: dict[str, Any], caller_
                 show(f"[dim]  hook {action.name.split('.')[-1]} -> {escape(str(outcome))}[/]")
             step = runtime.handle(state, done)
             state, pending = step.state, [*pending, *step.actions]
+        elif isinstance(action, ev.AnsweredFromKnowledge):
+            if verbose:
+                show(f"[dim]  answered from the knowledge base: {action.entry} (topic {action.topic})[/]")
         elif isinstance(action, ev.RecordSurvey):
             result.survey = action.score
             show(f"[magenta]  survey recorded: {action.score}/5[/]")

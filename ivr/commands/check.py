@@ -1,4 +1,4 @@
-"""`ivr check`: validate every flow, grammar and prompt file and their cross-references.
+"""`ivr check`: validate every flow, grammar, prompt and knowledge-base file and their cross-references.
 
 Prints `file:line: message` for each problem and exits 1 if there is any; warnings (e.g. Korean
 phrases with words the speech model does not know) do not fail the check unless --strict.
@@ -16,10 +16,11 @@ console = Console(highlight=False, soft_wrap=True)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("check", help="validate flows, grammars and prompts (file:line errors)")
+    p = subparsers.add_parser("check", help="validate flows, grammars, prompts and the knowledge base (file:line)")
     p.add_argument("--flows", default=None, help="flows directory (default: settings paths.flows)")
     p.add_argument("--grammars", default=None, help="grammars directory (default: settings paths.grammars)")
     p.add_argument("--prompts", default=None, help="prompts directory (default: settings paths.prompts)")
+    p.add_argument("--faq", default=None, help="knowledge-base directory (default: settings paths.faq)")
     p.add_argument("--strict", action="store_true", help="warnings fail the check too")
     p.add_argument("--no-vocabulary", action="store_true",
                    help="skip checking phrases against the speech models' vocabularies")
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     flows = Path(args.flows or settings.paths.flows)
     prompts = Path(args.prompts or settings.paths.prompts)
     vocabulary = {} if args.no_vocabulary else asr_vocabularies()
-    report, built = check_files(grammars, flows, prompts, vocabulary)
+    faq = Path(args.faq or settings.paths.faq)
+    report, built = check_files(grammars, flows, prompts, vocabulary, faq_dir=faq)
     warnings = list(report.warnings)
     for (_name, lang), loaded in sorted(built.items()):
         if lang == report.languages[0]:
@@ -46,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning[/] {escape(warning)}")
     failed = bool(report.errors) or (args.strict and bool(warnings))
     states = sum(len(loaded.flow.states) for (_, lang), loaded in built.items() if lang == report.languages[0])
-    summary = (f"{len(report.flows)} flow(s) ({states} states), languages {', '.join(report.languages) or 'none'}; "
+    answers = {lang: len(loaded.knowledge) for (_, lang), loaded in built.items() if loaded.knowledge}
+    kb = ", ".join(f"{lang} {n}" for lang, n in sorted(answers.items()))
+    summary = (f"{len(report.flows)} flow(s) ({states} states), languages {', '.join(report.languages) or 'none'}"
+               + (f", knowledge-base entries {kb}" if kb else "") + "; "
                f"{len(report.errors)} error(s), {len(warnings)} warning(s)")
     if failed:
         console.print(f"[bold red]check failed[/]: {summary}")

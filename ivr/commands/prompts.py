@@ -1,4 +1,4 @@
-"""`ivr prompts build|list`: render the fixed prompts of prompts/<lang>.yaml once, list what is cached."""
+"""`ivr prompts build|list`: render the fixed prompts (prompts/<lang>.yaml, faq/ answers) once; list the cache."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         console.print("usage: ivr prompts build [--lang L] | ivr prompts list [--lang L]")
         return 2
     with TtsEngine() as engine:
-        cache = PromptCache(settings.paths.prompts, engine)
+        cache = PromptCache(settings.paths.prompts, engine, knowledge_dir=settings.paths.faq)
         if action == "build":
             langs = args.lang or cache.prompt_langs()
             if not langs:

@@ -110,4 +110,13 @@ class RecordSurvey:
     score: int
 
 
-Action = Say | Listen | RunHook | Transfer | Hangup | RecordSurvey
+@dataclass(frozen=True)
+class AnsweredFromKnowledge:
+    """The assistant answered from the knowledge base (faq/<lang>/): for the call record and reports."""
+
+    entry: str  # the entry id (its intent is faq.<entry>)
+    topic: str = ""
+    state: str = ""  # the state the caller asked in
+
+
+Action = Say | Listen | RunHook | Transfer | Hangup | RecordSurvey | AnsweredFromKnowledge

@@ -7,7 +7,8 @@
 
 A broken edit keeps the last good version of what it broke (and logs file:line); a call in
 progress keeps the LoadedFlow it started with, so a reload never changes a running conversation.
-`check_files(...)` is what `ivr check` runs: every cross-reference between the three kinds of file.
+`check_files(...)` is what `ivr check` runs: every cross-reference between flows, grammars, prompts
+and the knowledge base (faq/<lang>/*.yaml: its entries join the language's intents and prompts).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ivr.nlu.grammar import (
     vosk_vocabulary,
 )
 from ivr.nlu.intents import Nlu
+from ivr.nlu.knowledge import KnowledgeBase, add_to_grammar, load_knowledge, missing_states
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class LoadedFlow:
     runtime: DialogRuntime
     prompts: dict[str, str]
     version: int
+    knowledge: KnowledgeBase | None = None
 
 
 @dataclass
@@ -70,8 +73,9 @@ def languages(grammars_dir: Path, prompts_dir: Path) -> list[str]:
 
 
 def check_files(grammars_dir: Path, flows_dir: Path, prompts_dir: Path,
-                vocabulary: dict[str, set[str]] | None = None) -> tuple[CheckReport, dict[tuple[str, str], LoadedFlow]]:
-    """Load and cross-check every flow, grammar and prompt file.
+                vocabulary: dict[str, set[str]] | None = None,
+                faq_dir: Path | None = None) -> tuple[CheckReport, dict[tuple[str, str], LoadedFlow]]:
+    """Load and cross-check every flow, grammar, prompt and knowledge-base file.
 
     Returns the report and what could be built ((flow, lang) -> LoadedFlow with version 0).
     `vocabulary` maps a language to the words its ASR knows (Korean: the Vosk model's); phrases
@@ -83,9 +87,15 @@ def check_files(grammars_dir: Path, flows_dir: Path, prompts_dir: Path,
     report.languages = langs
     grammars: dict[str, Grammar] = {}
     prompts: dict[str, tuple[dict[str, str], SourceMap]] = {}
+    knowledge: dict[str, KnowledgeBase] = {}
     for lang in langs:
         errors: list[str] = []
         grammar = load_grammar(lang, grammars_dir, errors)
+        kb = load_knowledge(lang, faq_dir, errors)
+        report.warnings += kb.warnings
+        if not errors:
+            add_to_grammar(grammar, kb, errors)  # FAQ entries become intents faq.<id> of the language
+            knowledge[lang] = kb
         report.errors += errors
         if not errors:
             grammars[lang] = grammar
@@ -101,9 +111,14 @@ def check_files(grammars_dir: Path, flows_dir: Path, prompts_dir: Path,
                                  f"needs its prompts (grammars/{lang}/ exists)")
             continue
         try:
-            prompts[lang] = load_prompts(lang, prompts_dir)
+            texts, psource = load_prompts(lang, prompts_dir)
         except ConfigError as exc:
             report.errors.append(str(exc).split(" (fix:")[0])
+            continue
+        for pid in sorted(set(texts) & set(kb.prompts())):
+            report.errors.append(f"{psource.where((pid,))}: prompt id {pid!r} is reserved for the knowledge-base "
+                                 f"entry at {kb.entries[pid].where}: rename the prompt")
+        prompts[lang] = ({**texts, **kb.prompts()}, psource)
     files = flow_files(flows_dir)
     if not files:
         report.errors.append(f"{display_path(Path(flows_dir))}: no flow files (*.yaml)")
@@ -128,6 +143,8 @@ def check_files(grammars_dir: Path, flows_dir: Path, prompts_dir: Path,
         for lang in langs:
             lang_errors: list[str] = []
             lang_grammar = grammars.get(lang)
+            if lang in knowledge:
+                lang_errors += missing_states(knowledge[lang], flow)
             if lang_grammar is not None:
                 for key, intent in flow.intents_used():
                     if intent not in lang_grammar.intents:
@@ -149,7 +166,9 @@ def check_files(grammars_dir: Path, flows_dir: Path, prompts_dir: Path,
             if not flow_errors and not lang_errors and lang_grammar is not None and lang in prompts:
                 nlu = Nlu(lang_grammar)
                 texts = prompts[lang][0]
-                built[(flow.flow, lang)] = LoadedFlow(flow, nlu, DialogRuntime(flow, lang, nlu, texts), texts, 0)
+                kb = knowledge[lang]
+                runtime = DialogRuntime(flow, lang, nlu, texts, kb)
+                built[(flow.flow, lang)] = LoadedFlow(flow, nlu, runtime, texts, 0, kb)
     return report, built
 
 
@@ -179,11 +198,13 @@ class FlowRegistry:
     """Thread-safe holder of the current LoadedFlow of every (flow, language)."""
 
     def __init__(self, settings: Settings | None = None, *, grammars_dir: Path | None = None,
-                 flows_dir: Path | None = None, prompts_dir: Path | None = None) -> None:
+                 flows_dir: Path | None = None, prompts_dir: Path | None = None,
+                 faq_dir: Path | None = None) -> None:
         paths = (settings or Settings()).paths
         self.grammars_dir = Path(grammars_dir or paths.grammars)
         self.flows_dir = Path(flows_dir or paths.flows)
         self.prompts_dir = Path(prompts_dir or paths.prompts)
+        self.faq_dir = Path(faq_dir or paths.faq)
         self._lock = threading.Lock()
         self._loaded: dict[tuple[str, str], LoadedFlow] = {}
         self._stamp: tuple[Any, ...] | None = None
@@ -192,7 +213,7 @@ class FlowRegistry:
 
     def _files(self) -> list[Path]:
         files = [*self.flows_dir.glob("*.yaml"), *self.prompts_dir.glob("*.yaml"),
-                 *self.grammars_dir.glob("*/*.yaml")]
+                 *self.grammars_dir.glob("*/*.yaml"), *self.faq_dir.glob("*/*.yaml")]
         return sorted(files)
 
     def _mtimes(self) -> tuple[Any, ...]:
@@ -215,12 +236,12 @@ class FlowRegistry:
         What an error breaks keeps its last good version; what is fine is replaced.
         """
         stamp = self._mtimes()
-        report, built = check_files(self.grammars_dir, self.flows_dir, self.prompts_dir)
+        report, built = check_files(self.grammars_dir, self.flows_dir, self.prompts_dir, faq_dir=self.faq_dir)
         with self._lock:
             self._generation += 1
             for key, loaded in built.items():
                 self._loaded[key] = LoadedFlow(loaded.flow, loaded.nlu, loaded.runtime, loaded.prompts,
-                                               self._generation)
+                                               self._generation, loaded.knowledge)
             self._stamp = stamp
             self.last_errors = report.errors
         for error in report.errors:

@@ -5,6 +5,10 @@
     # perform step.actions (Say, Listen, RunHook, Transfer, Hangup, RecordSurvey) ...
     step = runtime.handle(step.state, Heard(nlu.understand("what is my balance")))
 
+Knowledge-base intents (`faq.<id>`, ivr/nlu/knowledge.py) are answered in every state that listens,
+unless the state routes that intent itself in `on`: the answer, then the entry's `next` state, a
+hand-off (`transfer`), or by default the same state asking again.
+
 The state is an immutable `DialogState`; a call keeps the runtime object it started with, so a hot
 reload of the flow never changes a call in progress. The caller of the runtime applies NLU (Heard
 carries an Understanding) and executes hooks (RunHook -> ivr.dialog.hooks.run_hook -> HookDone).
@@ -20,6 +24,7 @@ from typing import Any
 
 from ivr.dialog.events import (
     Action,
+    AnsweredFromKnowledge,
     CallStarted,
     Event,
     Hangup,
@@ -36,6 +41,7 @@ from ivr.dialog.events import (
 )
 from ivr.dialog.flow import BUILTIN_SLOTS, Flow, State, placeholders
 from ivr.errors import ConfigError
+from ivr.nlu.knowledge import FaqEntry, KnowledgeBase
 from ivr.nlu.types import NONE_INTENT, Understanding
 
 log = logging.getLogger(__name__)
@@ -92,10 +98,11 @@ class DialogRuntime:
     """Runs one flow in one language. Thread-safe and shareable: it holds no per-call state."""
 
     def __init__(self, flow: Flow, lang: str, nlu: Any | None = None,
-                 prompts: Mapping[str, str] | None = None) -> None:
+                 prompts: Mapping[str, str] | None = None, knowledge: KnowledgeBase | None = None) -> None:
         self.flow = flow
         self.lang = lang
         self.nlu = nlu
+        self.knowledge = knowledge or KnowledgeBase(lang=lang)
         if prompts is None:
             from ivr.config import PathSettings
             from ivr.dialog.flow import load_prompts
@@ -236,6 +243,9 @@ class DialogRuntime:
             if target == "@back":
                 return self._back(state)
         if target is None:
+            entry = self.knowledge.get(intent)
+            if entry is not None:
+                return self._answer(state, node, entry)
             return self._escalate(state, "no_match")
         slots = dict(state.slots)
         slots["intent"] = state.intent
@@ -243,6 +253,20 @@ class DialogRuntime:
             if entity in STRONG_ENTITIES and entity in entities:
                 slots[slot] = entities[entity]
         return self._goto(replace(state, slots=slots), target, [])
+
+    def _answer(self, state: DialogState, node: State, entry: FaqEntry) -> Step:
+        """Say a knowledge-base answer, then go where the entry says: its `next` state, the live line
+        (`transfer`), or by default back to what the caller was doing (this state asks again)."""
+        answer = Say(entry.answer, entry.prompt_id)
+        actions: list[Action] = [AnsweredFromKnowledge(entry.id, entry.topic, state.node), answer]
+        # an answered question is a successful turn; the first one is the call's main request
+        state = replace(state, no_match=0, no_input=0, intent=state.intent or entry.intent)
+        if entry.transfer:
+            return self._transfer(replace(state, last_said=(answer,)), entry.transfer, actions)
+        if entry.next:
+            return self._goto(state, entry.next, actions)
+        again = [Say(self.render(pid, state.slots), pid) for pid in (node.reprompt or node.say)]
+        return Step(replace(state, last_said=(answer, *again)), (*actions, *again, self._listen(state.node, node)))
 
     def _hook_done(self, state: DialogState, done: HookDone) -> Step:
         if not state.pending_hook:
@@ -318,6 +342,7 @@ class DialogRuntime:
         if node.confirm is not None:
             expected += ["yes", "no"]
         globals_ = [i for i in self.flow.globals if i not in expected] if node.globals else []
+        globals_ += list(self.knowledge.entries)  # answered in every listening state
         phrases: tuple[str, ...] | None = None
         if self.nlu is not None and self.nlu.grammar.asr_phrases:
             if node.collect is not None or node.survey is not None:

@@ -52,6 +52,9 @@ ABANDONED = "abandoned"  # the caller hung up before the flow finished
 ERROR = "error"
 STATUSES = (ACTIVE, COMPLETED, TRANSFERRED, ABANDONED, ERROR)
 
+# event kinds read by reports
+FAQ_ANSWERED = "faq_answered"  # data: {"entry": id, "topic": ..., "state": ...}: a knowledge-base answer
+
 metadata = sa.MetaData()
 
 calls_table = sa.Table(
@@ -466,6 +469,25 @@ class CallStore:
 
     def events(self, call_id: str) -> list[EventRecord]:
         query = sa.select(events_table).where(events_table.c.call_id == call_id).order_by(events_table.c.at)
+        return [
+            EventRecord(call_id=r.call_id, at=_aware(r.at), kind=r.kind, data=r.data, id=r.id)  # type: ignore[arg-type]
+            for r in self._read(query)
+        ]
+
+    def events_since(self, since: datetime | None = None, until: datetime | None = None,
+                     kind: str | None = None) -> list[EventRecord]:
+        """Events (of `kind`, if given) of the calls started in [since, until) (one query, for reports)."""
+        query = (
+            sa.select(events_table)
+            .join(calls_table, calls_table.c.id == events_table.c.call_id)
+            .order_by(events_table.c.call_id, events_table.c.at)
+        )
+        if kind is not None:
+            query = query.where(events_table.c.kind == kind)
+        if since is not None:
+            query = query.where(calls_table.c.started_at >= _utc(since))
+        if until is not None:
+            query = query.where(calls_table.c.started_at < _utc(until))
         return [
             EventRecord(call_id=r.call_id, at=_aware(r.at), kind=r.kind, data=r.data, id=r.id)  # type: ignore[arg-type]
             for r in self._read(query)

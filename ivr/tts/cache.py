@@ -7,6 +7,9 @@ Layout under `prompts_dir` (the repository's prompts/ by default):
     prompts/cache/<lang>/index.json     key -> {text, prompt_id, voice, engine, bytes, ms}
     prompts/recorded/<lang>/<id>.wav    optional human recording of a fixed prompt: played instead of TTS
 
+The knowledge base's answers (faq/<lang>/*.yaml, prompt ids `faq.<id>`) are fixed prompts too when the
+cache is given `knowledge_dir`: built, stored and replaceable by recordings like the flow's own.
+
 "Fixed" prompts (no placeholders) are rendered by `ivr prompts build` and stored on disk.
 Texts with filled placeholders (amounts, numbers) come through `get()` at run time: a miss
 renders and keeps the audio in a bounded in-memory LRU only, because such texts are
@@ -116,8 +119,10 @@ class PromptCache:
         prompts_dir: str | Path = DEFAULT_PROMPTS_DIR,
         engine: TtsEngine | None = None,
         params: CacheParams | None = None,
+        knowledge_dir: str | Path | None = None,
     ) -> None:
         self.prompts_dir = Path(prompts_dir)
+        self.knowledge_dir = Path(knowledge_dir) if knowledge_dir is not None else None
         self.cache_dir = self.prompts_dir / CACHE_SUBDIR
         self.engine = engine or TtsEngine()
         self.params = params or CacheParams()
@@ -218,11 +223,21 @@ class PromptCache:
         """The prompt id if `text` is a fixed prompt of prompts/<lang>.yaml (those may go to disk)."""
         if lang not in self._fixed:
             try:
-                prompts = load_prompts(self.prompts_dir, lang)
+                prompts = self.fixed_sources(lang)
             except ConfigError:
                 prompts = {}  # a broken prompt file is reported by `ivr check`, not mid-call
             self._fixed[lang] = {" ".join(t.split()): pid for pid, t in prompts.items() if is_fixed(t)}
         return self._fixed[lang].get(" ".join(text.split()))
+
+    def fixed_sources(self, lang: str) -> dict[str, str]:
+        """prompt id -> text of prompts/<lang>.yaml plus the knowledge base's answers (faq.<id>)."""
+        prompts = load_prompts(self.prompts_dir, lang)
+        if self.knowledge_dir is not None:
+            from ivr.nlu.knowledge import load_knowledge
+
+            problems: list[str] = []  # a broken file is reported by `ivr check`; the good entries still count
+            prompts.update(load_knowledge(lang, self.knowledge_dir, problems).prompts())
+        return prompts
 
     def recorded(self, text: str, lang: str) -> bytes | None:
         """A human recording of this fixed flow prompt, prompts/recorded/<lang>/<prompt_id>.wav
@@ -383,7 +398,7 @@ class PromptCache:
         started = time.perf_counter()
         stats = BuildStats(lang=lang)
         wanted: set[str] = set()
-        for prompt_id, text in load_prompts(self.prompts_dir, lang).items():
+        for prompt_id, text in self.fixed_sources(lang).items():
             if not is_fixed(text):
                 stats.skipped += 1
                 continue
