@@ -32,8 +32,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ivr.errors import ConfigError
-from ivr.nlu.entities import normalize
 from ivr.nlu.grammar import Grammar, IntentSpec, SourceMap, Yaml12Loader, display_path, load_yaml
+from ivr.nlu.text import normalize
 
 FAQ_PREFIX = "faq."  # intent and prompt ids of knowledge-base entries: faq.<id>
 ENTRY_ID = re.compile(r"^[a-z][a-z0-9_]*$")
