@@ -9,6 +9,8 @@ SYSTEM_PACKAGES=(
   libportaudio2                  # sounddevice (ivr talk)
   sox                            # fixture conversion in scripts/
   mmdebstrap                     # the throwaway Asterisk 22 chroot (ivr sandbox)
+  sip-tester                     # SIPp: real SIP callers for the sandbox Asterisk (tests, bench)
+  asterisk-moh-opsound-wav       # music on hold for the sandbox (asterisk/musiconhold.conf)
   asterisk-core-sounds-en-wav    # real recorded telephone prompts (Whisper WER test, fixtures)
   asterisk-core-sounds-en        # its transcripts (core-sounds-en.txt.gz)
   asterisk-core-sounds-ru-wav    # real Russian voice in audio_fixtures/ (regeneration test)

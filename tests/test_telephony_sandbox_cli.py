@@ -29,11 +29,14 @@ def test_up_status_down(capsys: pytest.CaptureFixture[str]) -> None:
         pytest.skip(_sandbox_unavailable())
     name = f"cli{os.getpid()}"  # unique: other test sessions may run this test at the same time
     try:
-        code, out = _run(capsys, "up", "--name", name, "--agi-port", "4999")
+        code, out = _run(capsys, "up", "--name", name, "--agi-port", "4999", "--audiosocket-port", "4998")
         assert code == 0
         assert f"sandbox {name}: Asterisk ready" in out and "agi://127.0.0.1:4999" in out
         info = load_info(name)
         assert info is not None and f"AMI: 127.0.0.1:{info.ami_port}" in out
+        # the printed command runs a bridge that Asterisk can reach on both ports
+        assert "IVR_AGI_PORT=4999 IVR_AUDIOSOCKET_PORT=4998 ivr serve" in out
+        assert f"sip:127.0.0.1:{info.sip_port}" in out and info.sip_port > 0
         assert "Asterisk 22" in Sandbox.attach(name).cli("core show version")
         code, out = _run(capsys, "status")
         assert code == 0 and f"{name}: running pid {info.pid}" in out

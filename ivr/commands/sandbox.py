@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         "  run the bridge against it with:\n"
         f"    IVR_AMI_ENABLED=1 IVR_AMI_PORT={instance.ami_port} IVR_AMI_SECRET_FILE={instance.info.secret_file} "
-        f"IVR_AGI_PORT={instance.info.agi_port} ivr serve\n"
+        f"IVR_AGI_PORT={instance.info.agi_port} IVR_AUDIOSOCKET_PORT={instance.info.audiosocket_port} ivr serve\n"
+        f"  call it over SIP (SIPp, as the provider trunk): sipp -sn uac -s 100 127.0.0.1:{instance.info.sip_port}\n"
         f"  stop it with: ivr sandbox down --name {instance.name}"
     )
     return 0

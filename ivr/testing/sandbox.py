@@ -63,6 +63,7 @@ member => Local/s@ivr-test-agent/n
 """
 SANDBOX_GLOBALS = {"IVR_MENU_WAIT": "2", "IVR_QUEUE_TIMEOUT": "3", "IVR_MENU_PROMPT": "beep"}
 TEST_CALLER = "Local/s@ivr-test-caller/n"
+HOST_MOH = Path("/usr/share/asterisk/moh")  # Debian asterisk-moh-opsound-wav (install.sh)
 
 
 class SandboxError(IvrError):
@@ -96,8 +97,8 @@ def set_option(text: str, section: str, key: str, value: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def _free_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
@@ -159,6 +160,7 @@ class SandboxInfo:
     agi_port: int
     audiosocket_port: int
     host: str = "127.0.0.1"
+    sip_port: int = 0  # UDP, loopback: the provider trunk of pjsip.conf answers SIP here
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -228,6 +230,7 @@ class Sandbox:
         info = SandboxInfo(
             name=name, pid=0, rootfs=str(root), ami_port=ami_port or _free_port(),
             agi_port=agi_port, audiosocket_port=audiosocket_port,
+            sip_port=_free_port(kind=socket.SOCK_DGRAM),
         )
         secret = ami_secret or secrets.token_urlsafe(18)
         sandbox = cls(info, secret)
@@ -362,7 +365,7 @@ class Sandbox:
         etc = self.host_path("etc")
         templates = {name: (TEMPLATES / name).read_text() for name in (
             "asterisk.conf", "modules.conf", "extensions.conf", "manager.conf", "queues.conf",
-            "extensions_test_caller.conf")}
+            "extensions_test_caller.conf", "pjsip.conf", "rtp.conf", "musiconhold.conf")}
         conf = templates["asterisk.conf"]
         for key, sub in (("astetcdir", "etc"), ("astrundir", "run"), ("astspooldir", "spool"),
                          ("astlogdir", "log"), ("astdbdir", "db"), ("astvarlibdir", "lib")):
@@ -385,6 +388,10 @@ class Sandbox:
         for name in ("modules.conf", "extensions_test_caller.conf"):
             (etc / name).write_text(templates[name])
         (etc / "queues.conf").write_text(templates["queues.conf"] + SANDBOX_QUEUES)
+        (etc / "pjsip.conf").write_text(self._render_pjsip(templates["pjsip.conf"]))
+        (etc / "rtp.conf").write_text(templates["rtp.conf"])
+        (etc / "musiconhold.conf").write_text(set_option(
+            templates["musiconhold.conf"], "default", "directory", self._install_moh()))
         # distro defaults the project has no opinion on (ringing/busy tones per country)
         distro = Path(self.info.rootfs) / "etc/asterisk"
         for name in ("indications.conf",):
@@ -394,6 +401,31 @@ class Sandbox:
             "; sandbox only\n[general]\n[logfiles]\nconsole => notice,warning,error,verbose\n"
             "messages.log => notice,warning,error,verbose\n"
         )
+
+    def _render_pjsip(self, text: str) -> str:
+        """pjsip.conf with the trunk on loopback: SIP on this instance's UDP port, the provider at
+        127.0.0.1 (SIPp plays it), no keep-alive OPTIONS to a provider that is not there."""
+        text = set_option(text, "transport-udp", "bind", f"127.0.0.1:{self.info.sip_port}")
+        text = set_option(text, "provider-identify", "match", "127.0.0.1")
+        text = set_option(text, "provider-aor", "contact", "sip:127.0.0.1:5060")
+        return set_option(text, "provider-aor", "qualify_frequency", "0")
+
+    def _install_moh(self) -> str:
+        """Music on hold for this instance: the host's Debian music (asterisk-moh-opsound-wav) if
+        installed (else none, with a warning); returns the in-chroot directory."""
+        moh = self.host_path("moh")
+        moh.mkdir(parents=True, exist_ok=True)
+        music = sorted(HOST_MOH.glob("*.wav"))[:1]
+        for source in music:  # one piece is enough for a test; each is ~3 MB
+            with contextlib.suppress(FileExistsError):
+                try:
+                    os.link(source, moh / source.name)
+                except OSError:
+                    shutil.copy(source, moh / source.name)
+        if not music:
+            log.warning("no music on hold in %s (apt-get install asterisk-moh-opsound-wav): "
+                        "callers waiting in the sandbox hear silence", HOST_MOH)
+        return f"{self.dir_in_chroot}/moh"
 
     def install_sound(self, path: str | Path, name: str | None = None) -> str:
         """Copy a WAV (any rate; converted to 8 kHz mono 16-bit) into this instance's sounds.
@@ -465,6 +497,7 @@ class Sandbox:
             "AMI": f"127.0.0.1:{self.info.ami_port} (user {AMI_USER}, secret in {self.info.secret_file})",
             "AGI (dialplan dials the bridge at)": f"agi://127.0.0.1:{self.info.agi_port}",
             "AudioSocket (bridge listens, suggested)": f"127.0.0.1:{self.info.audiosocket_port}",
+            "SIP (UDP; the provider trunk, from 127.0.0.1)": f"sip:127.0.0.1:{self.info.sip_port}",
             "config": str(self.host_path("etc")),
             "logs": str(self.host_path("log")),
         }
