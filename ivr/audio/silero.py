@@ -7,6 +7,10 @@ minus 0.15 (the Silero project's own hysteresis). The network's probability deca
 after the last word (measured on audio_fixtures/), which would push every end of turn that much
 later, so inside an utterance a frame also has to pass the energy detector's continue test: the
 network decides that speech started (no tone or noise burst does), energy decides where it stopped.
+A start also needs the frame above a third of the absolute `min_speech_rms` floor (100 RMS, about
+-50 dBFS): after tens of seconds of a near-silent line (RMS ~30) the network was seen to give 0.6 to
+a quiet frame (a call test's silent turns became empty utterances); the full floor would lose the
+quiet onset of short real words (ru/real_five_1.wav), which the network sees a window late.
 
 One network instance holds the recurrent state of one stream and costs ~9 MB and ~65 ms to build,
 so instances live in a process-wide `SileroPool`: a call takes one (reset), gives it back at the
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 8000
 # the network's hysteresis: speech continues while the probability stays above start - 0.15
 CONTINUE_MARGIN = 0.15
+# share of EndpointParams.min_speech_rms a frame needs for the network's "speech" to start an utterance
+START_FLOOR_SHARE = 1 / 3
 # instances kept built ahead of demand (each ~9 MB): a burst of new calls takes these at once
 DEFAULT_SPARES = 4
 
@@ -116,6 +122,7 @@ class SileroDetector:
 
     def configure(self, params: EndpointParams) -> None:
         self._energy.configure(params)
+        self._floor = params.min_speech_rms * START_FLOOR_SHARE
         self._start = params.speech_probability
         self._continue = max(0.0, params.speech_probability - CONTINUE_MARGIN)
 
@@ -131,7 +138,7 @@ class SileroDetector:
         level = rms(frame)
         energy_says = self._energy.observe(level, in_speech)
         if not in_speech:
-            return self.probability >= self._start
+            return self.probability >= self._start and level >= self._floor
         return self.probability >= self._continue and energy_says
 
     def close(self) -> None:
