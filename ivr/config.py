@@ -39,6 +39,9 @@ class ServerSettings(BaseModel):
     first_message_timeout_s: float = 5.0
     # how long the bridge waits for Asterisk's AudioSocket connection after EXEC AudioSocket
     audiosocket_connect_timeout_s: float = 5.0
+    # true: card, phone and account numbers in IVR_SUMMARY and the IVR_SLOT_* values are masked
+    # ([CARD], [PHONE], [ACCOUNT], ivr.redact) before they reach the agent's screen
+    redact_handoff: bool = False
     # nodes sharing one call record database renew a lease this long; once a node's runs out, the
     # others close the records it left active (ivr/storage/nodes.py)
     node_lease_s: float = 30.0

@@ -29,8 +29,18 @@ DTMF, and a short spoken run is too often a quantity, a time or a year (numerals
 own threshold of 6, below). A leading "oh" before a comma or period is an interjection, not a
 zero. Amounts said as compound numbers stay: a compound number is one group of at most 3
 digits and scale words (thousand, тысяча, 만 ...) end a run, so "two hundred fifty dollars",
-"двести пятьдесят рублей", "пятьсот тысяч", "이만 오천 원" are never 7 digits. "and"/"и"
-also ends a run ("five five five and one two three four" is two short runs and stays).
+"двести пятьдесят рублей", "пятьсот тысяч", "이만 오천 원" are never 7 digits. A number read
+digit by digit goes on across "and"/"и" ("five five five and one two three four" is one run of 7
+digits); a compound number ends there ("one hundred and five").
+
+Numerals. ASR punctuates digits it hears one by one: Whisper writes a card as
+"4, 5, 3, 9 1, 4, 8, 8 ..." and a phone as "555.012.3456" or "555, 0123, 4567". A run of numeral
+groups separated by spaces, dashes, brackets, or a comma or dot (with or without a space) is one
+digit string. Runs with a comma or dot that read as quantities stay: decimals (12500.75), grouped
+amounts (1,250,000.00), dotted dates (12.05.2024), versions and IP addresses (1.51.0,
+127.0.0.1), lists of years ("2019, 2020") - unless the digits are a Luhn-valid card number, and
+grouped amounts and versions only up to 9 digits ("408,178,100,999" is an account). Known gap: a
+dotted quad of numbers up to 255 ("100.200.150.120") is read as an IP address and stays.
 
 What stays: amounts ("250 dollars", "$1,250.00", "1 500 000 рублей"), dates (2024-05-01),
 times, short numbers (menu choices, PINs of 4 digits are NOT treated as accounts: a 4-digit
@@ -60,10 +70,22 @@ from ivr.nlu.lexicon import (
 )
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
-# a digit run with single spaces, dashes or brackets between digits, optionally after '+';
-# not inside a word, a decimal, a time (12:30), a date-time (2026-05-01T10) or a dashed id (uuid)
-DIGIT_RUN = re.compile(r"(?<![\w.,:])(?<!\w-)\+?\(?\d(?:[ \-()]{0,2}\d)*(?![\w]|[.,:]\d|-\w)")
+# a run of digit groups, optionally after '+', with what ASR and people put between the groups:
+# spaces, dashes, brackets, or a comma or dot with or without a space ("4, 5, 3, 9 1, 4, 8, 8",
+# "4111.1111.1111.1111", "555, 0123, 4567"); not inside a word, a time (12:30), a date-time
+# (2026-05-01T10) or a dashed id (uuid). Which of these runs are quantities, not identifiers
+# (decimals, amounts, dates, addresses, lists of years), `_is_quantity` decides.
+DIGIT_RUN = re.compile(r"(?<![\w:])(?<!\w-)(?<!\d[.,])\+?\(?\d+(?:(?:[ \-()]{1,3}| ?[.,] ?)\d+)*(?!\w|:\d|-\w)")
 ISO_DATE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$|^\d{1,2}-\d{1,2}-\d{4}$")
+# what a number with dots or commas in it may be besides an identifier
+DOTTED_DATE = re.compile(r"^(?:\d{1,2}([./])\d{1,2}\1\d{4}|\d{4}([./])\d{1,2}\2\d{1,2})$")  # 12.05.2024
+DECIMAL = re.compile(r"^\d+[.,]\d+$")  # 12500.75, 3,5
+GROUPED_AMOUNT = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?$|^\d{1,3}(?:\.\d{3})+(?:,\d{1,2})?$")  # 1,250,000.00
+IPV4 = re.compile(r"^(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)$")
+VERSION = re.compile(r"^\d{1,3}(?:\.\d{1,3}){1,3}$")  # 1.51.0: a version (or an address, above)
+# a grouped amount or a version longer than this is an identifier written in groups ("408,178,100,999")
+MAX_QUANTITY_DIGITS = 9
+YEARS = re.compile(r"^(?:19|20)\d\d(?: ?[,\-] ?(?:19|20)\d\d)+$")  # "2019, 2020", "2020 - 2021"
 # thousands grouped with spaces ("1 500 000") followed by a currency: an amount, not a phone
 THOUSANDS = re.compile(r"^\d{1,3}(?: \d{3})+$")
 CURRENCY_AFTER = re.compile(
@@ -99,7 +121,7 @@ def _classify(run: str, before: str, after: str) -> str | None:
     n = len(digits)
     if n < MIN_ACCOUNT_DIGITS:
         return None
-    if ISO_DATE.match(run):
+    if ISO_DATE.match(run) or _is_quantity(run, digits):
         return None
     amount = CURRENCY_AFTER.match(after) or CURRENCY_BEFORE.search(before)
     if amount and (THOUSANDS.match(run) or run.isdigit()):
@@ -116,6 +138,20 @@ def _classify(run: str, before: str, after: str) -> str | None:
     return None
 
 
+def _is_quantity(run: str, digits: str) -> bool:
+    """A run that reads as a quantity, a date or a range of years, not an identifier. A Luhn-valid
+    card length is never one: however it is punctuated, a card number goes."""
+    if len(digits) in CARD_DIGITS and luhn_ok(digits):
+        return False
+    if YEARS.match(run):
+        return True
+    if "." not in run and "," not in run:
+        return False
+    if len(digits) <= MAX_QUANTITY_DIGITS and (GROUPED_AMOUNT.match(run) or VERSION.match(run)):
+        return True
+    return any(p.match(run) for p in (DOTTED_DATE, DECIMAL, IPV4))
+
+
 # ---- spoken digits ----------------------------------------------------------------------
 MIN_SPOKEN_DIGITS = 7
 
@@ -130,6 +166,9 @@ KO_TAILS = frozenset(
 _WORD = re.compile(r"[^\W_]+|\+")
 _GAP = re.compile(r"[\s,.\-–—()]*")
 _NUMERAL_WORD = re.compile(r"\d+")
+# "five five five and one two three four": a number read digit by digit goes on across "and";
+# a compound number does not ("one hundred and five", "five and twenty")
+_AND_WORDS = frozenset({"and", "и"})
 # a run needs at least one digit word: looked for first, so most log lines cost one scan
 _DIGIT_WORDS = frozenset(w for w, (kind, _) in ALL_WORDS.items() if kind in DIGIT_KINDS)
 _LETTERS = re.compile(r"[^\W\d_]+")
@@ -156,6 +195,7 @@ class _Run:
         self.value: int | None = None  # the compound number being built ("сто двадцать ..."), if any
         self.last: str | None = None  # kind of the last word of that number
         self.words = False
+        self.by_digit = True  # read digit by digit so far (no teens, tens or hundreds)
 
     def _close_group(self) -> None:
         if self.value is not None:
@@ -173,6 +213,8 @@ class _Run:
             self.items.append(digits)
             return
         self.words = True
+        if kind != UNIT:
+            self.by_digit = False
         if kind == HUNDRED and cur is not None:
             self.value, self.last = cur * 100, HUNDRED
             return
@@ -251,6 +293,11 @@ def _spoken_runs(text: str) -> list[tuple[int, int, str]]:
         word = tok.group().lower()
         entry = ALL_WORDS.get(word)
         kind = entry[0] if entry else None
+        if word in _AND_WORDS and run is not None and run.by_digit and i + 1 < len(tokens) and joined(i + 1):
+            nxt = item(i + 1)
+            if nxt is not None and nxt[0] in (UNIT, _NUMERAL, _KOREAN):
+                i += 1  # the run goes on after "and"
+                continue
         if word in PLUS_WORDS:
             close()
             if i + 1 < len(tokens) and joined(i + 1) and item(i + 1) is not None:

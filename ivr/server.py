@@ -130,8 +130,9 @@ def conversation_handler(services: CallServices, ami: AmiLink | None = None) -> 
         if wait_s is not None:
             variables["EXPECTED_WAIT_S"] = str(round(wait_s))
             services.record_event(session, "expected_wait", {"queue": result.route, "seconds": round(wait_s)})
-        return HandOff(route=ROUTE_QUEUE, queue=result.route, intent=result.intent, summary=result.summary,
-                       reason=result.reason, variables=variables)
+        handoff = HandOff(route=ROUTE_QUEUE, queue=result.route, intent=result.intent, summary=result.summary,
+                          reason=result.reason, variables=variables)
+        return handoff.redacted() if services.settings.server.redact_handoff else handoff
 
     return handle
 
@@ -148,10 +149,10 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
     await _check_voice(services)
     background = [asyncio.create_task(services.registry.watch(), name="flow-watch")]
     store = services.records.store if services.records is not None else None
-    if store is not None:  # records a killed bridge left `active` are closed as bridge_lost
+    if store is not None:  # records left `active` past max_call_s are closed as bridge_lost
         from ivr.storage.reaper import reap_forever, reap_lost_calls
 
-        await asyncio.to_thread(reap_lost_calls, store, settings.server.max_call_s, at_start=True)
+        await asyncio.to_thread(reap_lost_calls, store, settings.server.max_call_s)
         background.append(asyncio.create_task(reap_forever(store, settings.server.max_call_s), name="reaper"))
     ami = AmiLink(services) if settings.ami.enabled else None
     if ami is not None:

@@ -131,3 +131,18 @@ def test_hostile_hook_values_still_reach_the_right_queue_on_asterisk(sandbox) ->
     assert join.variables["IVR_REASON"] == "caller_asked"
     assert join.variables["IVR_ROUTE"] == "queue" and join.variables["IVR_INTENT"] == "lost_card"
     assert join.variables["IVR_SUMMARY"] == truncate_escaped(QUOTES, MAX_VALUE_BYTES)
+
+
+def test_handoff_redaction_is_an_ops_setting() -> None:
+    from ivr.config import Settings
+
+    said = "my card is 4, 5, 3, 9 1, 4, 8, 8 0, 3, 4, 3 6, 4, 6, 7"
+    handoff = HandOff(summary=f"reason=caller_asked; last said: '{said}'", variables={
+        "IVR_SLOT_ACCOUNT": "4081 7810 0999 1000 4312", "IVR_LANG": "en", "CALL_ID": "1234567"})
+    assert not Settings().server.redact_handoff  # agents see what the caller said unless ops say otherwise
+    assert Settings.model_validate({"server": {"redact_handoff": True}}).server.redact_handoff
+    masked = handoff.redacted().channel_variables()
+    assert masked["IVR_SUMMARY"] == "reason=caller_asked; last said: 'my card is [CARD]'"
+    assert masked["IVR_SLOT_ACCOUNT"] == "[ACCOUNT]"
+    assert masked["IVR_CALL_ID"] == "1234567" and masked["IVR_LANG"] == "en"  # not caller data: kept
+    assert handoff.channel_variables()["IVR_SLOT_ACCOUNT"] == "4081 7810 0999 1000 4312"

@@ -1,10 +1,11 @@
 """Close the call records a dead process left `active` (its bridge was killed, the machine lost power).
 
-`ivr serve` runs `reap_lost_calls` once at start (after the spool of the last run is replayed, so
-calls whose close was only queued get their real outcome) and then every `REAP_INTERVAL_S`. A call
-can never be active longer than `server.max_call_s` (the bridge ends it), so a record active past
-that plus `REAP_MARGIN_S` is lost for certain, whichever server ran it. At start, a SQLite file has
-only this server as writer, so every record still active there is from a process that is gone.
+A call can never be active longer than `server.max_call_s` (the bridge ends it), so a record active
+past that plus `REAP_MARGIN_S` is lost for certain, whichever node ran it and whether or not that
+node ever comes back. `ivr serve` runs `reap_lost_calls` at start (after the spool of the last run
+is replayed, so calls whose close was only queued get their real outcome) and every
+`REAP_INTERVAL_S`. Sooner closes come from node leases (ivr/storage/nodes.py): a node closes its own
+leftovers at start, and the others close a dead node's calls once its lease runs out.
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ REAP_MARGIN_S = 120.0
 LOST_REASON = "bridge_lost"  # as the dialplan names a call whose bridge vanished (extensions.conf)
 
 
-def reap_lost_calls(store: CallStore, max_call_s: float, *, at_start: bool = False) -> int:
-    """Close lost records now; returns how many (0 if the database is down: the next round retries)."""
-    now = utcnow()
-    shared = store.engine.dialect.name != "sqlite"  # other servers' calls in progress are in there too
-    before = now if at_start and not shared else now - timedelta(seconds=max_call_s + REAP_MARGIN_S)
+def reap_lost_calls(store: CallStore, max_call_s: float, margin_s: float = REAP_MARGIN_S) -> int:
+    """Close records active for longer than `max_call_s + margin_s`; returns how many (0 if the
+    database is down: the next round retries)."""
+    before = utcnow() - timedelta(seconds=max_call_s + margin_s)
     try:
         return store.close_lost_calls(before, reason=LOST_REASON, max_call_s=max_call_s)
     except StorageError as exc:

@@ -28,7 +28,7 @@ import math
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ivr.config import Settings
@@ -71,6 +71,15 @@ class HandOff:
     reason: str = "handoff"
     queue: str = ""
     variables: dict[str, str] = field(default_factory=dict)
+
+    def redacted(self) -> HandOff:
+        """This hand-off with card, phone and account numbers masked in the summary and the slot
+        values (`server.redact_handoff`: for sites where agents must not see raw numbers)."""
+        from ivr.redact import redact
+
+        variables = {name: redact(str(value)) if name.removeprefix("IVR_").startswith("SLOT_") else value
+                     for name, value in self.variables.items()}
+        return replace(self, summary=redact(self.summary), variables=variables)
 
     def channel_variables(self) -> dict[str, str]:
         """Everything to SET on the channel, in the order to send it, as safe single-line values.
