@@ -382,3 +382,22 @@ def test_answers_are_fixed_prompts_built_cached_and_replaceable_by_a_recording(t
         tone = (np.sin(np.arange(8000) / 8000 * 2 * np.pi * 440) * 8000).astype("<i2").tobytes()
         pcm.write_wav(recorded, tone, 8000)
         assert asyncio.run(cache.get("We are open every day from 9 to 9.", "en")) == tone
+
+
+OUT_OF_SCOPE = Path(__file__).parent / "data" / "faq_out_of_scope.tsv"
+OUT_OF_SCOPE_CEILING = 0.2  # share of unrelated sentences that may get a knowledge-base answer
+
+
+def test_unrelated_sentences_are_rarely_answered_from_the_knowledge_base(registry: FlowRegistry) -> None:
+    rows = [line.split("\t") for line in OUT_OF_SCOPE.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")]
+    for lang in ("en", "ru"):
+        nlu = registry.get("support", lang).nlu
+        texts = [text for row_lang, text in rows if row_lang == lang]
+        understood = [(text, nlu.understand(text).intent) for text in texts]
+        answered = [(text, intent) for text, intent in understood if intent.startswith(FAQ_PREFIX)]
+        rate = len(answered) / len(texts)
+        print(f"\n{lang}: unrelated sentences answered from the knowledge base {len(answered)}/{len(texts)} = "
+              f"{rate:.1%}: {answered}")
+        assert len(texts) >= 30
+        assert rate <= OUT_OF_SCOPE_CEILING, (lang, answered)
