@@ -90,6 +90,8 @@ class AsrSettings(BaseModel):
     # explicit model path or name per language, e.g. {"en": "/srv/models/vosk-model-en-us-0.22"}
     model: dict[str, str] = Field(default_factory=dict)
     whisper_model: str = ""  # path or name; empty: the bundled tiny.en if installed
+    # longest audio read from a WAV file (ivr transcribe, ivr replay) or decoded by Whisper at once
+    max_audio_s: float = Field(default=600.0, gt=0)
 
 
 class VadSettings(BaseModel):

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
 
+from ivr.errors import listen_error
+
 log = logging.getLogger(__name__)
 
 NAMESPACE = "ivr"
@@ -162,7 +164,11 @@ class MetricsServer:
     _server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        except OSError as exc:
+            raise listen_error(exc, "/healthz and /metrics", self.host, self.port,
+                               "server.health_port (--health-port)") from None
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ivr.asr.base import Alternative, AsrResult
 from ivr.audio.pcm import SAMPLE_RATE, resample
-from ivr.errors import EngineError, ModelNotFoundError
+from ivr.errors import AudioError, EngineError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ MAX_COMPRESSION_RATIO = 2.4
 # a hallucination loop can burn
 TOKENS_PER_S = 8
 EXTRA_TOKENS = 10
+# Whisper hears 30 s at a time and its decoder holds 448 tokens, the prompt included: longer audio is
+# decoded window by window (one window's budget, 250 tokens, leaves room for the bias prompt), which
+# also bounds memory (faster-whisper's features of a whole 2-hour file took 7 GB)
+WINDOW_S = 30.0
+DEFAULT_MAX_AUDIO_S = 600.0  # asr.max_audio_s: longer audio is refused with a clear error
 # with a grammar, a snapped phrase needs at least this decoder confidence
 DEFAULT_GRAMMAR_MIN_CONFIDENCE = 0.2
 
@@ -64,6 +69,7 @@ class WhisperParams:
     snap_min_score: float = DEFAULT_SNAP_MIN_SCORE
     max_alternatives: int = DEFAULT_MAX_ALTERNATIVES
     grammar_min_confidence: float = DEFAULT_GRAMMAR_MIN_CONFIDENCE
+    max_audio_s: float = DEFAULT_MAX_AUDIO_S
 
 
 _MODELS: dict[tuple[str, str, int], Any] = {}
@@ -165,24 +171,18 @@ class WhisperEngine:
         samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
         if len(samples) < MIN_AUDIO_S * SAMPLE_RATE:
             return "", 0.0
-        audio = resample(samples, SAMPLE_RATE, WHISPER_RATE).astype(np.float32) / 32768.0
         p = self.params
+        seconds = len(samples) / SAMPLE_RATE
+        if seconds > p.max_audio_s:
+            raise AudioError(f"{seconds:.0f} s of audio is more than Whisper decodes at once ({p.max_audio_s:.0f} s)",
+                             fix="cut the audio into shorter pieces, or raise asr.max_audio_s")
         prompt = bias_prompt(phrases)
-        try:
-            segments, _info = self.model.transcribe(
-                audio,
-                language=p.language,
-                beam_size=p.beam_size,
-                temperature=0.0,
-                condition_on_previous_text=False,
-                without_timestamps=True,
-                initial_prompt=prompt,
-                vad_filter=False,
-                max_new_tokens=int(len(audio) / WHISPER_RATE * TOKENS_PER_S) + EXTRA_TOKENS,
-            )
-            segments = list(segments)  # the generator decodes lazily
-        except Exception as exc:
-            raise EngineError(f"Whisper decoding failed ({type(exc).__name__}: {exc})", fix="see the log") from exc
+        window = int(WINDOW_S * SAMPLE_RATE)
+        segments: list[Any] = []
+        for start in range(0, len(samples), window):
+            piece = samples[start : start + window]
+            if len(piece) >= MIN_AUDIO_S * SAMPLE_RATE:  # a sliver at the end: nothing to hear
+                segments += self._decode(piece, prompt)
         texts = [s.text.strip() for s in segments if s.text.strip()]
         if not texts:
             return "", 0.0
@@ -197,6 +197,27 @@ class WhisperEngine:
             return "", 0.0
         confidence = math.exp(avg_logprob) * (1.0 - no_speech)
         return " ".join(texts), round(min(1.0, max(0.0, confidence)), 3)
+
+
+    def _decode(self, samples: np.ndarray, prompt: str | None) -> list[Any]:
+        """Decode at most one window (WINDOW_S) of 8 kHz samples; its segments."""
+        audio = resample(samples, SAMPLE_RATE, WHISPER_RATE).astype(np.float32) / 32768.0
+        p = self.params
+        try:
+            segments, _info = self.model.transcribe(
+                audio,
+                language=p.language,
+                beam_size=p.beam_size,
+                temperature=0.0,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+                initial_prompt=prompt,
+                vad_filter=False,
+                max_new_tokens=int(len(audio) / WHISPER_RATE * TOKENS_PER_S) + EXTRA_TOKENS,
+            )
+            return list(segments)  # the generator decodes lazily
+        except Exception as exc:
+            raise EngineError(f"Whisper decoding failed ({type(exc).__name__}: {exc})", fix="see the log") from exc
 
 
 class WhisperRecognizer:

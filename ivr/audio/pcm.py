@@ -20,6 +20,11 @@ SAMPLE_WIDTH = 2  # bytes, signed 16-bit little-endian
 FRAME_MS = 20
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 160
 FRAME_BYTES = FRAME_SAMPLES * SAMPLE_WIDTH  # 320: one AudioSocket audio frame
+# What a WAV file may claim, checked against its header before any sample is read: the rate is
+# trusted to size the resampled audio (a file claiming 1 Hz would become hours of it)
+MIN_WAV_RATE = 8000
+MAX_WAV_RATE = 48000
+DEFAULT_MAX_WAV_S = 600.0  # asr.max_audio_s: a caller's turn is seconds; a whole call minutes
 
 
 def duration_s(pcm: bytes) -> float:
@@ -58,17 +63,27 @@ def to_slin(samples: np.ndarray, rate: int) -> bytes:
     return resample(samples, rate).astype("<i2").tobytes()
 
 
-def read_wav(source: str | Path | bytes, *, target_rate: int | None = SAMPLE_RATE) -> bytes:
-    """Read a PCM WAV file (any rate, mono or stereo, 8/16/32-bit) and return slin at `target_rate`.
+def read_wav(source: str | Path | bytes, *, target_rate: int | None = SAMPLE_RATE,
+             max_s: float | None = DEFAULT_MAX_WAV_S) -> bytes:
+    """Read a PCM WAV file (8-48 kHz, mono or stereo, 8/16/32-bit) and return slin at `target_rate`.
 
     With `target_rate=None` the file must already be 8 kHz 16-bit mono, else AudioError
     says so: use that where a wrong rate is a tester's mistake rather than something to fix up.
+    A rate outside 8-48 kHz or audio longer than `max_s` (None: no limit) is refused from the
+    header, before any sample is read; so are directories and unreadable paths (AudioError).
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:
         handle = wave.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), "rb")
     except FileNotFoundError:
         raise AudioError(f"{name}: no such file", fix="check the path") from None
+    except IsADirectoryError:
+        raise AudioError(f"{name}: is a directory, not a WAV file",
+                         fix=f"pass the files in it ({name}/*.wav)") from None
+    except PermissionError:
+        raise AudioError(f"{name}: permission denied", fix="make the file readable for this user") from None
+    except OSError as exc:
+        raise AudioError(f"{name}: cannot read ({exc.strerror or exc})", fix="check the path") from None
     except (wave.Error, EOFError) as exc:
         raise AudioError(
             f"{name}: not a readable PCM WAV file ({exc})",
@@ -76,6 +91,7 @@ def read_wav(source: str | Path | bytes, *, target_rate: int | None = SAMPLE_RAT
         ) from None
     with handle:
         rate, width, channels = handle.getframerate(), handle.getsampwidth(), handle.getnchannels()
+        _check_header(name, rate, width, channels, _frames_in(source, handle), max_s)
         raw = handle.readframes(handle.getnframes())
     if width not in (1, 2, 4):
         raise AudioError(f"{name}: {8 * width}-bit samples are not supported", fix="use 16-bit PCM")
@@ -98,6 +114,30 @@ def read_wav(source: str | Path | bytes, *, target_rate: int | None = SAMPLE_RAT
     if channels > 1:
         samples = samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
     return resample(samples.astype(np.int16), rate, target_rate).astype("<i2").tobytes()
+
+
+def _frames_in(source: str | Path | bytes, handle: wave.Wave_read) -> int:
+    """Frames the file really holds: its header's count, but no more than its size allows (a header
+    may claim anything)."""
+    frame = max(1, handle.getsampwidth() * handle.getnchannels())
+    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+    return min(handle.getnframes(), size // frame)
+
+
+def _check_header(name: str, rate: int, width: int, channels: int, nframes: int, max_s: float | None) -> None:
+    if not MIN_WAV_RATE <= rate <= MAX_WAV_RATE:
+        raise AudioError(
+            f"{name}: sample rate {rate} Hz is outside {MIN_WAV_RATE}-{MAX_WAV_RATE} Hz (a broken or hostile header)",
+            fix="convert it, e.g. `sox IN -r 8000 -c 1 -b 16 OUT.wav`",
+        )
+    if not 1 <= channels <= 8:
+        raise AudioError(f"{name}: {channels} channels", fix="use a mono (or stereo) WAV file")
+    if max_s is not None and nframes / rate > max_s:
+        raise AudioError(
+            f"{name}: {nframes / rate:.0f} s of audio is longer than the {max_s:.0f} s allowed",
+            fix="cut it into shorter files (e.g. `sox IN OUT.wav trim 0 60 : newfile : restart`), "
+                "or raise asr.max_audio_s",
+        )
 
 
 def write_wav(path: str | Path, pcm: bytes, rate: int = SAMPLE_RATE) -> None:

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     failures = 0
     for name in args.files:
         try:
-            pcm = read_wav(name, target_rate=8000 if args.resample else None)
+            pcm = read_wav(name, target_rate=8000 if args.resample else None, max_s=settings.asr.max_audio_s)
         except AudioError as exc:
             failures += 1
             message = str(exc) + (" (or pass --resample)" if "expected 8000 Hz" in str(exc) else "")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ivr.config import Settings
+from ivr.errors import listen_error
 from ivr.telephony.agi import (
     AgiError,
     AgiHangup,
@@ -178,8 +179,18 @@ class Bridge:
         self.outcomes: list[tuple[str, HandOff]] = []  # (uniqueid, what we set) for the last calls
 
     async def start(self) -> None:
-        await self.audiosocket.start()
-        await self.agi.start()
+        """Listen on both ports; a port that cannot be taken is a ConfigError naming its setting."""
+        try:
+            await self.audiosocket.start()
+        except OSError as exc:
+            raise listen_error(exc, "AudioSocket", self.params.host, self.params.audiosocket_port,
+                               "server.audiosocket_port (--audiosocket-port)") from None
+        try:
+            await self.agi.start()
+        except OSError as exc:
+            await self.audiosocket.stop()
+            raise listen_error(exc, "FastAGI", self.params.host, self.params.agi_port,
+                               "server.agi_port (--agi-port)") from None
         log.info("bridge: FastAGI on %s:%d, AudioSocket on %s:%d", self.params.host, self.agi.port,
                  self.params.host, self.audiosocket.port)
 

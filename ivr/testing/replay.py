@@ -199,7 +199,7 @@ async def replay_fixture(services: CallServices, fixture: Fixture,
     if skip:
         return FixtureResult(file=fixture.file, lang=fixture.lang, reason=skip)
     try:
-        pcm = read_wav(fixture.path)
+        pcm = read_wav(fixture.path, max_s=services.settings.asr.max_audio_s)
     except IvrError as exc:
         return FixtureResult(file=fixture.file, lang=fixture.lang, reason=str(exc))
     call, _ = await run_call(services, fixture.lang, [CallerTurn(pcm=pcm, label=fixture.file)],
