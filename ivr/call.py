@@ -237,6 +237,7 @@ class CallSession:
                     self.services.record_event(self, "survey", {"score": action.score})
                 elif isinstance(action, ev.AnsweredFromKnowledge):
                     self.answered.append(action.entry)
+                    self.services.metrics_kb_answer(action.entry)
                     self.services.record_event(self, FAQ_ANSWERED, {
                         "entry": action.entry, "topic": action.topic, "state": action.state})
                 elif isinstance(action, ev.Transfer):

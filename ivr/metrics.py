@@ -81,6 +81,11 @@ class IvrMetrics:
         self.barge_ins_total = Counter(
             "barge_ins", "Prompts interrupted by the caller", namespace=NAMESPACE, registry=r
         )
+        # one label value per knowledge-base entry (faq/<lang>/*.yaml): bounded by the files
+        self.kb_answers_total = Counter(
+            "kb_answers", "Answers given from the knowledge base, by entry", ["entry"], namespace=NAMESPACE,
+            registry=r,
+        )
 
     # ---- helpers the pipeline calls ---------------------------------------------------------
     def call_started(self) -> None:
@@ -119,6 +124,9 @@ class IvrMetrics:
 
     def barge_in(self) -> None:
         self.barge_ins_total.inc()
+
+    def kb_answer(self, entry: str) -> None:
+        self.kb_answers_total.labels(entry=entry).inc()
 
     # ---- exposition -------------------------------------------------------------------------
     def exposition(self) -> bytes:

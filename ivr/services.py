@@ -244,6 +244,10 @@ class CallServices:
                 tts_s=s(turn.tts_ms), confidence=turn.confidence if turn.transcript else None,
             )
 
+    def metrics_kb_answer(self, entry: str) -> None:
+        if self.metrics:
+            self.metrics.kb_answer(entry)
+
     def metrics_barge_in(self) -> None:
         if self.metrics:
             self.metrics.barge_in()

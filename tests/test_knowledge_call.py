@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ivr.config import Settings
+from ivr.metrics import IvrMetrics
 from ivr.report import build_report
 from ivr.services import CallServices
 from ivr.storage.records import FAQ_ANSWERED, CallStore
@@ -36,6 +37,7 @@ def test_question_mid_top_up_is_answered_and_the_call_goes_on(tmp_path: Path) ->
     turns = [CallerTurn(dtmf="2"), CallerTurn(pcm=question), CallerTurn(dtmf="20#"), CallerTurn(dtmf="1"),
              CallerTurn(dtmf="2"), CallerTurn(dtmf="5")]
     services = CallServices.create(settings, engine_override={"en": "whisper"})
+    services.metrics = metrics = IvrMetrics()  # what `ivr serve` exports
     try:
         result, line = asyncio.run(run_call(services, "en", turns, caller_id="+15550100"))
     finally:
@@ -49,6 +51,7 @@ def test_question_mid_top_up_is_answered_and_the_call_goes_on(tmp_path: Path) ->
     confirmed = next(t for t in result.turns if t.dtmf == "#")  # keys arrive one per turn: 2, 0, #
     assert "20 dollars" in confirmed.reply and result.route == "completed" and result.survey_score == 5
     assert result.answered == ["payment_methods"]
+    assert metrics.registry.get_sample_value("ivr_kb_answers_total", {"entry": "payment_methods"}) == 1
 
     store = CallStore(settings.storage_url)
     (call,) = store.calls()
