@@ -182,6 +182,13 @@ def test_check_reports_knowledge_base_problems_against_flow_and_grammar(tree: Pa
             "does not have: use one of its states or remove `next`") in out
 
 
+def test_ivr_nlu_matches_knowledge_base_intents_as_calls_do() -> None:
+    done = subprocess.run([sys.executable, "-m", "ivr.cli", "nlu", "--lang", "en", "--json"], cwd=PROJECT_ROOT,
+                          input="when are your shops open\n", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["intent"] == "faq.store_hours"
+
+
 def test_shipped_knowledge_base_checks_clean() -> None:
     report, built = check_files(PATHS.grammars, PATHS.flows, PATHS.prompts, faq_dir=PATHS.faq)
     assert report.errors == [] and report.warnings == []

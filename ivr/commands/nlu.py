@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line: text, intent, score, entities")
     p.add_argument("--expected", default="", help="comma-separated intents the dialog state expects (boosted)")
     p.add_argument("--grammars", default=None, help="grammars directory (default: settings paths.grammars)")
+    p.add_argument("--faq", default=None, help="knowledge-base directory (default: settings paths.faq; "
+                   "its entries are intents faq.<id>, as in calls)")
     p.set_defaults(func=run)
 
 
@@ -44,10 +46,12 @@ def parse_line(line: str) -> list[tuple[str, float]] | str:
 def run(args: argparse.Namespace) -> int:
     from ivr.config import load_settings
     from ivr.nlu.intents import Nlu
+    from ivr.nlu.knowledge import load_with_knowledge
 
     settings = load_settings(args.config)
     lang = args.lang or settings.default_lang
-    nlu = Nlu.load(lang, args.grammars or settings.paths.grammars)
+    grammar, _ = load_with_knowledge(lang, args.grammars or settings.paths.grammars, args.faq or settings.paths.faq)
+    nlu = Nlu(grammar)
     expected = [e.strip() for e in args.expected.split(",") if e.strip()] or None
     if sys.stdin.isatty() and not args.json:
         console.print(f"[dim]ivr nlu ({lang}): type an utterance per line, Ctrl-D to end[/]")

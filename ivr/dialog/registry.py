@@ -29,12 +29,11 @@ from ivr.nlu.grammar import (
     SourceMap,
     display_path,
     korean_model_dir,
-    load_grammar,
     load_yaml,
     vosk_vocabulary,
 )
 from ivr.nlu.intents import Nlu
-from ivr.nlu.knowledge import KnowledgeBase, add_to_grammar, load_knowledge, missing_states
+from ivr.nlu.knowledge import KnowledgeBase, load_with_knowledge, missing_states
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +89,10 @@ def check_files(grammars_dir: Path, flows_dir: Path, prompts_dir: Path,
     knowledge: dict[str, KnowledgeBase] = {}
     for lang in langs:
         errors: list[str] = []
-        grammar = load_grammar(lang, grammars_dir, errors)
-        kb = load_knowledge(lang, faq_dir, errors)
+        # knowledge-base entries become intents faq.<id> of the language
+        grammar, kb = load_with_knowledge(lang, grammars_dir, faq_dir, errors)
         report.warnings += kb.warnings
         if not errors:
-            add_to_grammar(grammar, kb, errors)  # FAQ entries become intents faq.<id> of the language
             knowledge[lang] = kb
         report.errors += errors
         if not errors:

@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ivr.errors import ConfigError
-from ivr.nlu.grammar import Grammar, IntentSpec, SourceMap, Yaml12Loader, display_path, load_yaml
+from ivr.nlu.grammar import Grammar, IntentSpec, SourceMap, Yaml12Loader, display_path, load_grammar, load_yaml
 from ivr.nlu.text import normalize
 
 FAQ_PREFIX = "faq."  # intent and prompt ids of knowledge-base entries: faq.<id>
@@ -279,6 +279,23 @@ def add_to_grammar(grammar: Grammar, kb: KnowledgeBase, errors: list[str]) -> No
         grammar.where[("intent", intent)] = entry.where
         for question in entry.questions:
             grammar.phrase_where[(intent, question)] = kb.question_where.get((intent, question), entry.where)
+
+
+def load_with_knowledge(lang: str, grammars_dir: Path | str, faq_dir: Path | str | None,
+                        errors: list[str] | None = None) -> tuple[Grammar, KnowledgeBase]:
+    """The grammar of `lang` with its knowledge base merged in (what the dialog's NLU matches against),
+    and the knowledge base. With `errors` given, problems are appended there (file:line: message);
+    without it they raise ConfigError.
+    """
+    collect: list[str] = [] if errors is None else errors
+    before = len(collect)
+    grammar = load_grammar(lang, grammars_dir, collect)
+    kb = load_knowledge(lang, faq_dir, collect)
+    if len(collect) == before:
+        add_to_grammar(grammar, kb, collect)
+    if errors is None and collect:
+        raise ConfigError("\n".join(collect), fix="fix the files at the lines shown, then run `ivr check`")
+    return grammar, kb
 
 
 def missing_states(kb: KnowledgeBase, flow: Any) -> list[str]:
