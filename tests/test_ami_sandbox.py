@@ -57,9 +57,9 @@ def test_a_login_delayed_by_a_stalled_asterisk_succeeds_on_the_second_try(
 
     async def main() -> float:
         os.kill(sandbox.info.pid, signal.SIGSTOP)
+        started = time.monotonic()  # before the timer starts: the thaw cannot come earlier than 3 s from here
         thaw = threading.Timer(3.0, os.kill, (sandbox.info.pid, signal.SIGCONT))
         thaw.start()
-        started = time.monotonic()
         try:
             async with AmiClient(sandbox.ami_settings(), login_timeout_s=2.0) as ami:
                 assert ami.connected
@@ -69,7 +69,8 @@ def test_a_login_delayed_by_a_stalled_asterisk_succeeds_on_the_second_try(
             os.kill(sandbox.info.pid, signal.SIGCONT)
 
     took = asyncio.run(main())
-    assert 3.0 <= took < 4.0 + 1.0, took  # answered after the thaw, within the second try
+    assert took >= 3.0, took  # answered only after the thaw (the second try: the warning below); no upper
+    # bound on a busy machine, where the thawed Asterisk may take a while to answer
     assert (f"AMI at 127.0.0.1:{sandbox.ami_port} accepted the connection but sent no Asterisk Call Manager greeting "
             "within 2.") in caplog.text
     assert "trying once more on a new connection" in caplog.text

@@ -18,12 +18,12 @@ import pytest
 from ivr.audio.g711 import Law
 from ivr.audio.pcm import SAMPLE_RATE, read_wav
 from ivr.config import Settings
-from ivr.testing.sandbox import Sandbox
 from ivr.server import AmiLink, bridge_params, conversation_handler
 from ivr.services import CallServices
 from ivr.sipcaller import Pause, Segment, SippRun, Speak, place_calls, similarity, sipp_available, speech_spans
 from ivr.storage.records import CallRecord, EventRecord, TurnRecord
 from ivr.telephony.bridge import Bridge
+from ivr.testing.sandbox import Sandbox
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
 
