@@ -73,8 +73,9 @@ class Report:
     csat_dist: dict[int, int] = field(default_factory=dict)
     nps: dict[str, float | int | None] = field(default_factory=dict)  # promoters, passives, detractors, score
     calls_per_hour: dict[str, int] = field(default_factory=dict)  # "2026-05-01T09" -> calls
-    # knowledge base: entry -> {calls, contained, transferred, containment_rate} (module docstring)
+    # knowledge base: entry -> {topic, calls, contained, transferred, containment_rate} (module docstring)
     faq: dict[str, dict[str, Any]] = field(default_factory=dict)
+    faq_topics: dict[str, dict[str, Any]] = field(default_factory=dict)  # the same per topic (entry groups)
     faq_calls: int = 0  # ended calls that heard at least one knowledge-base answer
     faq_containment_rate: float | None = None
     latencies: list[float] = field(default_factory=list, repr=False)  # raw, for the histogram
@@ -167,17 +168,26 @@ def _knowledge_containment(report: Report, calls: list[CallRecord], events: list
     """Per knowledge-base entry: ended calls that heard it, how many stayed with the assistant."""
     status = {c.id: c.status for c in calls if c.status != ACTIVE}
     heard: dict[str, set[str]] = {}
+    by_topic: dict[str, set[str]] = {}
+    topic_of: dict[str, str] = {}
     for event in events:
         entry = str(event.data.get("entry", "")) if event.kind == FAQ_ANSWERED else ""
         if entry and event.call_id in status:
             heard.setdefault(entry, set()).add(event.call_id)
-    rows: dict[str, dict[str, Any]] = {}
-    for entry, call_ids in heard.items():
-        contained = sum(status[c] in (COMPLETED, ABANDONED) for c in call_ids)
-        rows[entry] = {"calls": len(call_ids), "contained": contained,
-                       "transferred": sum(status[c] == TRANSFERRED for c in call_ids),
-                       "containment_rate": _rate(contained, len(call_ids))}
-    report.faq = dict(sorted(rows.items(), key=lambda kv: (-int(kv[1]["calls"]), kv[0])))
+            topic_of[entry] = str(event.data.get("topic", "")) or entry
+            by_topic.setdefault(topic_of[entry], set()).add(event.call_id)
+
+    def rows(groups: dict[str, set[str]]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, call_ids in groups.items():
+            contained = sum(status[c] in (COMPLETED, ABANDONED) for c in call_ids)
+            out[name] = {"calls": len(call_ids), "contained": contained,
+                         "transferred": sum(status[c] == TRANSFERRED for c in call_ids),
+                         "containment_rate": _rate(contained, len(call_ids))}
+        return dict(sorted(out.items(), key=lambda kv: (-int(kv[1]["calls"]), kv[0])))
+
+    report.faq = {entry: {"topic": topic_of[entry], **row} for entry, row in rows(heard).items()}
+    report.faq_topics = rows(by_topic)
     answered = set().union(*heard.values()) if heard else set()
     report.faq_calls = len(answered)
     report.faq_containment_rate = _rate(sum(status[c] in (COMPLETED, ABANDONED) for c in answered), len(answered))
@@ -255,15 +265,16 @@ def print_report(report: Report, console: Any = None) -> None:
         if not counts:
             table.add_row("none", "0", "-")
         console.print(table)
-    table = Table(title="Knowledge base: containment per entry")
-    for column in ("entry", "calls", "contained", "transferred", "containment"):
-        table.add_column(column, justify="left" if column == "entry" else "right")
-    for entry, row in report.faq.items():
-        table.add_row(entry, str(row["calls"]), str(row["contained"]), str(row["transferred"]),
-                      _pct(row["containment_rate"]))
-    if not report.faq:
-        table.add_row("none", "0", "0", "0", "-")
-    console.print(table)
+    for title, groups in (("entry", report.faq), ("topic", report.faq_topics)):
+        table = Table(title=f"Knowledge base: containment per {title}")
+        for column in (title, "calls", "contained", "transferred", "containment"):
+            table.add_column(column, justify="left" if column == title else "right")
+        for name, row in groups.items():
+            table.add_row(name, str(row["calls"]), str(row["contained"]), str(row["transferred"]),
+                          _pct(row["containment_rate"]))
+        if not groups:
+            table.add_row("none", "0", "0", "0", "-")
+        console.print(table)
 
 
 # ---- HTML ----------------------------------------------------------------------------------
@@ -328,14 +339,14 @@ def plots(report: Report) -> dict[str, str]:
     return out
 
 
-def _faq_table(report: Report) -> str:
+def _faq_table(title: str, groups: dict[str, dict[str, Any]]) -> str:
     esc = html.escape
     rows = "".join(
-        f"<tr><td>{esc(entry)}</td><td>{row['calls']}</td><td>{row['contained']}</td><td>{row['transferred']}</td>"
+        f"<tr><td>{esc(name)}</td><td>{row['calls']}</td><td>{row['contained']}</td><td>{row['transferred']}</td>"
         f"<td>{_pct(row['containment_rate'])}</td></tr>"
-        for entry, row in report.faq.items()
+        for name, row in groups.items()
     ) or '<tr><td colspan="5">none</td></tr>'
-    return ("<div><h2>Knowledge base: containment per entry</h2><table><tr><th>entry</th><th>calls</th>"
+    return (f"<div><h2>Knowledge base: containment per {title}</h2><table><tr><th>{title}</th><th>calls</th>"
             f"<th>contained</th><th>transferred</th><th>containment</th></tr>{rows}</table></div>")
 
 
@@ -377,7 +388,8 @@ def render_html(report: Report) -> str:
             table("Intents", report.intents),
             table("Languages", report.langs),
             table("CSAT distribution", {str(k): v for k, v in report.csat_dist.items()}),
-            _faq_table(report),
+            _faq_table("entry", report.faq),
+            _faq_table("topic", report.faq_topics),
         ]
     )
     figures = "".join(

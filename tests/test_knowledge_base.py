@@ -280,32 +280,39 @@ def _call(call_id: str, status: str) -> CallRecord:
 
 
 def _answer(call_id: str, entry: str) -> EventRecord:
+    topic = {"fees": "billing", "esim": "sim", "puk": "sim"}[entry]
     return EventRecord(call_id=call_id, at=datetime(2026, 5, 1, 9, 1, tzinfo=UTC), kind=FAQ_ANSWERED,
-                       data={"entry": entry, "topic": "t", "state": "main_menu"})
+                       data={"entry": entry, "topic": topic, "state": "main_menu"})
 
 
 def test_report_containment_per_entry() -> None:
     calls = [_call("a", "completed"), _call("b", "transferred"), _call("c", "abandoned"), _call("d", "completed"),
              _call("e", "active")]
     events = [_answer("a", "fees"), _answer("a", "fees"), _answer("b", "fees"), _answer("c", "esim"),
-              _answer("e", "esim"), _answer("a", "esim")]
+              _answer("e", "esim"), _answer("a", "esim"), _answer("b", "puk")]
     report = compute(calls, [], events=events)
     assert report.faq == {
-        "esim": {"calls": 2, "contained": 2, "transferred": 0, "containment_rate": 1.0},  # the active call waits
-        "fees": {"calls": 2, "contained": 1, "transferred": 1, "containment_rate": 0.5},
+        "esim": {"topic": "sim", "calls": 2, "contained": 2, "transferred": 0, "containment_rate": 1.0},
+        "fees": {"topic": "billing", "calls": 2, "contained": 1, "transferred": 1, "containment_rate": 0.5},
+        "puk": {"topic": "sim", "calls": 1, "contained": 0, "transferred": 1, "containment_rate": 0.0},
+    }  # the active call "e" is not counted: it has not ended
+    assert report.faq_topics == {
+        "sim": {"calls": 3, "contained": 2, "transferred": 1, "containment_rate": 2 / 3},  # a, b, c
+        "billing": {"calls": 2, "contained": 1, "transferred": 1, "containment_rate": 0.5},
     }
-    assert report.faq_calls == 3 and report.faq_containment_rate == pytest.approx(2 / 3)
+    assert report.faq_calls == 3 and report.faq_containment_rate == pytest.approx(2 / 3)  # a, b, c
     data = json.loads(json.dumps(report.to_json()))
     assert data["faq"]["fees"]["transferred"] == 1 and data["faq_calls"] == 3
     html = render_html(report)
     assert "<td>fees</td><td>2</td><td>1</td><td>1</td><td>50.0%</td>" in html
+    assert "<td>sim</td><td>3</td><td>2</td><td>1</td><td>66.7%</td>" in html
 
     from rich.console import Console
 
     console = Console(record=True, width=140)
     print_report(report, console)
     text = console.export_text()
-    assert "Knowledge base: containment per entry" in text and "66.7%" in text
+    assert "Knowledge base: containment per entry" in text and "Knowledge base: containment per topic" in text
     assert any(line.split()[:5] == ["│", "fees", "│", "2", "│"] for line in text.splitlines())
 
 

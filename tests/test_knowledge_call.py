@@ -61,4 +61,5 @@ def test_question_mid_top_up_is_answered_and_the_call_goes_on(tmp_path: Path) ->
     assert event.data == {"entry": "payment_methods", "topic": "billing", "state": "top_up_amount"}
     report = build_report(store)
     store.close()
-    assert report.faq == {"payment_methods": {"calls": 1, "contained": 1, "transferred": 0, "containment_rate": 1.0}}
+    assert report.faq == {"payment_methods": {"topic": "billing", "calls": 1, "contained": 1, "transferred": 0,
+                                              "containment_rate": 1.0}}
