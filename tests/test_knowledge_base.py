@@ -415,3 +415,25 @@ def test_unrelated_sentences_are_rarely_answered_from_the_knowledge_base(registr
               f"{rate:.1%}: {answered}")
         assert len(texts) >= 30
         assert rate <= OUT_OF_SCOPE_CEILING, (lang, answered)
+
+
+def test_hot_reload_picks_up_an_edit_and_a_broken_edit_keeps_the_last_good_version(tree: Path) -> None:
+    registry = FlowRegistry(grammars_dir=tree / "grammars", flows_dir=tree / "flows", prompts_dir=tree / "prompts",
+                            faq_dir=tree / "faq")
+    assert registry.reload() == []
+    first = registry.get("support", "en")
+    path = tree / "faq/en/shops_and_support.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("Our shops are open every day", "Our shops are open daily"), encoding="utf-8")
+    assert registry.changed() and registry.reload() == []
+    edited = registry.get("support", "en")
+    assert edited.version > first.version
+    assert edited.knowledge is not None and edited.knowledge.entries["faq.store_hours"].answer.startswith(
+        "Our shops are open daily")
+    path.write_text(text.replace("    answer: \"Our shops", "    anwser: \"Our shops"), encoding="utf-8")
+    errors = registry.reload()
+    assert any("faq/en/shops_and_support.yaml" in e and "missing `answer`" in e for e in errors), errors
+    assert registry.get("support", "en").version == edited.version  # English: the last good version
+    kept = registry.get("support", "en").knowledge
+    assert kept is not None and kept.entries["faq.store_hours"].answer.startswith("Our shops are open daily")
+    assert registry.get("support", "ru").version > edited.version  # what the edit did not break moved on
