@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from ivr.dialog.hooks import run_hook
 from ivr.errors import IvrError
 from ivr.frames import AudioIn, DtmfIn, HangupIn, Line
 from ivr.nlu.types import NONE_INTENT, Understanding
+from ivr.results import CallResult, TurnLog
 from ivr.services import CallServices
 from ivr.storage.records import FAQ_ANSWERED
 
@@ -58,49 +59,6 @@ class _CallerInput:
     endpoint_ms: float = 0.0
     asr_ms: float = 0.0  # end of speech decided -> ASR final ready (includes queued chunks)
     barge_in: bool = False
-
-
-@dataclass
-class TurnLog:
-    """What happened in one caller turn, with the latency split the benchmark reports."""
-
-    index: int
-    prompt: str = ""  # what the assistant said before this turn
-    transcript: str = ""
-    intent: str = ""
-    score: float = 0.0
-    confidence: float = 0.0
-    entities: dict[str, Any] = field(default_factory=dict)
-    dtmf: str = ""
-    no_input: bool = False
-    barge_in: bool = False
-    endpoint_ms: float = 0.0  # end of speech -> endpointer decision (audio time)
-    asr_ms: float = 0.0  # endpointer decision -> ASR final
-    nlu_ms: float = 0.0
-    dialog_ms: float = 0.0
-    tts_ms: float = 0.0  # prompt audio ready (cache hit or synthesis)
-    latency_ms: float = 0.0  # endpointer decision -> first response frame handed to the line
-    reply: str = ""
-
-
-@dataclass
-class CallResult:
-    call_id: str
-    lang: str
-    flow: str
-    route: str  # queue name on hand-off, "completed" on a normal goodbye, "hangup" if the caller left
-    reason: str
-    intent: str = ""
-    summary: str = ""
-    variables: dict[str, str] = field(default_factory=dict)
-    turns: list[TurnLog] = field(default_factory=list)
-    survey_score: int | None = None
-    engine: str = ""
-    answered: list[str] = field(default_factory=list)  # knowledge-base entries the caller heard, in order
-
-    @property
-    def handed_off(self) -> bool:
-        return self.route not in ("completed", "hangup")
 
 
 class CallSession:

@@ -97,7 +97,7 @@ class AmiLink:
         if keep is None or call_id not in self._recent or self.services.records is None:
             return
         data = {key: event.get(key) for key in keep if event.get(key)}
-        self.services.records.submit("add_event", call_id, f"ami.{event.name}", data)
+        self.services.records.add_event(call_id, f"ami.{event.name}", data)
 
     async def expected_wait_s(self, queue: str) -> float | None:
         """The queue's expected wait, or None if AMI is down or slow (the hand-off goes on)."""
@@ -140,7 +140,7 @@ def conversation_handler(services: CallServices, ami: AmiLink | None = None) -> 
 async def run_server(settings: Settings, *, services: CallServices | None = None,
                      started: Callable[[Bridge], None] | None = None) -> None:
     """Serve calls until cancelled or signalled."""
-    from ivr.metrics import MetricsServer
+    from ivr.metrics import IvrMetrics, MetricsServer
 
     services = services or CallServices.create(settings, with_metrics=True)
     errors = services.registry.reload()
@@ -158,8 +158,10 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
     if ami is not None:
         background.append(asyncio.create_task(ami.client.run_forever(), name="ami"))
     metrics_server = None
-    if services.metrics is not None:
-        metrics_server = MetricsServer(services.metrics, settings.server.host, settings.server.health_port)
+    # /metrics and /healthz serve a Prometheus registry: the process-wide one CallServices.create gives
+    metrics = services.metrics if isinstance(services.metrics, IvrMetrics) else None
+    if metrics is not None:
+        metrics_server = MetricsServer(metrics, settings.server.host, settings.server.health_port)
         await metrics_server.start()
 
     from ivr.storage.records import utcnow
@@ -168,8 +170,8 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
 
     def on_started(bridge: Bridge) -> None:
         services.node = bridge.node
-        if services.metrics is not None:
-            services.metrics.node = bridge.node
+        if metrics is not None:
+            metrics.node = bridge.node
         if services.records is not None:
             background.append(asyncio.create_task(
                 _keep_node_lease(services.records.store, bridge.node, settings.server.node_lease_s, leased_from),
@@ -186,8 +188,8 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
 
     def stop() -> None:
         # /healthz says 503 "draining" while calls in progress finish, so a balancer stops sending more
-        if services.metrics is not None:
-            services.metrics.status = "draining"
+        if metrics is not None:
+            metrics.status = "draining"
         serving.cancel()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -198,8 +200,8 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
     except asyncio.CancelledError:
         pass
     finally:
-        if services.metrics is not None:
-            services.metrics.status = "draining"
+        if metrics is not None:
+            metrics.status = "draining"
         for task in background:
             task.cancel()
         if metrics_server is not None:

@@ -8,25 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, TypeVarTuple
 
 from ivr.asr.base import AsrEngine
 from ivr.audio.vad import EndpointParams, EnergyDetector, SpeechDetector
 from ivr.config import Settings
 from ivr.dialog.registry import FlowRegistry
 from ivr.errors import IvrError
+from ivr.protocols import CallIdentity, MetricsSink, PromptSource, RecordStore
+from ivr.results import CallResult, TurnLog
 
 if TYPE_CHECKING:
-    from ivr.call import CallResult, CallSession, TurnLog
+    from ivr.audio.silero import SileroPool
+    from ivr.storage.records import CallStore, TurnRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Args = TypeVarTuple("Args")
+StoreT = TypeVar("StoreT", bound=RecordStore)
 # Decodes are CPU-bound but come in many small jobs (100 ms chunks, finals) from many calls: more
 # threads than cores let the OS interleave them, so one call's final does not wait behind a queue of
 # other calls' chunks (measured at 50 calls on 2 cores: 2 threads -> ASR p95 1036 ms, 8 -> see README).
@@ -43,21 +49,37 @@ def _lower_priority() -> None:
         pass
 
 
-class RecordWriter:
+class RecordWriter(Generic[StoreT]):
     """Writes call records in order on one background thread, so the event loop never waits on I/O.
 
     The store itself retries and spools while its database is down; this thread only keeps the
-    order (open, turns, close) and survives any error a single write raises.
+    order (open, turns, close) and survives any error a single write raises. Each method queues
+    the store's own method with its arguments, so mypy checks them against `RecordStore`.
     """
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: StoreT) -> None:
         self.store = store
-        self._jobs: queue.SimpleQueue[tuple[str, tuple[Any, ...], dict[str, Any]] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[str, Callable[[], object]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="call-records", daemon=True)
         self._thread.start()
 
-    def submit(self, method: str, *args: Any, **kwargs: Any) -> None:
-        self._jobs.put((method, args, kwargs))
+    def open_call(self, call_id: str, *, lang: str = "", flow: str = "", caller: str = "", channel: str = "",
+                  engine: str = "", node: str = "") -> None:
+        self._jobs.put(("open_call", functools.partial(
+            self.store.open_call, call_id, lang=lang, flow=flow, caller=caller, channel=channel, engine=engine,
+            node=node)))
+
+    def add_turn(self, call_id: str, turn: TurnRecord) -> None:
+        self._jobs.put(("add_turn", functools.partial(self.store.add_turn, call_id, turn)))
+
+    def add_event(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
+        self._jobs.put(("add_event", functools.partial(self.store.add_event, call_id, kind, data)))
+
+    def close_call(self, call_id: str, *, status: str, route: str = "", handoff_reason: str = "",
+                   intent: str | None = None, survey_score: int | None = None) -> None:
+        self._jobs.put(("close_call", functools.partial(
+            self.store.close_call, call_id, status=status, route=route, handoff_reason=handoff_reason,
+            intent=intent, survey_score=survey_score)))
 
     def close(self, timeout: float = 10.0) -> None:
         """Write everything queued, then stop. What the database does not take is logged with its
@@ -67,26 +89,24 @@ class RecordWriter:
         if self._thread.is_alive():
             log.error("call records: the writer is still busy after %.0f s at shutdown; about %d queued "
                       "write(s) may be lost", timeout, self._jobs.qsize())
-        close = getattr(self.store, "close", None) or getattr(self.store, "flush", None)
-        if close:
-            close()
+        self.store.close()
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
-            method, args, kwargs = job
+            name, write = job
             try:
-                getattr(self.store, method)(*args, **kwargs)
+                write()
             except Exception:
-                log.exception("call record %s failed", method)
+                log.exception("call record %s failed", name)
 
 
 @dataclass
 class CallServices:
     settings: Settings
     registry: FlowRegistry
-    prompts: Any  # ivr.tts.cache.PromptCache
-    records: RecordWriter | None = None
-    metrics: Any = None  # ivr.metrics.Metrics
+    prompts: PromptSource
+    records: RecordWriter[CallStore] | None = None
+    metrics: MetricsSink | None = None
     endpoint_params: EndpointParams = field(default_factory=EndpointParams)
     hook_context: dict[str, Any] = field(default_factory=dict)
     engine_override: dict[str, str] = field(default_factory=dict)  # lang -> engine name (CLI flags)
@@ -97,7 +117,7 @@ class CallServices:
             max_workers=ASR_THREADS_PER_CORE * (os.cpu_count() or 2), thread_name_prefix="asr",
             initializer=_lower_priority))
     _engines: dict[str, AsrEngine | None] = field(default_factory=dict)
-    _silero: Any = None  # ivr.audio.silero.SileroPool, built on first use
+    _silero: SileroPool | Literal[False] | None = None  # built on first use; False: not installed
     _engine_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -113,12 +133,12 @@ class CallServices:
         from ivr.tts.cache import PromptCache
         from ivr.tts.engine import DEFAULT_VOICES, TtsEngine, TtsParams
 
-        records = None
+        records: RecordWriter[CallStore] | None = None
         if with_records:
             from ivr.storage.records import CallStore
 
             records = RecordWriter(CallStore(settings.storage_url))
-        metrics = None
+        metrics: MetricsSink | None = None
         if with_metrics:
             from ivr.metrics import METRICS
 
@@ -176,7 +196,7 @@ class CallServices:
         if close is not None:
             close()
 
-    async def run_asr(self, func: Callable[..., T], *args: Any) -> T:
+    async def run_asr(self, func: Callable[[*Args], T], *args: *Args) -> T:
         """Run a (blocking) recognizer call on the ASR threads."""
         return await asyncio.get_running_loop().run_in_executor(self.asr_executor, func, *args)
 
@@ -184,17 +204,17 @@ class CallServices:
         return await self.prompts.get(text, lang)
 
     # ---- records: written in order on the writer thread; a crash loses at most the turn in flight --
-    def record_open(self, session: CallSession) -> None:
+    def record_open(self, session: CallIdentity) -> None:
         if self.records:
-            self.records.submit("open_call", session.call_id, lang=session.lang, flow=session.flow_name,
-                                caller=session.caller_id, channel=session.channel, engine=session.engine_name,
-                                node=self.node)
+            self.records.open_call(session.call_id, lang=session.lang, flow=session.flow_name,
+                                   caller=session.caller_id, channel=session.channel, engine=session.engine_name,
+                                   node=self.node)
 
-    def record_turn(self, session: CallSession, turn: TurnLog) -> None:
+    def record_turn(self, session: CallIdentity, turn: TurnLog) -> None:
         if self.records:
             from ivr.storage.records import TurnRecord
 
-            self.records.submit("add_turn", session.call_id, TurnRecord(
+            self.records.add_turn(session.call_id, TurnRecord(
                 idx=turn.index, prompt=turn.prompt, transcript=turn.transcript, intent=turn.intent,
                 confidence=turn.confidence if turn.transcript else None, asr_ms=turn.asr_ms or None,
                 nlu_ms=turn.nlu_ms or None, dialog_ms=turn.dialog_ms, tts_ms=turn.tts_ms or None,
@@ -203,25 +223,23 @@ class CallServices:
                 barge_in=turn.barge_in,
             ))
 
-    def record_event(self, session: CallSession, kind: str, data: dict[str, Any]) -> None:
+    def record_event(self, session: CallIdentity, kind: str, data: dict[str, Any]) -> None:
         if self.records:
-            self.records.submit("add_event", session.call_id, kind, data)
+            self.records.add_event(session.call_id, kind, data)
 
-    def record_close(self, session: CallSession, result: CallResult) -> None:
+    def record_close(self, session: CallIdentity, result: CallResult) -> None:
         if self.records:
             status = "transferred" if result.handed_off else "abandoned" if result.route == "hangup" else "completed"
-            self.records.submit("close_call", session.call_id, status=status, route=result.route,
-                                handoff_reason=result.reason, intent=result.intent or None,
-                                survey_score=result.survey_score)
+            self.records.close_call(session.call_id, status=status, route=result.route,
+                                    handoff_reason=result.reason, intent=result.intent or None,
+                                    survey_score=result.survey_score)
 
     def close(self) -> None:
         """At the end of the process (or a test): write queued records, stop the worker threads."""
         if self.records is not None:
             self.records.close()
         self.asr_executor.shutdown(wait=False, cancel_futures=True)
-        engine = getattr(self.prompts, "engine", None)
-        if engine is not None and hasattr(engine, "close"):
-            engine.close()
+        self.prompts.close()
 
     # ---- metrics (no-ops without a registry) ---------------------------------------------------
     def metrics_call_started(self) -> None:

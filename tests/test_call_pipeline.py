@@ -162,12 +162,13 @@ def test_a_voice_lost_mid_call_hands_off_with_what_the_caller_said(settings: Set
     real = services.prompts
 
     class BalanceAnswerFails:  # the shipped cache for everything but the one dynamic answer
-        engine = real.engine
-
         async def get(self, text: str, lang: str) -> bytes:
             if "dollars" in text:
                 raise EngineError("espeak-ng exited with status 1")
             return await real.get(text, lang)
+
+        def close(self) -> None:
+            real.close()
 
     services.prompts = BalanceAnswerFails()
     result, line = _call(services, "en", [CallerTurn(dtmf="1")])

@@ -56,14 +56,14 @@ def _params(tmp_path: Path) -> StoreParams:
     return StoreParams(fallback_spool_path=tmp_path / "state" / "spool.jsonl")
 
 
-def _write_calls(writer: RecordWriter, prefix: str, count: int) -> list[str]:
+def _write_calls(writer: RecordWriter[CallStore], prefix: str, count: int) -> list[str]:
     ids = []
     for n in range(count):
         call_id = f"{prefix}-{n:02d}"
-        writer.submit("open_call", call_id, lang="en", flow="support", caller="+15550100")
+        writer.open_call(call_id, lang="en", flow="support", caller="+15550100")
         for idx in range(TURNS):
-            writer.submit("add_turn", call_id, TurnRecord(idx=idx, prompt="How can I help?", transcript=SPEECH))
-        writer.submit("close_call", call_id, status=TRANSFERRED, route="support", handoff_reason="caller_asked")
+            writer.add_turn(call_id, TurnRecord(idx=idx, prompt="How can I help?", transcript=SPEECH))
+        writer.close_call(call_id, status=TRANSFERRED, route="support", handoff_reason="caller_asked")
         ids.append(call_id)
     return ids
 

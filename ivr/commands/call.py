@@ -18,11 +18,18 @@ import argparse
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from ivr.config import load_settings
-from ivr.errors import ConfigError
+from ivr.config import Settings, load_settings
+from ivr.errors import ConfigError, IvrError
+
+if TYPE_CHECKING:
+    from ivr.services import CallServices
+    from ivr.storage.records import CallStore
+    from ivr.telephony.ami import AmiClient
+    from ivr.testing.fixtures import Call
 
 console = Console(highlight=False)
 CALL_TIMEOUT_S = 240
@@ -71,7 +78,8 @@ async def _run(args: argparse.Namespace) -> int:
         services.close()
 
 
-async def _on_sandbox(args: argparse.Namespace, services, calls, intents) -> int:  # noqa: ANN001
+async def _on_sandbox(args: argparse.Namespace, services: CallServices, calls: list[Call],
+                      intents: dict[str, str | None]) -> int:
     import shutil
 
     from ivr.server import bridge_params, conversation_handler
@@ -89,6 +97,9 @@ async def _on_sandbox(args: argparse.Namespace, services, calls, intents) -> int
     console.print(f"sandbox Asterisk {sandbox.name}: AMI 127.0.0.1:{sandbox.ami_port}; bridge on AGI port "
                   f"{bridge.agi_port}; records {services.settings.storage_url}")
     failed = 0
+    if services.records is None:  # CallServices.create writes records unless told not to
+        raise IvrError("ivr call needs the call records to judge the calls", fix="create the services with records")
+    store = services.records.store
     try:
         async with AmiClient(sandbox.ami_settings()) as ami:
             for call in calls:
@@ -98,8 +109,8 @@ async def _on_sandbox(args: argparse.Namespace, services, calls, intents) -> int
                 record = sandbox.recording_path(call.name)
                 heard = sandbox.host_path(record + ".wav")
                 uniqueid = await _one_call(ami, call, sounds, record, heard, args.barge_in)
-                await _wait_closed(services.records.store, uniqueid)
-                failed += not _verdict(services.records.store, call, uniqueid, intents)
+                await _wait_closed(store, uniqueid)
+                failed += not _verdict(store, call, uniqueid, intents)
                 if heard.exists():
                     shutil.copy(heard, out / f"{call.name}.wav")
     finally:
@@ -110,7 +121,8 @@ async def _on_sandbox(args: argparse.Namespace, services, calls, intents) -> int
     return 1 if failed else 0
 
 
-async def _on_asterisk(args: argparse.Namespace, settings, calls, intents) -> int:  # noqa: ANN001
+async def _on_asterisk(args: argparse.Namespace, settings: Settings, calls: list[Call],
+                       intents: dict[str, str | None]) -> int:
     from ivr.storage.records import CallStore
     from ivr.telephony.ami import AmiClient
 
@@ -127,7 +139,8 @@ async def _on_asterisk(args: argparse.Namespace, settings, calls, intents) -> in
     return 1 if failed else 0
 
 
-async def _one_call(ami, call, sounds, record, heard, barge_in: bool) -> str:  # noqa: ANN001
+async def _one_call(ami: AmiClient, call: Call, sounds: list[str], record: str, heard: Path | None,
+                    barge_in: bool) -> str:
     from ivr.testing.testcall import originate_turns
 
     barge = next((i + 1 for i, t in enumerate(call.turns) if t.barge_in), 0) if barge_in else 0
@@ -139,7 +152,7 @@ async def _one_call(ami, call, sounds, record, heard, barge_in: bool) -> str:  #
     return test_call.ivr_uniqueid
 
 
-async def _wait_closed(store, uniqueid: str, timeout_s: float = 15.0) -> None:  # noqa: ANN001
+async def _wait_closed(store: CallStore, uniqueid: str, timeout_s: float = 15.0) -> None:
     """The assistant closes the record just after the caller's side hangs up: give it a moment."""
     for _ in range(int(timeout_s * 10)):
         record = store.call(uniqueid)
@@ -148,7 +161,7 @@ async def _wait_closed(store, uniqueid: str, timeout_s: float = 15.0) -> None:  
         await asyncio.sleep(0.1)
 
 
-def _verdict(store, call, uniqueid: str, intents: dict[str, str | None]) -> bool:  # noqa: ANN001
+def _verdict(store: CallStore, call: Call, uniqueid: str, intents: dict[str, str | None]) -> bool:
     """Compare the call record with the manifest call; `intents`: fixture file -> expected intent."""
     record = store.call(uniqueid)
     if record is None:

@@ -9,12 +9,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from ivr.commands import NOW_HELP, iso_time
 from ivr.config import load_settings
 from ivr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ivr.config import Settings
+    from ivr.results import TurnLog
+    from ivr.services import CallServices
+    from ivr.testing.fixtures import Call
 
 console = Console(highlight=False)
 
@@ -48,7 +55,7 @@ async def _demo(args: argparse.Namespace) -> int:
         services.close()  # TTS worker and its temporary files, record writer
 
 
-async def _play(args: argparse.Namespace, settings, calls, services) -> int:  # noqa: ANN001
+async def _play(args: argparse.Namespace, settings: Settings, calls: list[Call], services: CallServices) -> int:
     from ivr.audio.pcm import write_wav
     from ivr.testing.replay import caller_turns, run_call
 
@@ -85,7 +92,7 @@ async def _play(args: argparse.Namespace, settings, calls, services) -> int:  # 
     def on_say(text: str) -> None:
         console.print(f"[bold green]assistant[/] {text}")
 
-    def on_turn(turn) -> None:  # noqa: ANN001 - ivr.call.TurnLog
+    def on_turn(turn: TurnLog) -> None:
         label = next(labels, "?")
         if turn.no_input:
             said = "[dim](silence)[/]"

@@ -9,6 +9,7 @@ import json
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -17,6 +18,9 @@ from rich.table import Table
 from ivr.commands import NOW_HELP, iso_time
 from ivr.config import LANGUAGES, load_settings
 from ivr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ivr.testing.replay import FixtureResult, Totals
 
 err = Console(stderr=True, highlight=False)
 
@@ -74,7 +78,7 @@ async def _replay(args: argparse.Namespace) -> int:
     progress = Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.description}"), console=err, transient=True)
 
-    def on_result(result) -> None:  # noqa: ANN001 - ivr.testing.replay.FixtureResult
+    def on_result(result: FixtureResult) -> None:
         progress.update(task, advance=1, description=result.file)
         if args.json:
             print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)
@@ -99,7 +103,7 @@ async def _replay(args: argparse.Namespace) -> int:
     return 1 if totals.failed else 0
 
 
-def _print_table(results, passed: str, failed: str) -> None:  # noqa: ANN001
+def _print_table(results: list[FixtureResult], passed: str, failed: str) -> None:
     out = Console(highlight=False)
     table = Table(show_lines=False)
     for col in ("verdict", "file", "text", "intent", "score", "entities", "latency ms"):
@@ -117,7 +121,7 @@ def _print_table(results, passed: str, failed: str) -> None:  # noqa: ANN001
     out.print(table)
 
 
-def _print_totals(totals) -> None:  # noqa: ANN001
+def _print_totals(totals: Totals) -> None:
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -133,7 +137,7 @@ def _print_totals(totals) -> None:  # noqa: ANN001
         err.print(f"[yellow]skipped {n}[/]: {reason}")
 
 
-def _write_junit(path: Path, results) -> None:  # noqa: ANN001
+def _write_junit(path: Path, results: list[FixtureResult]) -> None:
     suite = ET.Element("testsuite", name="ivr.replay", tests=str(len(results)),
                        failures=str(sum(r.verdict == "fail" for r in results)),
                        skipped=str(sum(r.verdict == "skip" for r in results)))
@@ -150,7 +154,7 @@ def _write_junit(path: Path, results) -> None:  # noqa: ANN001
     path.write_text(ET.tostring(suite, encoding="unicode", xml_declaration=True))
 
 
-def _write_html(path: Path, results, totals) -> None:  # noqa: ANN001
+def _write_html(path: Path, results: list[FixtureResult], totals: Totals) -> None:
     rows = []
     for r in results:
         failures = "<br>".join(html.escape(f"{c.name}: expected {c.expected!r}, got {c.got!r}")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ivr.telephony.bridge import Bridge
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(settings.server, name, value)
 
-    def started(bridge) -> None:  # noqa: ANN001 - ivr.telephony.bridge.Bridge
+    def started(bridge: Bridge) -> None:
         s = settings.server
         print(f"ivr serve: node {bridge.node}, FastAGI agi://{s.host}:{bridge.agi_port}/<flow>?lang=xx, AudioSocket "
               f"{bridge.advertise}, health http://{s.host}:{s.health_port}/healthz", flush=True)

@@ -32,8 +32,10 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from ivr.audio.pcm import read_wav, write_wav
-from ivr.config import PROJECT_ROOT
+from ivr.config import PROJECT_ROOT, AmiSettings
 from ivr.errors import IvrError
 from ivr.telephony.ami import AmiClient, AmiEvent
 
@@ -502,12 +504,10 @@ class Sandbox:
             "logs": str(self.host_path("log")),
         }
 
-    def ami_settings(self):  # -> ivr.config.AmiSettings (import kept local: config is light anyway)
+    def ami_settings(self) -> AmiSettings:
         """AMI settings pointing at this instance (for AmiClient)."""
-        from ivr.config import AmiSettings
-
         return AmiSettings(enabled=True, host="127.0.0.1", port=self.info.ami_port, username=AMI_USER,
-                           secret=self.ami_secret)
+                           secret=SecretStr(self.ami_secret))
 
 
 @dataclass

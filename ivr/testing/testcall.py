@@ -9,6 +9,7 @@ Used by `ivr call` and tests/test_e2e_asterisk.py.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from ivr.telephony.ami import AmiClient
 from ivr.testing.sandbox import SandboxCall
@@ -24,7 +25,7 @@ async def originate_turns(
     flow: str = "support",
     lang: str = "en",
     record: str = "",
-    heard_wav=None,  # noqa: ANN001 - host Path of `record`.wav, if the caller can read it
+    heard_wav: Path | None = None,  # host Path of `record`.wav, if the caller can read it
     caller_id: str = "",
     gap_ms: int = DEFAULT_GAP_MS,
     barge_in_turn: int = 0,

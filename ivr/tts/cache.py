@@ -136,6 +136,10 @@ class PromptCache:
         self.misses = 0
         self._fixed: dict[str, dict[str, str]] = {}  # lang -> normalised fixed text -> prompt_id
 
+    def close(self) -> None:
+        """Stop the TTS engine's worker (at the end of the process)."""
+        self.engine.close()
+
     # ---- keys and lookups -------------------------------------------------------------------
     def key(self, text: str, lang: str) -> str:
         """sha256 of (text, voice, engine version): the cache identity of one rendering."""
