@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from ivr.testing.sandbox import Sandbox
 
 from ivr.audio.g711 import Law
 from ivr.audio.pcm import SAMPLE_RATE, read_wav
