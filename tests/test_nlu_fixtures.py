@@ -8,6 +8,7 @@ import yaml
 
 from ivr.config import PathSettings
 from ivr.nlu.intents import Nlu
+from ivr.nlu.knowledge import load_with_knowledge
 
 PATHS = PathSettings()
 MANIFEST = PATHS.fixtures / "manifest.yaml"
@@ -26,7 +27,8 @@ CASES = _labelled()
 
 @pytest.fixture(scope="module")
 def nlu() -> dict[str, Nlu]:
-    return {lang: Nlu.load(lang, PATHS.grammars) for lang in ("en", "ru", "ko")}
+    # with the knowledge base merged in, as in calls: its questions compete with the flow's intents
+    return {lang: Nlu(load_with_knowledge(lang, PATHS.grammars, PATHS.faq)[0]) for lang in ("en", "ru", "ko")}
 
 
 @pytest.mark.skipif(not CASES, reason="no labelled fixtures in audio_fixtures/manifest.yaml")
