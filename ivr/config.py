@@ -42,6 +42,9 @@ class ServerSettings(BaseModel):
     # true: card, phone and account numbers in IVR_SUMMARY and the IVR_SLOT_* values are masked
     # ([CARD], [PHONE], [ACCOUNT], ivr.redact) before they reach the agent's screen
     redact_handoff: bool = False
+    # SIGTERM: how long calls in progress may finish before they are cut short to the menu (reason
+    # shutdown); to drain a node of whole calls, the length of a long call (and systemd's TimeoutStopSec above it)
+    drain_timeout_s: float = 30.0
     # nodes sharing one call record database renew a lease this long; once a node's runs out, the
     # others close the records it left active (ivr/storage/nodes.py)
     node_lease_s: float = 30.0

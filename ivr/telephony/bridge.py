@@ -154,7 +154,7 @@ class BridgeParams:
             first_message_timeout_s=server.first_message_timeout_s,
             audiosocket_connect_timeout_s=server.audiosocket_connect_timeout_s,
             max_calls=server.max_calls, max_call_s=server.max_call_s, default_lang=settings.default_lang,
-            node=server.node,
+            node=server.node, drain_timeout_s=server.drain_timeout_s,
         )
 
 
