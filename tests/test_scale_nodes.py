@@ -136,3 +136,38 @@ def test_a_full_node_passes_calls_on_and_the_last_refusal_opens_the_menu(sandbox
     assert nowhere[0].variables["IVR_NODE"] == ""
     assert nowhere[0].variables["IVR_REASON"] == "overload"
     assert not full.took
+
+
+def test_a_frozen_node_loses_the_call_to_the_next_one_after_the_start_guard(sandbox: Sandbox) -> None:
+    """A node whose process is stuck still accepts connections (the kernel completes them) but never
+    answers: after IVR_START_GUARD_S the dialplan's T extension takes the call to the next node, which
+    runs it; the caller never sees the menu."""
+    import socket
+    import time
+
+    b = Node("127.0.0.3", "node-b")
+    frozen = socket.create_server(("127.0.0.2", 0), backlog=8)  # listening, never accepting: a stuck node
+    frozen_url = f"agi://127.0.0.2:{frozen.getsockname()[1]}"
+
+    async def one_call(ami: AmiClient) -> tuple[AmiEvent, float]:
+        started = time.monotonic()
+        call = await sandbox.originate_test_call(
+            ami, [], wait_s=4, variables={"IVR_AGI": f"{frozen_url}&{b.url}", "IVR_START_GUARD_S": "2"})
+        join = await ami.wait_event(
+            lambda e: e.name == "QueueCallerJoin" and e.get("Uniqueid") == call.ivr_uniqueid, 30)
+        taken = time.monotonic() - started
+        await call.wait_ended(30)
+        return join, taken
+
+    async def main() -> list[tuple[AmiEvent, float]]:
+        async with running(b), AmiClient(sandbox.ami_settings()) as ami:
+            return [await one_call(ami) for _ in range(2)]  # the round robin starts one of them on the frozen node
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        frozen.close()
+    assert [join.variables["IVR_NODE"] for join, _ in results] == ["node-b"] * 2
+    assert [join.variables["IVR_REASON"] for join, _ in results] == ["handoff"] * 2
+    assert len(b.took) == 2
+    assert max(taken for _, taken in results) >= 2  # one waited out the frozen node's start guard first
