@@ -23,8 +23,10 @@ import sys
 import time
 import uuid as uuidlib
 import wave
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -215,11 +217,11 @@ class _Media:
 
 
 async def _run_media(host: str, port: int, call_uuid: uuidlib.UUID, script: CallerScript,
-                     report: CallerReport) -> None:
+                     report: CallerReport, media_factory: Callable[..., Any] | None = None) -> None:
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_connection(host, port)
     report.audiosocket = True
-    media = _Media(script, report)
+    media = (media_factory or _Media)(script, report)
     writer.write(encode_uuid(call_uuid))
     started = loop.time()
 
@@ -280,9 +282,14 @@ async def _run_media(host: str, port: int, call_uuid: uuidlib.UUID, script: Call
 
 
 async def fake_call(agi_host: str, agi_port: int, script: CallerScript, *,
-                    source_host: str | None = None, uniqueid: str | None = None) -> CallerReport:
-    """Place one call on the FastAGI server and run it to the end; never raises for peer errors."""
-    report = CallerReport(channel=script.channel, speech_s=len(script.pcm) / 2 / 8000)
+                    source_host: str | None = None, uniqueid: str | None = None,
+                    media_factory: Callable[..., Any] | None = None,
+                    report: CallerReport | None = None) -> CallerReport:
+    """Place one call on the FastAGI server and run it to the end; never raises for peer errors.
+
+    `media_factory(script, report)` replaces the one-utterance caller (bench/traffic.py's
+    conversations); `report` may be a CallerReport subclass it fills."""
+    report = report or CallerReport(channel=script.channel, speech_s=len(script.pcm) / 2 / 8000)
     uniqueid = uniqueid or f"{time.time():.6f}"
     local = (source_host, 0) if source_host else None
     try:
@@ -318,7 +325,7 @@ async def fake_call(agi_host: str, agi_port: int, script: CallerScript, *,
                     await writer.drain()
                     continue
                 try:
-                    await _run_media(host, int(port), uuidlib.UUID(call_uuid), script, report)
+                    await _run_media(host, int(port), uuidlib.UUID(call_uuid), script, report, media_factory)
                 except (OSError, ValueError) as exc:
                     report.error = f"AudioSocket: {exc}"
                     writer.write(b"200 result=-1\n")

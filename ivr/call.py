@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from ivr.asr.base import AsrEngine, AsrResult, Recognizer
+from ivr.asr.scheduler import final_deadline, partial_deadline
 from ivr.audio.vad import BargeIn, Endpointer, EndpointParams, NoInputTimeout, SpeechEnded, SpeechStarted
 from ivr.config import Settings
 from ivr.dialog import events as ev
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 
 PREROLL_FRAMES = 15  # 300 ms of audio kept before speech onset, so the first syllable reaches ASR
 ASR_CHUNK_FRAMES = 5  # feed the recognizer every 100 ms of speech: partials without a thread hop per frame
+# Trailing silence the recognizer gets after the last word: enough for its own end of word; the
+# rest of the endpointer's 800 ms is not decoded, and what is pending is fed as soon as this much
+# silence has passed, so at the end of speech only the final itself is left to compute.
+ASR_TRAILING_SILENCE_MS = 300
 # when frames stop arriving (a line without transmit_silence), the wall clock ends the wait instead
 LISTEN_WALL_CLOCK_SLACK_S = 5.0
 
@@ -58,6 +63,7 @@ class _CallerInput:
     digit: str = ""
     endpoint_ms: float = 0.0
     asr_ms: float = 0.0  # end of speech decided -> ASR final ready (includes queued chunks)
+    asr_decode_ms: float = 0.0  # of which the final's own decode (the rest waited in the ASR queue)
     barge_in: bool = False
 
 
@@ -96,6 +102,8 @@ class CallSession:
         self._loaded = services.registry.get(flow, lang)
         self._engine: AsrEngine | None = services.asr_engine(lang)
         self._recognizer: Recognizer | None = None  # made by the ASR worker: building one takes ~70 ms
+        # an engine that decodes several calls' finals at once (Whisper) gets them batched by the ASR pool
+        self._batch_decoder: Any = self._engine if hasattr(self._engine, "final_batch") else None
         self._base_params: EndpointParams = services.endpoint_params
         # between turns the endpointer only watches for barge-in: no-input counts while listening
         self._between_turns = self._base_params.with_overrides({"no_input_ms": 0})
@@ -109,6 +117,8 @@ class CallSession:
         self._say_barge_in = True
         self._listen: ev.Listen | None = None  # the Listen in force or coming next (for its phrases)
         self._speech_barge = False  # the utterance in progress began over a prompt
+        self._refused = False  # the utterance in progress is not decoded: the ASR queue was over its bound
+        self._final_due: float | None = None  # deadline of the final queued behind this call's chunks
         self._open_turn: TurnLog | None = None  # decided but not yet answered
         self._decided_at = 0.0
         self._deciding = False  # an input was decided and is on its way to the dialog
@@ -150,6 +160,9 @@ class CallSession:
         """The call's record and metrics are closed exactly once, however the call ended."""
         result.turns = self.turns
         self.services.release_detector(self._endpointer.detector)
+        close = getattr(self._recognizer, "close", None)
+        if close is not None:  # off the loop: it waits for a decode of this call still in flight
+            asyncio.get_running_loop().run_in_executor(None, close)
         result.answered = self.answered
         self.services.record_close(self, result)
         self.services.metrics_call_ended(result)
@@ -277,7 +290,7 @@ class CallSession:
             turn.intent = action.dtmf.get(got.digit, "")  # what the key means here, for records and reports
             return ev.Pressed(got.digit), turn
         result = got.result or AsrResult("", 0.0, True)
-        turn.endpoint_ms, turn.asr_ms = got.endpoint_ms, got.asr_ms
+        turn.endpoint_ms, turn.asr_ms, turn.asr_decode_ms = got.endpoint_ms, got.asr_ms, got.asr_decode_ms
         turn.transcript, turn.confidence = result.text, result.confidence
         started = time.perf_counter()
         if result.text:
@@ -319,7 +332,8 @@ class CallSession:
 
     def _on_audio(self, frame: bytes) -> None:
         if self._in_speech:
-            self._speech.append(frame)
+            if self._endpointer.trailing_silence_ms < ASR_TRAILING_SILENCE_MS:
+                self._speech.append(frame)
         else:
             self._preroll.append(frame)
         for event in self._endpointer.feed(frame):
@@ -328,8 +342,14 @@ class CallSession:
                 self._speech = list(self._preroll)
                 self._preroll.clear()
                 self._speech_barge = self.playing
-                phrases = self._listen.phrases if self._listen else None
-                self._asr_jobs.put_nowait(("start", phrases))
+                self._refused = self._engine is not None and self.services.asr.overloaded
+                if self._refused:  # no decode: the turn is a no-match at once (its re-prompt offers keys)
+                    self.services.asr.refuse()
+                    log.warning("call %s: ASR queue over its bound; this utterance is not decoded", self.call_id)
+                    self.services.metrics_error("asr_overloaded")
+                else:
+                    phrases = self._listen.phrases if self._listen else None
+                    self._asr_jobs.put_nowait(("start", phrases))
             elif isinstance(event, BargeIn):
                 if self.playing and self._say_barge_in:
                     self.line.stop_playback()
@@ -340,13 +360,19 @@ class CallSession:
                 self._deciding = True
                 self._flush_speech()
                 endpoint_ms = float(self._endpointer.params.end_silence_ms if event.reason == "silence" else 0)
-                self._asr_jobs.put_nowait(("final", endpoint_ms, self._speech_barge, time.perf_counter()))
+                if self._refused:
+                    self._inbox.put_nowait(_CallerInput("speech", time.perf_counter(), AsrResult("", 0.0, True),
+                                                        endpoint_ms=endpoint_ms, barge_in=self._speech_barge))
+                else:
+                    self._final_due = final_deadline(time.monotonic())
+                    self._asr_jobs.put_nowait(("final", endpoint_ms, self._speech_barge, time.perf_counter()))
             elif isinstance(event, NoInputTimeout):
                 if self.listening.is_set():
                     self._inbox.put_nowait(_CallerInput("noinput", time.perf_counter()))
         if self._endpointer.state == "done":  # the turn is decided: re-arm for barge-in over the reply
             self._endpointer.reset(self._prompt_params())
-        if self._in_speech and len(self._speech) >= ASR_CHUNK_FRAMES:
+        if self._in_speech and (len(self._speech) >= ASR_CHUNK_FRAMES
+                                or self._endpointer.trailing_silence_ms >= ASR_TRAILING_SILENCE_MS):
             self._flush_speech()
 
     def _prompt_params(self) -> EndpointParams:
@@ -356,7 +382,9 @@ class CallSession:
         return self._base_params.with_overrides({**self._listen.endpoint, "no_input_ms": 0})
 
     def _flush_speech(self) -> None:
-        if self._speech:
+        if self._refused:
+            self._speech = []
+        elif self._speech:
             self._asr_jobs.put_nowait(("feed", b"".join(self._speech)))
             self._speech = []
 
@@ -373,16 +401,20 @@ class CallSession:
                 if job[0] == "final":
                     self._inbox.put_nowait(_CallerInput("speech", job[3], AsrResult("", 0.0, True), barge_in=job[2]))
                 continue
+            # a chunk queued ahead of a final is as urgent as the final (it must be decoded first)
+            due = self._final_due or partial_deadline()
             try:
                 if job[0] == "start":
-                    await decode(_start_turn, recognizer, job[1])
+                    await decode(_start_turn, recognizer, job[1], deadline=due)
                 elif job[0] == "feed":
-                    await decode(recognizer.accept, job[1])
+                    await decode(recognizer.accept, job[1], deadline=due)
                 else:
                     _, endpoint_ms, barge, decided = job
-                    result = await decode(recognizer.final)
+                    self._final_due = None
+                    result, decode_s = await self.services.asr.final(recognizer, self._batch_decoder, due)
                     self._inbox.put_nowait(_CallerInput(
-                        "speech", decided, result, endpoint_ms=endpoint_ms, asr_ms=_ms_since(decided), barge_in=barge,
+                        "speech", decided, result, endpoint_ms=endpoint_ms, asr_ms=_ms_since(decided),
+                        asr_decode_ms=decode_s * 1000.0, barge_in=barge,
                     ))
             except Exception as exc:  # an engine fault costs this utterance, not the call
                 log.error("call %s: ASR failed: %s", self.call_id, exc)

@@ -26,6 +26,7 @@ class TurnLog:
     barge_in: bool = False
     endpoint_ms: float = 0.0  # end of speech -> endpointer decision (audio time)
     asr_ms: float = 0.0  # endpointer decision -> ASR final
+    asr_decode_ms: float = 0.0  # of asr_ms: the final's decode (batched: the batch's); the rest is queue
     nlu_ms: float = 0.0
     dialog_ms: float = 0.0
     tts_ms: float = 0.0  # prompt audio ready (cache hit or synthesis)

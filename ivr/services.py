@@ -6,18 +6,16 @@ reaches the outside world through this object, so each entry point wires the sam
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ivr.asr.base import AsrEngine
+from ivr.asr.scheduler import AsrScheduler
 from ivr.audio.vad import EndpointParams, EnergyDetector, SpeechDetector
 from ivr.config import Settings
 from ivr.dialog.registry import FlowRegistry
@@ -31,22 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Args = TypeVarTuple("Args")
 StoreT = TypeVar("StoreT", bound=RecordStore)
-# Decodes are CPU-bound but come in many small jobs (100 ms chunks, finals) from many calls: more
-# threads than cores let the OS interleave them, so one call's final does not wait behind a queue of
-# other calls' chunks (measured at 50 calls on 2 cores: 2 threads -> ASR p95 1036 ms, 8 -> see README).
-ASR_THREADS_PER_CORE = 4
-# ...at a lower CPU priority than the event loop, whose 20 ms frame pacing must not wait for a decode
-ASR_THREAD_NICENESS = 5
-
-
-def _lower_priority() -> None:
-    """Runs in each ASR thread: Linux schedules threads separately, so this nices only the thread."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ASR_THREAD_NICENESS)
-    except (AttributeError, OSError):  # not Linux, or not allowed: decode at normal priority
-        pass
 
 
 class RecordWriter(Generic[StoreT]):
@@ -111,11 +94,9 @@ class CallServices:
     hook_context: dict[str, Any] = field(default_factory=dict)
     engine_override: dict[str, str] = field(default_factory=dict)  # lang -> engine name (CLI flags)
     node: str = ""  # the bridge node these calls run on (`ivr serve` sets it), kept in each call record
-    # ASR decodes get threads of their own, so prompt and record I/O never queue behind them
-    asr_executor: concurrent.futures.ThreadPoolExecutor = field(
-        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
-            max_workers=ASR_THREADS_PER_CORE * (os.cpu_count() or 2), thread_name_prefix="asr",
-            initializer=_lower_priority))
+    # one ASR pool for the process (earliest deadline first, batched finals, bounded queue); its
+    # threads are its own, so prompt and record I/O never queue behind decodes
+    asr: AsrScheduler = field(default_factory=AsrScheduler)
     _engines: dict[str, AsrEngine | None] = field(default_factory=dict)
     _silero: SileroPool | Literal[False] | None = None  # built on first use; False: not installed
     _engine_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -196,9 +177,9 @@ class CallServices:
         if close is not None:
             close()
 
-    async def run_asr(self, func: Callable[[*Args], T], *args: *Args) -> T:
-        """Run a (blocking) recognizer call on the ASR threads."""
-        return await asyncio.get_running_loop().run_in_executor(self.asr_executor, func, *args)
+    async def run_asr(self, func: Callable[..., T], *args: Any, deadline: float | None = None) -> T:
+        """Run a (blocking) recognizer call on the ASR pool; `deadline` (time.monotonic) orders it."""
+        return await self.asr.run(func, *args, deadline=deadline)
 
     async def prompt_audio(self, text: str, lang: str) -> bytes:
         return await self.prompts.get(text, lang)
@@ -238,7 +219,7 @@ class CallServices:
         """At the end of the process (or a test): write queued records, stop the worker threads."""
         if self.records is not None:
             self.records.close()
-        self.asr_executor.shutdown(wait=False, cancel_futures=True)
+        self.asr.close()
         self.prompts.close()
 
     # ---- metrics (no-ops without a registry) ---------------------------------------------------

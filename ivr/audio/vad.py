@@ -224,6 +224,11 @@ class Endpointer:
     def in_speech(self) -> bool:
         return self.state == "speaking"
 
+    @property
+    def trailing_silence_ms(self) -> int:
+        """How long the utterance in progress has been silent (0 outside an utterance)."""
+        return self.now_ms - self._last_speech_end_ms if self.state == "speaking" else 0
+
     def feed(self, frame: bytes, now_ms: int | None = None) -> list[EndpointEvent]:
         """Feed one frame of 8 kHz slin (normally 20 ms); returns the events it caused, in order.
 

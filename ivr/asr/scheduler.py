@@ -1,0 +1,253 @@
+"""One ASR pool per process: earliest-deadline-first across calls, batched finals, a bounded queue.
+
+Every recognizer call of every call (feed a chunk, start a turn, decode the final) is a job with
+a deadline; worker threads always run the job whose deadline is nearest. A final is due
+`FINAL_BUDGET_S` after the end of speech was decided, a chunk feeding partial results
+`PARTIAL_BUDGET_S` after it was queued, so finals overtake partial work, and a chunk that has waited
+long enough overtakes new finals in turn (EDF never starves anything). A call queues one job at a
+time (its ASR worker awaits each), so the queue holds at most one job per call.
+
+Batching: an engine that can decode several finals at once (`final_batch`, Whisper) gets every
+final of the same engine that is queued when a worker picks one up, up to `max_batch`; when the
+engine is busy (another final arrived within the last second), the worker first waits
+`batch_window_s` for more to arrive, so the batch size follows the queue.
+
+Bound: when more than `max_queue` jobs wait, the queue is over its bound and `overloaded` is true;
+the call pipeline then does not decode new speech (see ivr/call.py: the turn becomes a no-match at
+once, whose re-prompt offers the keys) instead of leaving every caller in silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# a final should be decoded this soon after the end of speech was decided (the compute goal, 150 ms)
+FINAL_BUDGET_S = 0.15
+# partial decoding (chunks while the caller talks) may wait this long: nothing waits on partials
+PARTIAL_BUDGET_S = 1.0
+# finals of a batching engine that arrive within this window are decoded together (tens of ms:
+# short against the 800 ms of end-of-speech silence the caller has already waited)
+DEFAULT_BATCH_WINDOW_S = 0.03
+DEFAULT_MAX_BATCH = 8
+# jobs waiting before new speech is refused: 2 cores decode ~30 Vosk finals or ~10 Whisper ones a
+# second, so 64 waiting jobs are seconds of backlog already
+DEFAULT_MAX_QUEUE = 64
+# Worker threads. Vosk decodes release the GIL, and with EDF ordering one worker per core keeps the
+# order that matters; one more keeps a core busy while another thread waits on Python.
+DEFAULT_WORKERS = (os.cpu_count() or 2) + 1
+# ...at a lower CPU priority than the event loop, whose 20 ms frame pacing must not wait for a decode
+WORKER_NICENESS = 5
+# an engine counts as busy for batching when another final reached it this recently
+BUSY_WINDOW_S = 1.0
+
+
+class BatchDecoder(Protocol):
+    """An engine that decodes the finals of several recognizers in one go (Whisper)."""
+
+    def final_batch(self, recognizers: Sequence[Any]) -> list[Any]: ...
+
+
+@dataclass(order=True)
+class _Job:
+    deadline: float
+    seq: int
+    func: Callable[..., Any] = field(compare=False)
+    args: tuple[Any, ...] = field(compare=False)
+    future: asyncio.Future[Any] = field(compare=False)
+    loop: asyncio.AbstractEventLoop = field(compare=False)
+    batch: BatchDecoder | None = field(default=None, compare=False)  # set on batchable finals
+    queued_at: float = field(default=0.0, compare=False)
+
+
+@dataclass
+class SchedulerStats:
+    """Counters the benchmark reads (decode time is thread CPU time, queue time is wall time)."""
+
+    jobs: int = 0
+    finals: int = 0
+    batches: int = 0
+    batched_finals: int = 0
+    max_batch: int = 0
+    rejected: int = 0  # utterances refused while over the bound
+    max_queue: int = 0
+
+
+class AsrScheduler:
+    """The process-wide ASR pool (`CallServices.asr`)."""
+
+    def __init__(self, workers: int = DEFAULT_WORKERS, max_queue: int = DEFAULT_MAX_QUEUE,
+                 batch_window_s: float = DEFAULT_BATCH_WINDOW_S, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        self.max_queue = max_queue
+        self.batch_window_s = batch_window_s
+        self.max_batch = max(1, max_batch)
+        self.stats = SchedulerStats()
+        self._heap: list[_Job] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._last_final: dict[int, float] = {}  # id(batch decoder) -> when its last final was queued
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"asr-{i}", daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    # ---- submitting -----------------------------------------------------------------------------
+    @property
+    def queued(self) -> int:
+        return len(self._heap)
+
+    @property
+    def overloaded(self) -> bool:
+        """More jobs wait than the bound: new speech should not be decoded now."""
+        return len(self._heap) > self.max_queue
+
+    def refuse(self) -> None:
+        """Count an utterance turned away because the queue was over its bound."""
+        self.stats.rejected += 1
+
+    async def run(self, func: Callable[..., T], *args: Any, deadline: float | None = None) -> T:
+        """Run a blocking recognizer call on the pool; `deadline` (time.monotonic) orders the queue."""
+        return await self._submit(func, args, deadline if deadline is not None else partial_deadline(), None)
+
+    async def final(self, recognizer: Any, batch: BatchDecoder | None, deadline: float) -> tuple[Any, float]:
+        """(`recognizer.final()`, seconds its decode took), batched with other finals of `batch` (the
+        engine) when given; the rest of the wait was the queue."""
+        self.stats.finals += 1
+        return await self._submit(_timed_final, (recognizer,), deadline, batch)  # type: ignore[no-any-return]
+
+    def _submit(self, func: Callable[..., Any], args: tuple[Any, ...], deadline: float,
+                batch: BatchDecoder | None) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        now = time.monotonic()
+        job = _Job(deadline, next(self._seq), func, args, future, loop, batch, now)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the ASR pool is closed")
+            heapq.heappush(self._heap, job)
+            self.stats.jobs += 1
+            self.stats.max_queue = max(self.stats.max_queue, len(self._heap))
+            self._cond.notify()
+        return future
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            pending, self._heap = self._heap, []
+            self._cond.notify_all()
+        for job in pending:
+            job.loop.call_soon_threadsafe(_cancel, job.future)
+
+    # ---- workers --------------------------------------------------------------------------------
+    def _work(self) -> None:
+        _lower_priority()
+        while True:
+            with self._cond:
+                while not self._heap and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                job = heapq.heappop(self._heap)
+            if job.batch is None:
+                self._run_one(job)
+            else:
+                self._run_batch(job)
+
+    def _run_one(self, job: _Job) -> None:
+        if job.future.cancelled():
+            return
+        try:
+            result = job.func(*job.args)
+        except BaseException as exc:  # handed to the awaiting call, which fails open
+            job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
+        else:
+            job.loop.call_soon_threadsafe(_set_result, job.future, result)
+
+    def _run_batch(self, first: _Job) -> None:
+        decoder = first.batch
+        assert decoder is not None
+        key = id(decoder)
+        busy = first.queued_at - self._last_final.get(key, -BUSY_WINDOW_S) < BUSY_WINDOW_S
+        self._last_final[key] = first.queued_at
+        jobs = [first, *self._take_same(key, self.max_batch - 1)]
+        if busy and len(jobs) < self.max_batch and self.batch_window_s > 0:
+            time.sleep(self.batch_window_s)
+            jobs += self._take_same(key, self.max_batch - len(jobs))
+        jobs = [j for j in jobs if not j.future.cancelled()]
+        if not jobs:
+            return
+        self.stats.batches += 1
+        self.stats.batched_finals += len(jobs)
+        self.stats.max_batch = max(self.stats.max_batch, len(jobs))
+        started = time.perf_counter()
+        try:
+            results = decoder.final_batch([j.args[0] for j in jobs])
+        except BaseException as exc:
+            for job in jobs:
+                job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
+            return
+        took = time.perf_counter() - started
+        for job, result in zip(jobs, results, strict=True):
+            job.loop.call_soon_threadsafe(_set_result, job.future, (result, took))
+
+    def _take_same(self, key: int, limit: int) -> list[_Job]:
+        """Remove and return up to `limit` queued finals of the same batch decoder (earliest first)."""
+        if limit <= 0:
+            return []
+        with self._cond:
+            same = sorted(j for j in self._heap if j.batch is not None and id(j.batch) == key)[:limit]
+            if same:
+                taken = {id(j) for j in same}
+                self._heap = [j for j in self._heap if id(j) not in taken]
+                heapq.heapify(self._heap)
+                self._last_final[key] = max(j.queued_at for j in same)
+        return same
+
+
+def _timed_final(recognizer: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = recognizer.final()
+    return result, time.perf_counter() - started
+
+
+def final_deadline(decided_at: float) -> float:
+    """Deadline of a final whose end of speech was decided at `decided_at` (time.monotonic)."""
+    return decided_at + FINAL_BUDGET_S
+
+
+def partial_deadline() -> float:
+    return time.monotonic() + PARTIAL_BUDGET_S
+
+
+def _set_result(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _cancel(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.cancel()
+
+
+def _lower_priority() -> None:
+    """Linux schedules threads separately, so this nices only the calling worker thread."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not allowed: decode at normal priority
+        pass

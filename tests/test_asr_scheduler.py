@@ -1,0 +1,143 @@
+"""The process-wide ASR pool: earliest deadline first, batched finals, a bounded queue, errors to the caller."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from ivr.asr.scheduler import AsrScheduler, final_deadline
+from ivr.audio.pcm import read_wav
+
+FIXTURES = Path(__file__).resolve().parent.parent / "audio_fixtures"
+
+
+class Gate:
+    """Holds the single worker busy until released, so the test can fill the queue behind it."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def hold(self) -> str:
+        self.entered.set()
+        self.release.wait(10)
+        return "held"
+
+
+def test_jobs_run_earliest_deadline_first_whatever_the_arrival_order() -> None:
+    async def scenario() -> list[str]:
+        pool = AsrScheduler(workers=1)
+        gate, order = Gate(), []
+        busy = asyncio.ensure_future(pool.run(gate.hold))
+        await asyncio.to_thread(gate.entered.wait, 5)
+        now = time.monotonic()
+        jobs = [pool.run(order.append, name, deadline=now + due)
+                for name, due in [("partial-late", 1.0), ("final", 0.15), ("partial-old", 0.05), ("other", 0.5)]]
+        tasks = [asyncio.ensure_future(job) for job in jobs]
+        await asyncio.sleep(0.05)
+        gate.release.set()
+        await asyncio.gather(busy, *tasks)
+        pool.close()
+        return order
+
+    assert asyncio.run(scenario()) == ["partial-old", "final", "other", "partial-late"]
+
+
+class CountingDecoder:
+    """A batch decoder recording the batches it was given (the real Whisper one is tested below)."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def final_batch(self, recognizers: Sequence[object]) -> list[str]:
+        self.batches.append(len(recognizers))
+        return [f"text of {r}" for r in recognizers]
+
+
+class Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def final(self) -> str:  # the unbatched path
+        return f"single {self.name}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def test_finals_queued_together_are_decoded_in_one_batch_and_each_gets_its_own_result() -> None:
+    async def scenario() -> tuple[list[tuple[str, float]], list[int], int]:
+        pool = AsrScheduler(workers=1, max_batch=3)
+        gate, decoder = Gate(), CountingDecoder()
+        busy = asyncio.ensure_future(pool.run(gate.hold))
+        await asyncio.to_thread(gate.entered.wait, 5)
+        due = final_deadline(time.monotonic())
+        finals = [asyncio.ensure_future(pool.final(Named(f"c{i}"), decoder, due + i / 1000)) for i in range(5)]
+        await asyncio.sleep(0.05)
+        gate.release.set()
+        results = await asyncio.gather(*finals)
+        await busy
+        pool.close()
+        return results, decoder.batches, pool.stats.max_batch
+
+    results, batches, max_batch = asyncio.run(scenario())
+    assert [text for text, _ in results] == [f"text of c{i}" for i in range(5)]
+    assert batches == [3, 2] and max_batch == 3  # the batch follows the queue, up to max_batch
+
+
+def test_over_the_bound_the_pool_says_so_and_an_engine_error_reaches_the_caller() -> None:
+    async def scenario() -> tuple[bool, bool, str]:
+        pool = AsrScheduler(workers=1, max_queue=2)
+        gate = Gate()
+        busy = asyncio.ensure_future(pool.run(gate.hold))
+        await asyncio.to_thread(gate.entered.wait, 5)
+        waiting = [asyncio.ensure_future(pool.run(time.sleep, 0)) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        at_bound = pool.overloaded
+        waiting.append(asyncio.ensure_future(pool.run(time.sleep, 0)))
+        await asyncio.sleep(0.01)
+        over = pool.overloaded
+        gate.release.set()
+        await asyncio.gather(busy, *waiting)
+
+        def broken() -> None:
+            raise RuntimeError("decoder fault")
+
+        try:
+            await pool.run(broken)
+            error = ""
+        except RuntimeError as exc:
+            error = str(exc)
+        pool.close()
+        return at_bound, over, error
+
+    at_bound, over, error = asyncio.run(scenario())
+    assert (at_bound, over, error) == (False, True, "decoder fault")
+
+
+@pytest.mark.slow
+def test_whisper_batch_gives_each_call_its_own_transcript() -> None:
+    pytest.importorskip("faster_whisper")
+    from ivr.asr.whisper import WhisperEngine, whisper_available
+
+    if not whisper_available():
+        pytest.skip("no Whisper weights installed")
+    engine = WhisperEngine()
+    recognizers = []
+    grammar = ["what is my balance", "let me talk to a real person"]
+    for name, phrases in [("balance_1", None), ("operator_1", grammar), ("yes_1", None)]:
+        recognizer = engine.recognizer()
+        recognizer.set_grammar(phrases)
+        recognizer.accept(read_wav(FIXTURES / "en" / f"{name}.wav"))
+        recognizers.append(recognizer)
+    results = engine.final_batch(recognizers)
+    assert results[0].text.lower().startswith("how much money is left on my account")
+    # snapped onto its own phrase list (a prompt group of its own)
+    assert results[1].text == "let me talk to a real person"
+    assert results[2].text.lower().startswith("yes")
+    assert all(not r._buffer for r in recognizers)  # each is ready for its next turn
