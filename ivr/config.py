@@ -79,15 +79,37 @@ class AmiSettings(BaseModel):
         raise ConfigError("AMI is enabled but no secret is set", fix="set IVR_AMI_SECRET or ami.secret_file")
 
 
-EngineChoice = Literal["vosk", "whisper", "auto"]
+EngineChoice = Literal["vosk", "whisper", "auto", "remote"]
 
 
 def _auto_everywhere() -> dict[str, EngineChoice]:
     return {lang: "auto" for lang in LANGUAGES}
 
 
+class RemoteAsrSettings(BaseModel):
+    """Wyoming ASR servers for the languages whose engine is `remote` (ivr/asr/remote.py)."""
+
+    servers: list[str] = Field(default_factory=list)  # tcp://host:port, tried in turn
+    connect_timeout_s: float = Field(default=0.5, gt=0)
+    timeout_s: float = Field(default=3.0, gt=0)  # one utterance's whole exchange
+    retry_after_s: float = Field(default=10.0, ge=0)  # a failed server is skipped this long
+    # when no server answers: decode on this node ("whisper") or count the utterance as not
+    # understood ("none": the flow's escalation reaches the DTMF menu or the live line)
+    fallback: Literal["whisper", "none"] = "whisper"
+
+    @field_validator("servers")
+    @classmethod
+    def _servers_are_wyoming_addresses(cls, servers: list[str]) -> list[str]:
+        from ivr.asr.remote import parse_server
+
+        for url in servers:
+            parse_server(url)
+        return servers
+
+
 class AsrSettings(BaseModel):
-    # per language: "vosk", "whisper" or "auto" (Vosk where a Vosk model for the language exists)
+    # per language: "vosk", "whisper", "auto" (Vosk where a Vosk model for the language exists) or
+    # "remote" (Wyoming servers in asr.remote)
     engine: dict[str, EngineChoice] = Field(default_factory=_auto_everywhere)
     models_dir: Path = Path(os.path.expanduser("~/.cache/ivr/models"))
     # explicit model path or name per language, e.g. {"en": "/srv/models/vosk-model-en-us-0.22"}
@@ -95,6 +117,7 @@ class AsrSettings(BaseModel):
     whisper_model: str = ""  # path or name; empty: the bundled tiny.en if installed
     # longest audio read from a WAV file (ivr transcribe, ivr replay) or decoded by Whisper at once
     max_audio_s: float = Field(default=600.0, gt=0)
+    remote: RemoteAsrSettings = Field(default_factory=RemoteAsrSettings)
 
 
 class VadSettings(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import cast
 
 from ivr.asr.base import AsrEngine
 from ivr.asr.models import resolve_model
@@ -16,7 +17,7 @@ from ivr.errors import ConfigError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("vosk", "whisper", "auto")
+ENGINE_NAMES = ("vosk", "whisper", "auto", "remote")
 # languages the bundled Whisper weights (tiny.en) understand
 WHISPER_BUNDLED_LANGS = ("en",)
 
@@ -48,6 +49,8 @@ def _build(lang: str, settings: Settings, choice: str, model: str | None) -> Asr
         return _vosk(lang, settings, model)
     if choice == "whisper":
         return _whisper(lang, settings, model)
+    if choice == "remote":
+        return _remote(lang, settings)
     try:
         return _vosk(lang, settings, model)
     except ModelNotFoundError as vosk_missing:
@@ -86,3 +89,21 @@ def _whisper(lang: str, settings: Settings, model: str | None) -> AsrEngine:
             fix="set asr.whisper_model to a multilingual CTranslate2 Whisper model, or use Vosk",
         )
     return WhisperEngine(name, WhisperParams(language=lang, max_audio_s=settings.asr.max_audio_s))
+
+
+def _remote(lang: str, settings: Settings) -> AsrEngine:
+    from ivr.asr.remote import RemoteEngine, RemoteParams, Transcriber
+
+    conf = settings.asr.remote
+    fallback: Transcriber | None = None
+    if conf.fallback == "whisper":
+        try:
+            fallback = cast("Transcriber", _whisper(lang, settings, None))  # a WhisperEngine
+        except ModelNotFoundError as exc:
+            log.warning("asr.remote.fallback is whisper but there is none for %s (%s): when no ASR server "
+                        "answers, the utterance counts as not understood", lang, exc)
+    log.info("ASR %s: Wyoming servers %s (fallback: %s)", lang, ", ".join(conf.servers),
+             "local Whisper" if fallback else "none")
+    params = RemoteParams(servers=tuple(conf.servers), language=lang, connect_timeout_s=conf.connect_timeout_s,
+                          timeout_s=conf.timeout_s, retry_after_s=conf.retry_after_s)
+    return RemoteEngine(params, fallback)
