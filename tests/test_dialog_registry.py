@@ -99,9 +99,9 @@ def test_broken_edit_keeps_the_last_good_version(registry: FlowRegistry, tree: P
 
 def test_broken_grammar_of_one_language_spares_the_others(registry: FlowRegistry, tree: Path) -> None:
     ru, en = registry.get("support", "ru"), registry.get("support", "en")
-    rewrite(tree / "grammars/ru/support.yaml", "threshold: 0.7", "threshold: 7")
+    rewrite(tree / "grammars/ru/support.yaml", "lang: ru\n", "lang: ru\nthreshold: 7\n")
     errors = registry.reload()
-    assert any("grammars/ru/support.yaml:4: threshold" in e for e in errors), errors
+    assert any("grammars/ru/support.yaml:5: threshold" in e for e in errors), errors
     assert registry.get("support", "ru") is ru
     assert registry.get("support", "en").version > en.version
 

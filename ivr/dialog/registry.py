@@ -235,6 +235,14 @@ class FlowRegistry:
         """
         stamp = self._mtimes()
         report, built = check_files(self.grammars_dir, self.flows_dir, self.prompts_dir, faq_dir=self.faq_dir)
+        # train the intent classifiers here (a worker thread under `watch`), before the swap: calls in
+        # progress keep theirs, new calls get a ready one (memory/disk cache: one per grammar content)
+        for key, loaded in list(built.items()):
+            try:
+                loaded.nlu.train()
+            except Exception as exc:  # noqa: BLE001 - a grammar that cannot train keeps its last good version
+                report.errors.append(f"grammars/{key[1]}/: the intent classifier cannot be trained: {exc}")
+                del built[key]
         with self._lock:
             self._generation += 1
             for key, loaded in built.items():

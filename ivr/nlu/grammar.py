@@ -2,7 +2,7 @@
 
 A grammar file (all sections optional; several files of a language are merged):
 
-    threshold: 0.6            # best score below this -> intent "none"
+    threshold: 0.6            # optional: best probability below this -> "none" (default: chosen from the data)
     asr_phrases: true         # give the recogniser a phrase list (Listen.phrases); false: free-form
     synonyms:                 # canonical: [variants]; applied to utterances and phrases alike
       balance: [ballance, credit left]
@@ -33,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ivr.errors import ConfigError
 
-DEFAULT_THRESHOLD = 0.6
 INTENT_NAMES = (
     "balance", "top_up", "tariff_info", "tariff_change", "data_addon", "share_data", "roaming",
     "internet_setup", "block_sim", "operator", "yes", "no", "repeat", "goodbye", "help",
@@ -159,7 +158,7 @@ class Grammar:
     """All grammar files of one language, merged; `where[(kind, name)]` = file:line of a definition."""
 
     lang: str
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float | None = None  # None: the classifier chooses it from the phrases (ivr.nlu.classifier)
     # whether recognisers get a phrase list: yes for a small closed-vocabulary model (Vosk Korean),
     # no for a free-form one (Whisper), which would otherwise snap long requests onto phrases
     asr_phrases: bool = True

