@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 PREROLL_FRAMES = 15  # 300 ms of audio kept before speech onset, so the first syllable reaches ASR
 ASR_CHUNK_FRAMES = 5  # feed the recognizer every 100 ms of speech: partials without a thread hop per frame
 # Trailing silence the recognizer gets after the last word: enough for its own end of word; the
-# rest of the endpointer's 800 ms is not decoded, and what is pending is fed as soon as this much
-# silence has passed, so at the end of speech only the final itself is left to compute.
+# rest of the endpointer's 800 ms is not decoded. Once this much silence has passed, what is pending
+# is fed and a streaming recognizer finishes its segment (Vosk `close_segment`) while the endpointer
+# still waits, so at the end of speech the final has almost nothing left to compute.
 ASR_TRAILING_SILENCE_MS = 300
 # when frames stop arriving (a line without transmit_silence), the wall clock ends the wait instead
 LISTEN_WALL_CLOCK_SLACK_S = 5.0
@@ -118,6 +119,7 @@ class CallSession:
         self._listen: ev.Listen | None = None  # the Listen in force or coming next (for its phrases)
         self._speech_barge = False  # the utterance in progress began over a prompt
         self._refused = False  # the utterance in progress is not decoded: the ASR queue was over its bound
+        self._segment_closed = False  # the recognizer was asked to finish what it has (trailing silence)
         self._final_due: float | None = None  # deadline of the final queued behind this call's chunks
         self._open_turn: TurnLog | None = None  # decided but not yet answered
         self._decided_at = 0.0
@@ -371,9 +373,16 @@ class CallSession:
                     self._inbox.put_nowait(_CallerInput("noinput", time.perf_counter()))
         if self._endpointer.state == "done":  # the turn is decided: re-arm for barge-in over the reply
             self._endpointer.reset(self._prompt_params())
-        if self._in_speech and (len(self._speech) >= ASR_CHUNK_FRAMES
-                                or self._endpointer.trailing_silence_ms >= ASR_TRAILING_SILENCE_MS):
+        if not self._in_speech:
+            return
+        quiet_ms = self._endpointer.trailing_silence_ms
+        if quiet_ms == 0:
+            self._segment_closed = False
+        if len(self._speech) >= ASR_CHUNK_FRAMES or quiet_ms >= ASR_TRAILING_SILENCE_MS:
             self._flush_speech()
+        if quiet_ms >= ASR_TRAILING_SILENCE_MS and not self._segment_closed and not self._refused:
+            self._segment_closed = True  # the final starts now; it is ready when the endpointer decides
+            self._asr_jobs.put_nowait(("segment",))
 
     def _prompt_params(self) -> EndpointParams:
         """Endpointing while the assistant talks: the coming Listen's state settings (barge-in), no no-input."""
@@ -408,6 +417,10 @@ class CallSession:
                     await decode(_start_turn, recognizer, job[1], deadline=due)
                 elif job[0] == "feed":
                     await decode(recognizer.accept, job[1], deadline=due)
+                elif job[0] == "segment":
+                    close_segment = getattr(recognizer, "close_segment", None)
+                    if close_segment is not None:
+                        await decode(close_segment, deadline=due)
                 else:
                     _, endpoint_ms, barge, decided = job
                     self._final_due = None

@@ -209,6 +209,7 @@ class VoskRecognizer:
         self._segments: list[dict[str, Any]] = []
         self._levels: list[float] = []
         self._fed_bytes = 0
+        self._open_segment = False  # audio fed since the last closed segment
         self._last_partial = ""
         self._lock = threading.Lock()  # close() may come from another thread than a decode in flight
         self._grammar_key = ""
@@ -241,6 +242,7 @@ class VoskRecognizer:
         if not pcm or self._rec is None:
             return None
         self._fed_bytes += len(pcm)
+        self._open_segment = True
         self._levels.extend(_block_levels(pcm))
         if self._rec.AcceptWaveform(pcm):
             # Vosk's own endpointer closed a segment (a pause inside the turn): keep it.
@@ -261,8 +263,18 @@ class VoskRecognizer:
                 raise EngineError("the recognizer was closed (the call ended)")
             return self._final()
 
+    def close_segment(self) -> None:
+        """The caller went quiet: decode what was fed so far now, while the endpointer still waits
+        out its silence, so the final has (almost) nothing left to do. Speech that resumes becomes
+        a next segment, joined to this one as Vosk's own pauses are."""
+        with self._lock:
+            if self._rec is not None and self._open_segment:
+                self._segments.append(json.loads(self._rec.FinalResult()))
+                self._open_segment = False
+
     def _final(self) -> AsrResult:
-        self._segments.append(json.loads(self._rec.FinalResult()))
+        if self._open_segment or not self._segments:
+            self._segments.append(json.loads(self._rec.FinalResult()))
         hyps = _combine(_parse_segments(self._segments))
         speech_s = _speech_seconds(self._levels)
         result = self._decide(hyps, speech_s)
@@ -294,6 +306,7 @@ class VoskRecognizer:
         self._segments = []
         self._levels = []
         self._fed_bytes = 0
+        self._open_segment = False  # audio fed since the last closed segment
         self._last_partial = ""
 
     def _new_kaldi(self) -> Any:

@@ -2,8 +2,11 @@
 
 The network reads 32 ms windows (256 samples at 8 kHz); the line delivers 20 ms frames, so the
 detector re-buffers samples and each frame gets the probability of the last complete window (at
-most 32 ms behind the frame). Speech starts above `speech_probability` and continues above it
-minus 0.15 (the Silero project's own hysteresis). The network's probability decays 100-250 ms
+most 32 ms behind the frame). Speech starts and continues above `speech_probability`: no
+hysteresis below it (the Silero project continues down to 0.15 less), because the network's own
+state already smooths over short dips, and on a noisy line (pink noise, 10 dB SNR) the lower
+continue threshold put the end of speech 140 ms (p50) past the silence against 100 ms without it
+(bench/endpointing.py, one run). The network's probability decays 100-250 ms
 after the last word (measured on audio_fixtures/), which would push every end of turn that much
 later, so inside an utterance a frame also has to pass the energy detector's continue test: the
 network decides that speech started (no tone or noise burst does), energy decides where it stopped.
@@ -31,8 +34,8 @@ from ivr.audio.vad import EndpointParams, EnergyDetector
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 8000
-# the network's hysteresis: speech continues while the probability stays above start - 0.15
-CONTINUE_MARGIN = 0.15
+# speech continues while the probability stays above start - this (Silero's own default is 0.15)
+CONTINUE_MARGIN = 0.0
 # share of EndpointParams.min_speech_rms a frame needs for the network's "speech" to start an utterance
 START_FLOOR_SHARE = 1 / 3
 # instances kept built ahead of demand (each ~9 MB): a burst of new calls takes these at once

@@ -1,0 +1,134 @@
+"""Endpointing quality and delay: Silero against energy on the same audio, in one run.
+
+    python bench/endpointing.py [--json out.json]
+
+False speech: each sound of bench/line_signals.py (noise bursts, DTMF, ringback, busy tone, music on
+hold, all made with sox after a quiet lead) fed as a caller's line; counted are utterances started
+(a false barge-in over a prompt, or a turn of nothing) and 20 ms frames the detector called speech.
+
+Missed speech and delay: every speech fixture of the manifest, clean and under pink noise at
+10 dB SNR, after 1 s of quiet line; counted are utterances not found (no start, or split), and the
+end-of-speech decision's delay past the configured silence, measured from the end of the last
+frame of the clean fixture louder than the speech floor (so the reference is the same for both
+detectors and for the noisy copies). Goal: within the silence + 60 ms.
+Also the CPU per 20 ms frame of each detector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.harness import percentile  # noqa: E402
+from bench.line_signals import line_signals, mix_at_snr, quiet_line  # noqa: E402
+from ivr.audio.pcm import FRAME_MS, frames, read_wav, rms  # noqa: E402
+from ivr.audio.vad import Endpointer, EndpointParams, EnergyDetector, SpeechEnded, SpeechStarted  # noqa: E402
+from ivr.testing.fixtures import load_manifest  # noqa: E402
+
+PARAMS = EndpointParams(no_input_ms=0)
+LEAD_MS = 1000
+GOAL_EXTRA_MS = 60
+
+
+def detector(kind: str, pool: Any) -> Any:
+    if kind == "energy":
+        return EnergyDetector(PARAMS)
+    from ivr.audio.silero import SileroDetector
+
+    return SileroDetector(pool.acquire(), pool, PARAMS)
+
+
+def feed(kind: str, pool: Any, pcm: bytes) -> tuple[list[tuple[int, Any]], int, float]:
+    """(events with their clock, frames called speech, CPU seconds) for one stream."""
+    det = detector(kind, pool)
+    endpointer = Endpointer(PARAMS, det)
+    events: list[tuple[int, Any]] = []
+    speech_frames = 0
+    started = time.thread_time()
+    for i, frame in enumerate(frames(pcm)):
+        was = endpointer.state
+        events += [((i + 1) * FRAME_MS, e) for e in endpointer.feed(frame)]
+        speech_frames += was == "speaking"
+        if endpointer.state == "done":
+            endpointer.reset()
+    cpu = time.thread_time() - started
+    if hasattr(det, "close"):
+        det.close()
+    return events, speech_frames, cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    from ivr.audio.silero import SileroPool
+
+    pool = SileroPool(spares=1)
+    load_start = os.getloadavg()
+    signals = line_signals()
+    fixtures = [(f.file, read_wav(f.path)) for f in load_manifest().fixtures if not f.no_input]
+    pink = signals["pink_noise_-20dBFS"]
+    out: dict[str, Any] = {"load_start": load_start, "detectors": {}}
+    for kind in ("energy", "silero"):
+        row: dict[str, Any] = {"false_starts": {}, "false_speech_frames": {}}
+        cpu = 0.0
+        nframes = 0
+        for name, pcm in signals.items():
+            events, speech_frames, used = feed(kind, pool, pcm)
+            row["false_starts"][name] = sum(isinstance(e, SpeechStarted) for _, e in events)
+            row["false_speech_frames"][name] = speech_frames
+            cpu += used
+            nframes += len(pcm) // 320
+        for label, noisy in (("clean", False), ("pink 10 dB", True)):
+            missed, delays = [], []
+            for name, pcm in fixtures:
+                loud = [i for i, f in enumerate(frames(pcm)) if rms(f) >= PARAMS.min_speech_rms]
+                voiced_end = LEAD_MS + (loud[-1] + 1) * FRAME_MS
+                body = pcm + quiet_line(2.0, seed=2)
+                stream = quiet_line(LEAD_MS / 1000) + (mix_at_snr(body, pink, 10.0) if noisy else body)
+                events, _, used = feed(kind, pool, stream)
+                cpu += used
+                nframes += len(stream) // 320
+                starts = [t for t, e in events if isinstance(e, SpeechStarted)]
+                ends = [e for _, e in events if isinstance(e, SpeechEnded)]
+                if len(starts) != 1 or not ends:
+                    missed.append(name)
+                    continue
+                delays.append(ends[0].at_ms - voiced_end - PARAMS.end_silence_ms)
+            row[label] = {"utterances": len(fixtures), "missed": missed,
+                          "delay_p50_ms": percentile(delays, 50), "delay_p95_ms": percentile(delays, 95),
+                          "delay_max_ms": max(delays) if delays else None,
+                          "within_goal": sum(d <= GOAL_EXTRA_MS for d in delays)}
+        row["cpu_us_per_frame"] = cpu / max(1, nframes) * 1e6
+        out["detectors"][kind] = row
+    out["load_end"] = os.getloadavg()
+    print(f"load average at start {load_start}, at end {out['load_end']} (shared machine)")
+    names = list(signals)
+    print(f"\nfalse utterance starts per sound (energy / silero): {PARAMS.end_silence_ms} ms end silence")
+    for name in names:
+        e, s = out["detectors"]["energy"], out["detectors"]["silero"]
+        print(f"  {name:22} starts {e['false_starts'][name]:3d} / {s['false_starts'][name]:3d}   "
+              f"speech frames {e['false_speech_frames'][name]:4d} / {s['false_speech_frames'][name]:4d}")
+    for kind, row in out["detectors"].items():
+        print(f"\n{kind}: {row['cpu_us_per_frame']:.0f} us CPU per 20 ms frame")
+        for label in ("clean", "pink 10 dB"):
+            r = row[label]
+            print(f"  {label:11} missed {len(r['missed'])}/{r['utterances']} {r['missed'][:4]}  end-of-speech "
+                  f"delay past the silence p50 {r['delay_p50_ms']} p95 {r['delay_p95_ms']} max {r['delay_max_ms']} ms; "
+                  f"within +{GOAL_EXTRA_MS} ms: {r['within_goal']}/{r['utterances'] - len(r['missed'])}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
