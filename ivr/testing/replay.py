@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -113,24 +113,48 @@ class Totals:
 
     @classmethod
     def of(cls, results: Iterable[FixtureResult]) -> Totals:
-        results = list(results)
-        totals = cls(fixtures=len(results))
+        tally = Tally()
         for r in results:
-            if r.verdict == PASS:
-                totals.passed += 1
-            elif r.verdict == FAIL:
-                totals.failed += 1
-            else:
-                totals.skipped += 1
-                totals.skipped_reasons[r.reason] = totals.skipped_reasons.get(r.reason, 0) + 1
-        scored = [r for r in results if r.verdict != SKIP]
-        ref_words = sum(r.ref_words for r in scored)
-        if ref_words:
-            totals.wer = sum(r.errors for r in scored) / ref_words
-        intents = [c for r in scored for c in r.checks if c.name == "intent"]
-        if intents:
-            totals.intent_accuracy = sum(c.verdict == PASS for c in intents) / len(intents)
-        latencies = sorted(r.latency_ms for r in scored if r.latency_ms > 0)
+            tally.add(r)
+        return tally.totals()
+
+
+class Tally:
+    """Totals built one result at a time, so a replay of any number of files keeps no results: only
+    counts and one float per timed result (for the latency percentiles)."""
+
+    def __init__(self) -> None:
+        self._totals = Totals()
+        self._errors = self._ref_words = self._intents = self._intents_ok = 0
+        self._latencies: list[float] = []
+
+    def add(self, r: FixtureResult) -> None:
+        totals = self._totals
+        totals.fixtures += 1
+        verdict = r.verdict
+        if verdict == PASS:
+            totals.passed += 1
+        elif verdict == FAIL:
+            totals.failed += 1
+        else:
+            totals.skipped += 1
+            totals.skipped_reasons[r.reason] = totals.skipped_reasons.get(r.reason, 0) + 1
+            return
+        self._errors += r.errors
+        self._ref_words += r.ref_words
+        intents = [c for c in r.checks if c.name == "intent"]
+        self._intents += len(intents)
+        self._intents_ok += sum(c.verdict == PASS for c in intents)
+        if r.latency_ms > 0:
+            self._latencies.append(r.latency_ms)
+
+    def totals(self) -> Totals:
+        totals = replace(self._totals, skipped_reasons=dict(self._totals.skipped_reasons))
+        if self._ref_words:
+            totals.wer = self._errors / self._ref_words
+        if self._intents:
+            totals.intent_accuracy = self._intents_ok / self._intents
+        latencies = sorted(self._latencies)
         if latencies:
             totals.latency_p50_ms = statistics.median(latencies)
             totals.latency_p95_ms = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
@@ -213,6 +237,11 @@ async def replay_fixture(services: CallServices, fixture: Fixture,
     if first is None or first.no_input:
         result.reason = "no speech detected in the recording"
     _check_turn(result, fixture.transcript, fixture.intent, fixture.entities)
+    if not result.checks:  # nothing was judged: say why, rather than an empty skip
+        expected = "only a transcript is expected" if fixture.transcript else "no expectations"
+        heard = f"; {result.reason}" if result.reason else ""
+        result.reason = (f"skip: {expected} (no intent or entities to judge: put the file in a manifest "
+                         f"with them){heard}")
     return result
 
 
@@ -269,20 +298,26 @@ def wav_fixture(path: Path, lang: str) -> Fixture:
                    path=path)
 
 
+async def replay_iter(services: CallServices, fixtures: Iterable[Fixture], calls: Iterable[Call],
+                      fixture_of: Callable[[str], Fixture | None],
+                      call_time: datetime | None = None) -> AsyncIterator[FixtureResult]:
+    """Every fixture, then every call, one result at a time as each is judged (nothing is kept);
+    `call_time` (e.g. `ivr replay --now`) overrides the manifest's."""
+    for fixture in fixtures:
+        yield await replay_fixture(services, fixture, call_time)
+    for call in calls:
+        for r in await replay_call(services, call, fixture_of, call_time=call_time):
+            yield r
+
+
 async def replay_all(services: CallServices, fixtures: list[Fixture], calls: list[Call],
                      fixture_of: Callable[[str], Fixture | None],
                      progress: Callable[[FixtureResult], None] | None = None,
                      call_time: datetime | None = None) -> list[FixtureResult]:
-    """Every fixture, then every call; `call_time` (e.g. `ivr replay --now`) overrides the manifest's."""
+    """`replay_iter` collected in a list (tests, small manifests)."""
     results: list[FixtureResult] = []
-    for fixture in fixtures:
-        r = await replay_fixture(services, fixture, call_time)
+    async for r in replay_iter(services, fixtures, calls, fixture_of, call_time):
         results.append(r)
         if progress:
             progress(r)
-    for call in calls:
-        for r in await replay_call(services, call, fixture_of, call_time=call_time):
-            results.append(r)
-            if progress:
-                progress(r)
     return results
