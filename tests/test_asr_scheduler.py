@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,27 @@ def test_whisper_batch_gives_each_call_its_own_transcript() -> None:
     assert results[1].text == "let me talk to a real person"
     assert results[2].text.lower().startswith("yes")
     assert all(not r._buffer for r in recognizers)  # each is ready for its next turn
+
+
+def test_a_call_over_the_bound_hears_the_no_match_reprompt_at_once_and_keys_still_work(tmp_path: Path) -> None:
+    from ivr.config import Settings
+    from ivr.services import CallServices
+    from ivr.testing.replay import run_call
+    from ivr.testing.simline import CallerTurn
+
+    settings = Settings()
+    settings.paths.data = tmp_path
+    settings.call_time = datetime(2026, 11, 23, 10, 0)
+    services = CallServices.create(settings, with_records=False, engine_override={"ko": "vosk"})
+    services.asr.close()
+    services.asr = AsrScheduler(max_queue=-1)  # always over its bound: no speech is decoded
+    speech = CallerTurn(pcm=read_wav(FIXTURES / "ko" / "balance_2.wav"))
+    try:
+        result, _ = asyncio.run(run_call(services, "ko", [speech, CallerTurn(dtmf="1")], caller_id="+15550100"))
+    finally:
+        services.close()
+    refused, keyed = result.turns[0], result.turns[1]
+    assert refused.transcript == "" and refused.intent == "none" and not refused.no_input
+    assert refused.asr_ms == 0 and refused.reply  # answered (the no-match re-prompt), not left in silence
+    assert services.asr.stats.rejected == 1
+    assert keyed.dtmf == "1" and keyed.reply
