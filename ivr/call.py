@@ -193,7 +193,7 @@ class CallSession:
                     event, reply_to = await self._listen_once(action, prompt=last_reply)
                     last_reply = ""
                     if isinstance(event, ev.HungUp):
-                        if runtime.is_closing(state):  # e.g. during the survey: the business was done
+                        if runtime.caller_served(state):  # heard their answer, or in the survey: contained
                             return self._end_result("completed", "caller_hung_up_after_service", survey, state.intent)
                         return self._end_result("hangup", "caller_hung_up", survey, state.intent)
                     started = time.perf_counter()

@@ -48,6 +48,9 @@ class ServerSettings(BaseModel):
     # nodes sharing one call record database renew a lease this long; once a node's runs out, the
     # others close the records it left active (ivr/storage/nodes.py)
     node_lease_s: float = 30.0
+    # languages whose ASR model and prompts are loaded before the listeners open (None: every
+    # language with prompts); a language left out loads at its first call (dead air for that caller)
+    warm_langs: list[str] | None = None
 
     @field_validator("allowed_peers")
     @classmethod

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.metrics_core import Metric
 
 from ivr.errors import listen_error
+from ivr.outcomes import CONTAINED, OUTCOMES
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,16 @@ class IvrMetrics:
         r = self.registry
         self.calls_active = Gauge("calls_active", "Calls in progress", namespace=NAMESPACE, registry=r)
         self.calls_total = Counter(
-            "calls", "Calls ended, by route ('' = contained)", ["route"], namespace=NAMESPACE, registry=r
+            "calls", "Calls ended, by route ('' = not handed off)", ["route"], namespace=NAMESPACE, registry=r
+        )
+        self.outcomes_total = Counter(
+            "call_outcomes", "Calls ended, by outcome: contained | transferred | abandoned | failed",
+            ["outcome"], namespace=NAMESPACE, registry=r,
+        )
+        for name in OUTCOMES:  # every outcome shows from the start, so rates never divide by a missing series
+            self.outcomes_total.labels(outcome=name)
+        self.containment = Gauge(
+            "containment_ratio", "Contained / ended calls since this process started", namespace=NAMESPACE, registry=r
         )
         self.turns_total = Counter("turns", "Dialog turns", namespace=NAMESPACE, registry=r)
         self.turn_latency = Histogram(
@@ -91,10 +101,15 @@ class IvrMetrics:
     def call_started(self) -> None:
         self.calls_active.inc()
 
-    def call_ended(self, route: str = "") -> None:
-        """A call finished; `route` is the queue it was handed to ('' if contained)."""
+    def call_ended(self, route: str = "", outcome: str = CONTAINED) -> None:
+        """A call finished; `route` is the queue it was handed to ('' if not handed off), `outcome`
+        how it ended (ivr/outcomes.py)."""
         self.calls_active.dec()
         self.calls_total.labels(route=route).inc()
+        self.outcomes_total.labels(outcome=outcome).inc()
+        counts = {name: self.registry.get_sample_value(f"{NAMESPACE}_call_outcomes_total", {"outcome": name}) or 0.0
+                  for name in OUTCOMES}
+        self.containment.set(counts[CONTAINED] / max(sum(counts.values()), 1.0))
 
     def observe_turn(
         self,

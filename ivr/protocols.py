@@ -37,6 +37,10 @@ class PromptSource(Protocol):
 
     async def get(self, text: str, lang: str) -> bytes: ...
 
+    def prompt_langs(self) -> list[str]: ...
+
+    def fixed_sources(self, lang: str) -> dict[str, str]: ...  # prompt id -> text, loaded ahead by warm-up
+
     def close(self) -> None: ...
 
 
@@ -45,7 +49,7 @@ class MetricsSink(Protocol):
 
     def call_started(self) -> None: ...
 
-    def call_ended(self, route: str = "") -> None: ...
+    def call_ended(self, route: str = "", outcome: str = ...) -> None: ...
 
     def observe_turn(self, latency_s: float | None = None, *, asr_s: float | None = None,
                      nlu_s: float | None = None, dialog_s: float | None = None, tts_s: float | None = None,

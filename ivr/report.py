@@ -1,9 +1,11 @@
 """Analytics over the call records: what `ivr report` prints, writes as JSON, or renders as HTML.
 
 Definitions (also in the README):
-- containment rate = calls with status "completed" (the flow ended the call itself, no
-  human) / calls that ended (completed + transferred + abandoned + error). Active calls
-  are not counted. Abandoned calls (the caller hung up mid-flow) are NOT contained.
+- outcomes (ivr/outcomes.py): contained (served by the assistant, no human: the flow ended the
+  call, or the caller hung up after being served), transferred (handed to the live line),
+  abandoned (the caller hung up before being served), failed (the assistant broke down).
+- containment rate = contained / ended calls (contained + transferred + abandoned + failed);
+  active calls are not counted.
 - transfer reasons: `handoff_reason` of the transferred calls.
 - intent distribution: the call-level intent (the main thing the caller wanted).
 - no-match / no-input rates: share of turns with that flag.
@@ -13,9 +15,9 @@ Definitions (also in the README):
 - NPS-style score from CSAT: promoters = 5, passives = 4, detractors = 1-3;
   score = % promoters - % detractors (-100..100). A mapping, not a real 0-10 NPS question.
 - knowledge-base containment per entry: of the ended calls that heard that answer (event
-  `faq_answered`), the share NOT handed to the live line (status completed or abandoned: a caller
-  who hangs up after hearing the answer was served). A call counts once per entry however often
-  it heard it; `transferred` counts those that still went to a human (any reason).
+  `faq_answered`), the share contained (a caller who hangs up after hearing the answer was
+  served). A call counts once per entry however often it heard it; `transferred` counts those
+  that still went to a human (any reason).
 """
 
 from __future__ import annotations
@@ -32,17 +34,8 @@ from typing import Any
 import numpy as np
 
 from ivr.errors import ConfigError
-from ivr.storage.records import (
-    ABANDONED,
-    ACTIVE,
-    COMPLETED,
-    ERROR,
-    FAQ_ANSWERED,
-    TRANSFERRED,
-    CallRecord,
-    EventRecord,
-    TurnRecord,
-)
+from ivr.outcomes import ABANDONED, CONTAINED, FAILED, OUTCOMES, TRANSFERRED
+from ivr.storage.records import ACTIVE, FAQ_ANSWERED, CallRecord, EventRecord, TurnRecord
 
 PROMOTER_MIN = 5  # CSAT 5 -> promoter
 DETRACTOR_MAX = 3  # CSAT 1..3 -> detractor; 4 is passive
@@ -125,9 +118,9 @@ def compute(
     """The report over `calls`, their `turns` and `events` (only `faq_answered` ones are used; pure: no I/O)."""
     report = Report(since=since, until=until or datetime.now(UTC), calls=len(calls))
     status = Counter(c.status for c in calls)
-    report.outcomes = {s: status.get(s, 0) for s in (COMPLETED, TRANSFERRED, ABANDONED, ERROR, ACTIVE)}
+    report.outcomes = {s: status.get(s, 0) for s in (*OUTCOMES, ACTIVE)}
     report.ended = sum(n for s, n in status.items() if s != ACTIVE)
-    report.containment_rate = _rate(status.get(COMPLETED, 0), report.ended)
+    report.containment_rate = _rate(status.get(CONTAINED, 0), report.ended)
     report.transfer_reasons = dict(
         Counter(c.handoff_reason or "unspecified" for c in calls if c.status == TRANSFERRED).most_common()
     )
@@ -180,7 +173,7 @@ def _knowledge_containment(report: Report, calls: list[CallRecord], events: list
     def rows(groups: dict[str, set[str]]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for name, call_ids in groups.items():
-            contained = sum(status[c] in (COMPLETED, ABANDONED) for c in call_ids)
+            contained = sum(status[c] == CONTAINED for c in call_ids)
             out[name] = {"calls": len(call_ids), "contained": contained,
                          "transferred": sum(status[c] == TRANSFERRED for c in call_ids),
                          "containment_rate": _rate(contained, len(call_ids))}
@@ -190,7 +183,7 @@ def _knowledge_containment(report: Report, calls: list[CallRecord], events: list
     report.faq_topics = rows(by_topic)
     answered = set().union(*heard.values()) if heard else set()
     report.faq_calls = len(answered)
-    report.faq_containment_rate = _rate(sum(status[c] in (COMPLETED, ABANDONED) for c in answered), len(answered))
+    report.faq_containment_rate = _rate(sum(status[c] == CONTAINED for c in answered), len(answered))
 
 
 def _per_hour(times: list[datetime]) -> dict[str, int]:
@@ -357,7 +350,8 @@ def render_html(report: Report) -> str:
     kpis = [
         ("Calls", str(report.calls)),
         ("Containment", _pct(report.containment_rate)),
-        ("Transferred", str(report.outcomes.get(TRANSFERRED, 0))),
+        ("Contained / transferred", f"{report.outcomes.get(CONTAINED, 0)} / {report.outcomes.get(TRANSFERRED, 0)}"),
+        ("Abandoned / failed", f"{report.outcomes.get(ABANDONED, 0)} / {report.outcomes.get(FAILED, 0)}"),
         ("No-match (turns)", _pct(report.no_match_rate)),
         ("No-input (turns)", _pct(report.no_input_rate)),
         ("Latency p50 / p95", f"{_ms(report.latency_ms.get('p50'))} / {_ms(report.latency_ms.get('p95'))}"),
@@ -415,9 +409,10 @@ padding: .25rem .8rem; text-align: left; }}
 <div class="kpis">{cards}</div>
 <h2>Plots</h2><div class="grid">{figures or "<p>no calls in this window</p>"}</div>
 <div class="tables">{tables}</div>
-<p class="note">Containment = completed / ended calls (abandoned calls are not contained).
-Knowledge-base containment per entry = ended calls that heard the answer and were not handed to the
-live line (completed or abandoned) / ended calls that heard it.
+<p class="note">Containment = contained / ended calls. Contained: served by the assistant with no
+human (the flow ended the call, or the caller hung up after being served); transferred: handed to the
+live line; abandoned: the caller hung up before being served; failed: the assistant broke down.
+Knowledge-base containment per entry = contained calls that heard the answer / ended calls that heard it.
 NPS-style score from CSAT: promoters = 5 ({nps.get("promoters")}), passives = 4 ({nps.get("passives")}),
 detractors = 1-3 ({nps.get("detractors")}); score = % promoters - % detractors.</p>
 </body></html>

@@ -12,6 +12,7 @@ import collections
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -67,9 +68,11 @@ RECORDED_AMI_EVENTS = {
     "AgentConnect": ("Queue", "HoldTime", "MemberName"),
     "AgentComplete": ("Queue", "HoldTime", "TalkTime", "Reason"),
 }
+CAUSE_NORMAL_CLEARING = 16  # Q.850
 RECENT_CALLS = 10_000  # calls whose late AMI events (queue, hang-up) are still recorded
 EXPECTED_WAIT_TIMEOUT_S = 1.0  # a hand-off never waits longer than this for QueueStatus
 BRIDGE_GRACE_S = 10.0  # the bridge waits this much past a call's max_call_s before cutting it
+STATUS_STARTING = "starting"  # /healthz until every engine and prompt is loaded
 
 
 class AmiLink:
@@ -77,14 +80,22 @@ class AmiLink:
 
     Call records are keyed by the Uniqueid of the channel that ran AGI(), so the events of that
     channel (its queue join, its hang-up after the agent) land in the record of the call.
+
+    Hang-up cause: chan_pjsip gives a caller's plain BYE (no Reason header) no cause, and Asterisk
+    then reports Cause 0 "Unknown". A BYE is normal call clearing (Q.850 cause 16, RFC 3398), so
+    when the channel's own driver asked for the hang-up (HangupRequest with no cause) and Asterisk
+    knows no better, the record says 16 and where that came from. A BYE with a Reason header
+    (res_pjsip_rfc3326) and every other cause are recorded as Asterisk reports them.
     """
 
     def __init__(self, services: CallServices) -> None:
-        from ivr.telephony.ami import AmiClient
+        from ivr.telephony.ami import DEFAULT_EVENTS, AmiClient
 
         self.services = services
-        self.client = AmiClient(services.settings.ami, on_event=self.on_event)
+        self.client = AmiClient(services.settings.ami, on_event=self.on_event,
+                                events=DEFAULT_EVENTS | {"HangupRequest"})
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._far_end_hung_up: set[str] = set()
 
     def remember(self, call_id: str) -> None:
         self._recent[call_id] = None
@@ -92,11 +103,23 @@ class AmiLink:
             self._recent.popitem(last=False)
 
     def on_event(self, event: AmiEvent) -> None:
-        keep = RECORDED_AMI_EVENTS.get(event.name)
         call_id = event.get("Uniqueid")
-        if keep is None or call_id not in self._recent or self.services.records is None:
+        if call_id not in self._recent or self.services.records is None:
+            return
+        if event.name == "HangupRequest":
+            if not event.get("Cause") and event.get("Channel").startswith("PJSIP/"):
+                self._far_end_hung_up.add(call_id)  # the SIP peer's BYE/CANCEL, queued by chan_pjsip
+            return
+        keep = RECORDED_AMI_EVENTS.get(event.name)
+        if keep is None:
             return
         data = {key: event.get(key) for key in keep if event.get(key)}
+        if event.name == "Hangup":
+            far_end = call_id in self._far_end_hung_up
+            self._far_end_hung_up.discard(call_id)
+            if far_end and data.get("Cause", "0") == "0":
+                data.update({"Cause": str(CAUSE_NORMAL_CLEARING), "Cause-txt": "Normal Clearing",
+                             "Cause-source": "SIP BYE without a Reason header (RFC 3398: cause 16)"})
         self.services.records.add_event(call_id, f"ami.{event.name}", data)
 
     async def expected_wait_s(self, queue: str) -> float | None:
@@ -165,8 +188,15 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
     # /metrics and /healthz serve a Prometheus registry: the process-wide one CallServices.create gives
     metrics = services.metrics if isinstance(services.metrics, IvrMetrics) else None
     if metrics is not None:
+        # /healthz answers 503 "starting" while the models load, so a balancer waits for this node
+        metrics.status = STATUS_STARTING
         metrics_server = MetricsServer(metrics, settings.server.host, settings.server.health_port)
         await metrics_server.start()
+    warm_from = time.perf_counter()
+    warmed = await services.warm_up(settings.server.warm_langs)
+    log.info("warm start in %.1f s (%s): no call waits for a model or a prompt to load",
+             time.perf_counter() - warm_from,
+             ", ".join(f"{lang}: prompts {t['prompts_s']:.1f} s, asr {t['asr_s']:.1f} s" for lang, t in warmed.items()))
 
     from ivr.storage.records import utcnow
 
@@ -176,6 +206,8 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
         services.node = bridge.node
         if metrics is not None:
             metrics.node = bridge.node
+            if metrics.status == STATUS_STARTING:
+                metrics.status = "ok"
         if services.records is not None:
             background.append(asyncio.create_task(
                 _keep_node_lease(services.records.store, bridge.node, settings.server.node_lease_s, leased_from),

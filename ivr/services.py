@@ -6,11 +6,13 @@ reaches the outside world through this object, so each entry point wires the sam
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import queue
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -20,6 +22,7 @@ from ivr.audio.vad import EndpointParams, EnergyDetector, SpeechDetector
 from ivr.config import Settings
 from ivr.dialog.registry import FlowRegistry
 from ivr.errors import IvrError
+from ivr.outcomes import outcome
 from ivr.protocols import CallIdentity, MetricsSink, PromptSource, RecordStore
 from ivr.results import CallResult, TurnLog
 
@@ -30,6 +33,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 StoreT = TypeVar("StoreT", bound=RecordStore)
+
+
+def _decode_once(engine: AsrEngine, pcm: bytes) -> None:
+    """One throw-away decode: the first one of a model pays for setting up its kernels."""
+    recognizer = engine.recognizer()
+    recognizer.accept(pcm)
+    recognizer.final()
 
 
 class RecordWriter(Generic[StoreT]):
@@ -177,6 +187,35 @@ class CallServices:
         if close is not None:
             close()
 
+    async def warm_up(self, langs: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+        """Load now what the first call of each language would otherwise wait for (dead air): the ASR
+        model (and one decode, which sets up its kernels), the speech detector, and every fixed
+        prompt (rendered if missing, then held in memory). `langs`: default every language with
+        prompts. Returns seconds per language and step, for the start-up log."""
+        from ivr.tts.cache import is_fixed
+
+        timings: dict[str, dict[str, float]] = {}
+        self.release_detector(self.speech_detector())  # builds the Silero pool if configured
+        for lang in langs if langs is not None else self.prompts.prompt_langs():
+            steps = timings[lang] = {}
+            started = time.perf_counter()
+            sample = b""
+            for text in self.prompts.fixed_sources(lang).values():
+                if is_fixed(text):
+                    try:
+                        audio = await self.prompts.get(text, lang)
+                    except IvrError as exc:  # no voice: logged by _check_voice, calls hand off
+                        log.warning("warm-up: prompts in %r not rendered: %s", lang, exc)
+                        break
+                    sample = sample or audio
+            steps["prompts_s"] = time.perf_counter() - started
+            started = time.perf_counter()
+            engine = await asyncio.to_thread(self.asr_engine, lang)
+            if engine is not None and sample:
+                await self.run_asr(_decode_once, engine, sample)
+            steps["asr_s"] = time.perf_counter() - started
+        return timings
+
     async def run_asr(self, func: Callable[..., T], *args: Any, deadline: float | None = None) -> T:
         """Run a (blocking) recognizer call on the ASR pool; `deadline` (time.monotonic) orders it."""
         return await self.asr.run(func, *args, deadline=deadline)
@@ -210,8 +249,7 @@ class CallServices:
 
     def record_close(self, session: CallIdentity, result: CallResult) -> None:
         if self.records:
-            status = "transferred" if result.handed_off else "abandoned" if result.route == "hangup" else "completed"
-            self.records.close_call(session.call_id, status=status, route=result.route,
+            self.records.close_call(session.call_id, status=outcome(result.route, result.reason), route=result.route,
                                     handoff_reason=result.reason, intent=result.intent or None,
                                     survey_score=result.survey_score)
 
@@ -229,7 +267,8 @@ class CallServices:
 
     def metrics_call_ended(self, result: CallResult) -> None:
         if self.metrics:
-            self.metrics.call_ended(route=result.route if result.handed_off else "")
+            self.metrics.call_ended(route=result.route if result.handed_off else "",
+                                    outcome=outcome(result.route, result.reason))
             if result.handed_off:
                 self.metrics.handoff(result.reason)
 

@@ -364,13 +364,29 @@ def test_every_menu_key_answers(registry: FlowRegistry, db_path: Path, lang: str
             assert MENU_ANSWERS[lang][intent] in said(result), (key, intent, result.said)
 
 
-def test_hang_up_during_the_survey_counts_as_completed(registry: FlowRegistry) -> None:
+def test_hang_up_during_the_survey_counts_as_served(registry: FlowRegistry) -> None:
     runtime = registry.get("support", "en").runtime
     state = runtime.start(ev.CallStarted(now_iso=OPEN)).state
     state = runtime.handle(state, ev.HookDone("python:ivr.demo_operator.hooks.identify", {})).state
-    assert not runtime.is_closing(state)
+    assert not runtime.caller_served(state)
     survey = runtime.handle(state, ev.Heard(registry.get("support", "en").nlu.understand("goodbye"))).state
-    assert survey.node == "goodbye" and runtime.is_closing(survey)
+    assert survey.node == "goodbye" and runtime.caller_served(survey)
+
+
+def test_a_caller_is_served_once_the_answer_is_given_and_stays_served(registry: FlowRegistry) -> None:
+    """The balance answered, the flow asks "anything else?" (served: true): a hang-up from there on is
+    contained; going back to the menu for a second request does not make the caller unserved."""
+    loaded = registry.get("support", "en")
+    runtime = loaded.runtime
+    state = runtime.start(ev.CallStarted(now_iso=OPEN)).state
+    state = runtime.handle(state, ev.HookDone("python:ivr.demo_operator.hooks.identify", {})).state
+    state = runtime.handle(state, ev.Heard(loaded.nlu.understand("what is my balance"))).state
+    assert state.pending_hook == "balance" and not runtime.caller_served(state)  # still working on it
+    state = runtime.handle(state, ev.HookDone("python:ivr.demo_operator.hooks.balance", {
+        "balance": 12.5, "currency": "USD", "balance_text": "12 dollars", "data_left_text": "3 GB"})).state
+    assert state.node == "anything_else" and runtime.caller_served(state)
+    state = runtime.handle(state, ev.Heard(loaded.nlu.understand("yes"))).state
+    assert state.node == "menu_again" and runtime.caller_served(state)
 
 
 def test_ko_block_sim_and_operator_handoff(registry: FlowRegistry, db_path: Path) -> None:

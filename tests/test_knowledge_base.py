@@ -286,7 +286,7 @@ def _answer(call_id: str, entry: str) -> EventRecord:
 
 
 def test_report_containment_per_entry() -> None:
-    calls = [_call("a", "completed"), _call("b", "transferred"), _call("c", "abandoned"), _call("d", "completed"),
+    calls = [_call("a", "contained"), _call("b", "transferred"), _call("c", "contained"), _call("d", "contained"),
              _call("e", "active")]
     events = [_answer("a", "fees"), _answer("a", "fees"), _answer("b", "fees"), _answer("c", "esim"),
               _answer("e", "esim"), _answer("a", "esim"), _answer("b", "puk")]
@@ -319,7 +319,7 @@ def test_report_containment_per_entry() -> None:
 def test_report_reads_answers_from_the_store(tmp_path: Path) -> None:
     store = CallStore(f"sqlite:///{tmp_path / 'calls.sqlite3'}")
     start = datetime(2026, 5, 1, 9, tzinfo=UTC)
-    for i, (entry, status) in enumerate([("fees", "completed"), ("fees", "transferred"), ("esim", "completed")]):
+    for i, (entry, status) in enumerate([("fees", "contained"), ("fees", "transferred"), ("esim", "contained")]):
         call_id = store.open_call(f"c{i}", lang="en", flow="support", started_at=start + timedelta(minutes=i))
         store.add_event(call_id, FAQ_ANSWERED, {"entry": entry, "topic": "billing", "state": "main_menu"})
         store.add_event(call_id, "survey", {"score": 5})  # other events do not count

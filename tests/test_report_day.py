@@ -83,7 +83,7 @@ def day(tmp_path_factory):
                     expect["no_input"] += no_input
                     if latency is not None:
                         expect["latencies"].append(latency)
-            status = rng.choices(["completed", "transferred", "abandoned", "error"], [55, 30, 12, 3])[0]
+            status = rng.choices(["contained", "transferred", "abandoned", "failed"], [55, 30, 12, 3])[0]
             reason = rng.choice(REASONS) if status == "transferred" else ""
             intent = rng.choice(INTENTS)
             score = rng.choice([None, None, 1, 2, 3, 4, 5, 5]) if status != "abandoned" else None
@@ -125,9 +125,9 @@ def test_counts_and_rates_match_the_generated_day(report, day):
     ended = sum(expect["status"].values())
     assert report.calls == ended + 1 and report.ended == ended
     assert report.outcomes["active"] == 1
-    for status in ("completed", "transferred", "abandoned", "error"):
+    for status in ("contained", "transferred", "abandoned", "failed"):
         assert report.outcomes[status] == expect["status"][status]
-    assert report.containment_rate == pytest.approx(expect["status"]["completed"] / ended)
+    assert report.containment_rate == pytest.approx(expect["status"]["contained"] / ended)
     assert report.transfer_reasons == dict(expect["reasons"])
     assert report.intents == dict(expect["intents"])
     assert report.turns == expect["turns"]
@@ -261,7 +261,7 @@ def test_report_of_calls_the_pipeline_made(tmp_path):
     data = json.loads(done.stdout)
     # ko_operator_handoff, ko_balance_then_no_more, ru_keys_balance_then_operator (ru speech calls: skipped)
     assert data["calls"] == 3 and data["langs"] == {"ko": 2, "ru": 1}
-    assert {k: v for k, v in data["outcomes"].items() if v} == {"transferred": 2, "completed": 1}
+    assert {k: v for k, v in data["outcomes"].items() if v} == {"transferred": 2, "contained": 1}
     assert data["containment_rate"] == pytest.approx(1 / 3)
     assert data["transfer_reasons"] == {"caller_asked": 2}
     assert data["intents"] == {"balance": 3}  # each call's main request, not the later "no" or "operator"

@@ -9,7 +9,7 @@ RTP Asterisk sends back, captured on the loopback interface, decoded and transcr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +20,21 @@ from ivr.audio.pcm import SAMPLE_RATE, read_wav
 from ivr.config import Settings
 from ivr.server import AmiLink, bridge_params, conversation_handler
 from ivr.services import CallServices
-from ivr.sipcaller import Pause, Segment, SippRun, Speak, place_calls, similarity, sipp_available, speech_spans
 from ivr.storage.records import CallRecord, EventRecord, TurnRecord
+from ivr.telephony.ami import AmiClient, AmiEvent
 from ivr.telephony.bridge import Bridge
 from ivr.testing.sandbox import Sandbox
+from ivr.testing.sipcaller import (
+    Pause,
+    Press,
+    Segment,
+    SippRun,
+    Speak,
+    place_calls,
+    similarity,
+    sipp_available,
+    speech_spans,
+)
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.slow]
 
@@ -45,6 +56,7 @@ def services(tmp_path: Path) -> Iterator[CallServices]:
     settings.paths.data = tmp_path  # the demo subscriber DB and the call records of this test only
     settings.storage.url = f"sqlite:///{tmp_path / 'calls.sqlite3'}"
     services = CallServices.create(settings, engine_override={"en": "whisper"})
+    asyncio.run(services.warm_up(["en"]))  # as `ivr serve` does before it takes calls
     yield services
     services.close()
 
@@ -55,34 +67,55 @@ class Outcome:
     calls: list[CallRecord]
     turns: dict[str, list[TurnRecord]]
     events: dict[str, list[EventRecord]]
+    joins: list[AmiEvent]  # QueueCallerJoin: the calls that reached the live line, with IVR_* variables
+
+    def event(self, call_id: str, kind: str) -> EventRecord:
+        return next(e for e in self.events[call_id] if e.kind == kind)
 
 
-def _sip_calls(sandbox: Sandbox, services: CallServices, script: Sequence[Segment], tmp_path: Path, *,
-               law: Law = "ulaw", calls: int = 1, listen_s: float = 14.0) -> Outcome:
-    """Serve SIPp's calls with the bridge as `ivr serve` runs it (AMI link included)."""
+def _sip_calls(sandbox: Sandbox, services: CallServices | None, script: Sequence[Segment], tmp_path: Path, *,
+               law: Law = "ulaw", calls: int = 1, listen_s: float = 14.0, bridge: bool = True,
+               during: Callable[[], None] | None = None) -> Outcome:
+    """Place SIPp calls; the bridge serves them as `ivr serve` runs it (AMI link included) unless
+    `bridge` is False (nothing listens: the dialplan's fail-open path). `during` runs in a thread
+    beside the calls (e.g. to kill a bridge mid-call)."""
+    joins: list[AmiEvent] = []
 
     async def main() -> SippRun:
-        params = bridge_params(services.settings)
-        params.agi_port, params.audiosocket_port = sandbox.info.agi_port, 0
-        services.settings.ami = sandbox.ami_settings()
-        link = AmiLink(services)
-        await link.client.connect()
-        bridge = Bridge(params, conversation_handler(services, link))
-        await bridge.start()
+        link = server = None
+        if services is not None and bridge:
+            params = bridge_params(services.settings)
+            params.agi_port, params.audiosocket_port = sandbox.info.agi_port, 0
+            services.settings.ami = sandbox.ami_settings()
+            link = AmiLink(services)
+            await link.client.connect()
+            server = Bridge(params, conversation_handler(services, link))
+            await server.start()
+        watch = AmiClient(sandbox.ami_settings(), on_event=lambda e: joins.append(e)
+                          if e.name == "QueueCallerJoin" else None)
+        await watch.connect()
+        side = asyncio.create_task(asyncio.to_thread(during)) if during else None
         try:
             return await asyncio.to_thread(place_calls, sandbox.info.sip_port, script, tmp_path / "sipp",
                                            law=law, calls=calls, listen_s=listen_s, caller=CALLER)
         finally:
-            await bridge.stop(drain_timeout_s=10)
+            if side is not None:
+                await side
+            if server is not None:
+                await server.stop(drain_timeout_s=10)
             await asyncio.sleep(1)  # the AMI Hangup of the last call
-            await link.client.close()
+            await watch.close()
+            if link is not None:
+                await link.client.close()
 
     run = asyncio.run(main())
-    assert services.records is not None
+    if services is None or services.records is None:
+        return Outcome(run, [], {}, {}, joins)
     services.records.close()  # writes every queued record
     store = services.records.store
     rows = store.calls()
-    return Outcome(run, rows, {c.id: store.turns(c.id) for c in rows}, {c.id: store.events(c.id) for c in rows})
+    return Outcome(run, rows, {c.id: store.turns(c.id) for c in rows}, {c.id: store.events(c.id) for c in rows},
+                   joins)
 
 
 def _speech(name: str) -> bytes:
@@ -118,3 +151,78 @@ def test_ulaw_caller_asks_for_the_balance_and_hears_it(sandbox: Sandbox, service
     assert engine is not None
     text, _ = engine.transcribe(_last_reply(heard))
     assert "balance" in text.lower() or "gigabytes" in text.lower(), text
+    # served, then the caller hung up: contained; SIPp's plain BYE recorded as normal clearing
+    assert call.status == "contained" and call.handoff_reason == "caller_hung_up_after_service"
+    assert out.event(call.id, "ami.Hangup").data["Cause"] == "16"
+
+
+def _heard_reply(services: CallServices, heard: bytes) -> str:
+    engine = services.asr_engine("en")
+    assert engine is not None
+    return engine.transcribe(_last_reply(heard))[0].lower()
+
+
+def _music_on_hold(sandbox: Sandbox) -> bytes:
+    (music,) = sandbox.host_path("moh").glob("*.wav")
+    return read_wav(music)
+
+
+def test_alaw_caller_asks_for_a_person_reaches_the_queue_with_context_and_hears_music(
+        sandbox: Sandbox, services: CallServices, tmp_path: Path) -> None:
+    # over the menu prompt (barge-in), then on hold: the transfer prompt ends ~10 s in on a busy machine
+    script = [Pause(3000), Speak(_speech("operator_1.wav")), Pause(16000)]
+    out = _sip_calls(sandbox, services, script, tmp_path, law="alaw", listen_s=16)
+
+    assert out.run.returncode == 0, out.run.stats
+    (heard_call,) = out.run.calls
+    assert heard_call.payload_types == {8}  # a-law only, as offered
+    (call,) = out.calls
+    assert out.turns[call.id][0].intent == "operator"
+    assert call.status == "transferred" and call.handoff_reason == "caller_asked"
+    (join,) = out.joins
+    assert join.get("Queue") == "support" and join.get("Uniqueid") == call.id
+    assert join.variables["IVR_ROUTE"] == "queue" and join.variables["IVR_REASON"] == "caller_asked"
+    assert join.variables["IVR_CALL_ID"] == call.id and "reason=caller_asked" in join.variables["IVR_SUMMARY"]
+    # waiting in the queue, the caller hears the music of asterisk/musiconhold.conf (its opening bars)
+    music = _music_on_hold(sandbox)
+    assert similarity(heard_call.audio(), music[8000 * 2: 8000 * 2 * 2]) > 0.8
+
+
+def test_dtmf_rfc4733_into_the_assistant_picks_the_menu_entry(sandbox: Sandbox, services: CallServices,
+                                                               tmp_path: Path) -> None:
+    """Key 1 (a telephone-event in the RTP, as desk phones send it) during the greeting: the balance."""
+    out = _sip_calls(sandbox, services, [Pause(3000), Press("1"), Pause(12000)], tmp_path, listen_s=12)
+
+    assert out.run.returncode == 0, out.run.stats
+    (call,) = out.calls
+    first = out.turns[call.id][0]
+    assert (first.dtmf, first.intent) == ("1", "balance")
+    text = _heard_reply(services, out.run.calls[0].audio())
+    assert "balance" in text or "gigabytes" in text, text
+    assert call.status == "contained"
+
+
+def test_bridge_down_the_caller_gets_the_keypad_menu_and_reaches_the_queue(sandbox: Sandbox,
+                                                                             tmp_path: Path) -> None:
+    """Nothing listens on the AGI port: the dialplan's push-button menu answers, key 1 (RFC 4733)
+    goes to the live line, which learns why."""
+    out = _sip_calls(sandbox, None, [Pause(1200), Press("1"), Pause(6000)], tmp_path, listen_s=6)
+
+    assert out.run.returncode == 0, out.run.stats
+    (join,) = out.joins
+    assert join.variables["IVR_INTENT"] == "menu_1" and join.variables["IVR_REASON"] == "bridge_unreachable"
+    assert join.get("Channel").startswith("PJSIP/provider-")
+
+
+def test_caller_hanging_up_mid_greeting_is_abandoned_with_a_normal_clearing_cause(
+        sandbox: Sandbox, services: CallServices, tmp_path: Path) -> None:
+    out = _sip_calls(sandbox, services, [Pause(3000)], tmp_path, listen_s=1.5)
+
+    assert out.run.returncode == 0, out.run.stats
+    (heard_call,) = out.run.calls
+    assert not heard_call.bye_from_asterisk  # the caller hung up
+    assert 0.5 < len(heard_call.audio()) / 16000 < 3  # it heard the greeting start, not all of it
+    (call,) = out.calls
+    assert call.status == "abandoned" and call.handoff_reason == "caller_hung_up" and out.turns[call.id] == []
+    hangup = out.event(call.id, "ami.Hangup").data
+    assert hangup["Cause"] == "16" and "BYE" in hangup["Cause-source"]

@@ -10,8 +10,17 @@ import pytest
 
 from ivr.audio import g711
 from ivr.audio.pcm import FRAME_BYTES, silence
-from ivr.sipcaller import Pause, Press, Speak, caller_packets, scenario_xml, similarity, speech_spans, write_pcap
 from ivr.telephony.rtp import PT_PCMA, PT_PCMU, PT_TELEPHONE_EVENT, RtpError, RtpPacket, TelephoneEvent
+from ivr.testing.sipcaller import (
+    Pause,
+    Press,
+    Speak,
+    caller_packets,
+    scenario_xml,
+    similarity,
+    speech_spans,
+    write_pcap,
+)
 
 
 def _tone(ms: int, hz: float = 440.0, level: float = 8000.0) -> bytes:

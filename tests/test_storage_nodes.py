@@ -56,7 +56,7 @@ def test_a_dead_nodes_calls_are_closed_by_a_survivor_and_only_those(store: CallS
     assert b.reap_dead_nodes() == 3
     for call_id in a_calls:
         record = store.call(call_id)
-        assert record is not None and record.status == "error" and record.handoff_reason == LOST_REASON
+        assert record is not None and record.status == "failed" and record.handoff_reason == LOST_REASON
         assert record.ended_at is not None and record.ended_at >= record.started_at
         assert [e.kind for e in store.events(call_id)] == ["record_closed"]
     b_record = store.call(b_call)
@@ -75,7 +75,7 @@ def test_a_restarted_node_closes_its_own_leftovers_at_once(store: CallStore) -> 
     second_run = NodeLease(store, "node-a", 30.0)  # started after the kill: same name, new start
     new = store.open_call(node="node-a")  # taken by the new run
     assert second_run.close_own_leftovers() == 1
-    assert [store.call(c).status for c in (left, other, new)] == ["error", "active", "active"]  # type: ignore[union-attr]
+    assert [store.call(c).status for c in (left, other, new)] == ["failed", "active", "active"]  # type: ignore[union-attr]
 
 
 def test_the_node_column_is_added_to_an_older_database(tmp_path: Path) -> None:

@@ -174,7 +174,7 @@ def test_concurrent_writers_lose_nothing(store, db_url):
         w.join()
     assert _count(db_url, "calls") == threads * calls_per_thread
     assert _count(db_url, "turns") == threads * calls_per_thread * turns_per_call
-    assert all(c.status == "completed" for c in store.calls())
+    assert all(c.status == "contained" for c in store.calls())
     assert store.dropped == 0
 
 
@@ -264,7 +264,7 @@ def test_server_restart_mid_call_loses_nothing(postgres, pg_store_url, tmp_path)
         assert store.flush(timeout_s=20) is True
         assert [t.transcript for t in store.turns(cid)] == ["what is my balance", "my card is [CARD]"]
         call = store.call(cid)
-        assert (call.status, call.intent, call.survey_score) == ("completed", "balance", 5)
+        assert (call.status, call.intent, call.survey_score) == ("contained", "balance", 5)
         assert [e.kind for e in store.events(cid)] == ["barge_in"]
         assert store.dropped == 0 and store.pending == 0
     finally:
@@ -304,7 +304,7 @@ def test_writers_keep_going_through_a_restart(postgres, pg_store_url, tmp_path, 
         assert "call record store unavailable" in caplog.text  # the outage really hit the writers
         assert _count(pg_store_url, "calls") == threads * calls_each
         assert _count(pg_store_url, "turns") == threads * calls_each * turns_each
-        assert all(c.status == "completed" for c in store.calls())
+        assert all(c.status == "contained" for c in store.calls())
         assert store.dropped == 0
     finally:
         store.close()

@@ -9,6 +9,8 @@ A flow is a state machine. Each state does, in order: say its prompts, then ONE 
 - a survey (`survey: {next: state}`: CSAT 1-5 by voice or key),
 - transfer to the live line (`transfer: {reason: caller_asked}`) or hang up (`hangup: completed`),
 - or just go on (`next: state`).
+A state marked `served: true` is where the caller has been served (e.g. "anything else?" after an
+answer): a caller who hangs up from there on counts as contained, not abandoned.
 See /work/notes/README_dialog.md ("Writing flows, grammars and prompts") for a worked example.
 """
 
@@ -133,6 +135,9 @@ class State(_Strict):
     # names and defaults: ivr.audio.vad.EndpointParams
     endpoint: dict[str, float] = Field(default_factory=dict)
     escalation: Escalation | None = None  # this state's own no-input/no-match steps
+    # reaching this state means the caller got what they called for (an answer, a done top-up): a
+    # hang-up from here on is a contained call, not an abandoned one (ivr/outcomes.py)
+    served: bool = False
 
     _say_list = field_validator("say", "reprompt", "hint", mode="before")(lambda cls, v: _as_list(v))
 

@@ -72,6 +72,7 @@ class DialogState:
     history: tuple[str, ...] = ()  # nodes entered (and intents heard), newest last
     turns: int = 0
     ended: bool = False
+    served: bool = False  # the caller has had what they called for (a `served` state, a KB answer)
 
 
 @dataclass(frozen=True)
@@ -143,10 +144,11 @@ class DialogRuntime:
             return self.start(event)
         raise TypeError(f"unknown dialog event {event!r}")
 
-    def is_closing(self, state: DialogState) -> bool:
-        """True once the caller's business is done (the post-call survey or the call ended): a hang-up
-        now is a normal end of call ("completed"), not an abandoned one."""
-        return state.ended or self.flow.states[state.node].survey is not None
+    def caller_served(self, state: DialogState) -> bool:
+        """True once the caller has been served (a `served: true` state was reached, a knowledge-base
+        answer was given, the post-call survey, the call ended): a hang-up now is a contained call,
+        not an abandoned one (ivr/outcomes.py)."""
+        return state.served or state.ended or self.flow.states[state.node].survey is not None
 
     def render(self, prompt_id: str, slots: Mapping[str, Any]) -> str:
         """The text of a prompt with its {placeholders} filled from `slots`."""
@@ -260,7 +262,7 @@ class DialogRuntime:
         answer = Say(entry.answer, entry.prompt_id)
         actions: list[Action] = [AnsweredFromKnowledge(entry.id, entry.topic, state.node), answer]
         # an answered question is a successful turn; the first one is the call's main request
-        state = replace(state, no_match=0, no_input=0, intent=state.intent or entry.intent)
+        state = replace(state, no_match=0, no_input=0, intent=state.intent or entry.intent, served=True)
         if entry.transfer:
             return self._transfer(replace(state, last_said=(answer,)), entry.transfer, actions)
         if entry.next:
@@ -310,6 +312,8 @@ class DialogRuntime:
             history = state.history if state.history[-1:] == (name,) else (*state.history, name)
             state = replace(state, node=name, no_input=0, no_match=0, dtmf_buffer="",
                             history=history[-HISTORY_SIZE:])
+            if node.served:
+                state = replace(state, served=True)
             if node.set:
                 state = replace(state, slots={**state.slots, **node.set})
             if node.collect is not None and state.slots.get(node.collect.slot) not in (None, ""):

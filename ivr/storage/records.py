@@ -35,6 +35,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from ivr.errors import StorageError
+from ivr.outcomes import ABANDONED, CONTAINED, FAILED, OUTCOMES, TRANSFERRED, normalize  # noqa: F401 (reports use them)
 from ivr.redact import redact, redact_caller
 
 log = logging.getLogger(__name__)
@@ -44,13 +45,11 @@ DEFAULT_RETRY_S = 1.0  # first retry delay; doubles up to DEFAULT_MAX_RETRY_S
 DEFAULT_MAX_RETRY_S = 10.0
 DEFAULT_CONNECT_TIMEOUT_S = 3
 
-# call status values (calls.status)
+# call status values (calls.status): "active", then the call's outcome (definitions: ivr/outcomes.py)
 ACTIVE = "active"
-COMPLETED = "completed"  # the flow ended the call itself: contained
-TRANSFERRED = "transferred"  # handed to the live line
-ABANDONED = "abandoned"  # the caller hung up before the flow finished
-ERROR = "error"
-STATUSES = (ACTIVE, COMPLETED, TRANSFERRED, ABANDONED, ERROR)
+STATUSES = (ACTIVE, *OUTCOMES)
+COMPLETED = CONTAINED  # the names these had before the outcomes were defined ("completed", "error")
+ERROR = FAILED
 
 # event kinds read by reports
 FAQ_ANSWERED = "faq_answered"  # data: {"entry": id, "topic": ..., "state": ...}: a knowledge-base answer
@@ -226,7 +225,7 @@ class CallStore:
     >>> store = CallStore("sqlite:///calls.sqlite3")
     >>> cid = store.open_call(lang="en", flow="support", caller="+15551234567")
     >>> store.add_turn(cid, TurnRecord(idx=0, prompt="How can I help?", transcript="my balance"))
-    >>> store.close_call(cid, status="completed", intent="balance")
+    >>> store.close_call(cid, status="contained", intent="balance")
     """
 
     def __init__(self, url: str, params: StoreParams | None = None) -> None:
@@ -320,6 +319,8 @@ class CallStore:
                 f"unknown call field(s): {', '.join(sorted(unknown))}",
                 fix=f"use one of {', '.join(sorted(CALL_UPDATABLE))}",
             )
+        if "status" in values:
+            values["status"] = normalize(values["status"])
         if "status" in values and values["status"] not in STATUSES:
             raise StorageError(f"unknown call status {values['status']!r}", fix=f"use one of {STATUSES}")
         self._write("update_call", {"id": call_id, **values})
@@ -335,7 +336,7 @@ class CallStore:
         survey_score: int | None = None,
         ended_at: datetime | None = None,
     ) -> None:
-        """Mark the call ended: `status` is completed | transferred | abandoned | error."""
+        """Mark the call ended: `status` is contained | transferred | abandoned | failed (ivr/outcomes.py)."""
         values: dict[str, Any] = {
             "status": status,
             "ended_at": ended_at or utcnow(),
@@ -353,7 +354,7 @@ class CallStore:
                          by: str = "lost call reaper") -> int:
         """Close the calls still `active` that started before `started_before`: the process that ran
         them is gone (killed, crashed, the machine lost power), so no one else will. Each becomes
-        status "error" with `handoff_reason=reason`, ended at the latest `max_call_s` after its start
+        status "failed" with `handoff_reason=reason`, ended at the latest `max_call_s` after its start
         (the bridge's limit: it cannot have lasted longer), and gets an event saying so.
 
         `nodes`: only the calls of these bridge nodes (several nodes on one database: ivr/storage/nodes.py).
@@ -858,6 +859,7 @@ def _call_from_row(row: Any) -> CallRecord:
     data = {f.name: getattr(row, f.name) for f in fields(CallRecord)}
     data["started_at"] = _aware(data["started_at"])
     data["ended_at"] = _aware(data["ended_at"])
+    data["status"] = normalize(data["status"])  # rows written before the outcomes had their names
     return CallRecord(**data)
 
 

@@ -1,6 +1,6 @@
 """RTP (RFC 3550) packets and RFC 4733 telephone-events: pure parse/serialize over bytes.
 
-Used by the SIP test caller (ivr/sipcaller.py) to build what a phone sends (G.711 audio and DTMF
+Used by the SIP test caller (ivr/testing/sipcaller.py) to build what a phone sends (G.711 audio and DTMF
 events) and to read what Asterisk sends back; the live bridge gets its media over AudioSocket.
 """
 

@@ -16,6 +16,7 @@ messages seen there tie each call's media port to its Call-ID and Asterisk's han
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import shutil
@@ -274,6 +275,7 @@ class LoopbackCapture:
         self.sip_port = sip_port
         self.calls: dict[str, HeardCall] = {}
         self._by_port: dict[int, HeardCall] = {}
+        self.unmatched: collections.Counter[tuple[int, int]] = collections.Counter()  # RTP of no call: (src, dst)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
@@ -322,6 +324,8 @@ class LoopbackCapture:
             return
         if call is not None:
             call.rtp.append(packet)
+        else:
+            self.unmatched[(src, dst)] += 1
 
     def _sip(self, message: str, *, to_asterisk: bool) -> None:
         call_id = _sip_header(message, "Call-ID") or _sip_header(message, "i")
