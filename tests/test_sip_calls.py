@@ -139,6 +139,7 @@ def test_ulaw_caller_asks_for_the_balance_and_hears_it(sandbox: Sandbox, service
     assert heard_call.answered and heard_call.payload_types == {0}  # u-law only, as offered
     (call,) = out.calls
     assert call.channel.startswith("PJSIP/provider-") and call.engine == "whisper"
+    assert out.turns[call.id], (call, out.events[call.id])  # (the record says how the call ended)
     assert out.turns[call.id][0].intent == "balance"
     # what the caller heard: the very audio of the greeting the record says it played (found in the
     # RTP stream), then the answer about the balance, as Whisper understands it
