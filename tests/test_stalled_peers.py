@@ -99,6 +99,7 @@ def test_a_peer_that_stops_reading_ends_its_call_fail_open(caplog: pytest.LogCap
     assert variables["IVR_ROUTE"] == "dtmf_menu" and variables["IVR_REASON"] == "audio_stalled"
     assert active == 0
     # seconds, not for as long as the playback goes on (forever, before)
+    print(f"stalled AudioSocket: connection held {held:.1f} s, whole call {whole:.1f} s")
     assert 0 < held < 15 and whole < 20, (held, whole)
     assert "read nothing for 1 s" in caplog.text and "ending the call (fail-open" in caplog.text
 
