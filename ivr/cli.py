@@ -35,7 +35,9 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ivr", description="Offline voice assistant for Asterisk")
     parser.add_argument("--config", help="settings file (default: ./ivr.yaml if present, or $IVR_CONFIG)")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging: -v one line per call event (start, turn, hand-off, end), -vv debug")
+    parser.add_argument("--log-json", action="store_true", help="log as JSON lines (one object per line)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"ivr.commands.{name}").register(subparsers)
@@ -49,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.log_json:
+        from ivr.calllog import JsonLines
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLines())
     from ivr.redact import install_log_redaction
 
     install_log_redaction()  # no card, phone or account number reaches a log line

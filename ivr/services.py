@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
+from ivr import calllog
 from ivr.asr.base import AsrEngine
 from ivr.asr.scheduler import AsrScheduler
 from ivr.audio.vad import EndpointParams, EnergyDetector, SpeechDetector
@@ -225,12 +226,14 @@ class CallServices:
 
     # ---- records: written in order on the writer thread; a crash loses at most the turn in flight --
     def record_open(self, session: CallIdentity) -> None:
+        calllog.call_started(session)
         if self.records:
             self.records.open_call(session.call_id, lang=session.lang, flow=session.flow_name,
                                    caller=session.caller_id, channel=session.channel, engine=session.engine_name,
                                    node=self.node)
 
     def record_turn(self, session: CallIdentity, turn: TurnLog) -> None:
+        calllog.turn(session, turn)
         if self.records:
             from ivr.storage.records import TurnRecord
 
@@ -248,6 +251,7 @@ class CallServices:
             self.records.add_event(session.call_id, kind, data)
 
     def record_close(self, session: CallIdentity, result: CallResult) -> None:
+        calllog.call_ended(session, result)
         if self.records:
             self.records.close_call(session.call_id, status=outcome(result.route, result.reason), route=result.route,
                                     handoff_reason=result.reason, intent=result.intent or None,

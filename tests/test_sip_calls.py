@@ -9,6 +9,15 @@ RTP Asterisk sends back, captured on the loopback interface, decoded and transcr
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +32,7 @@ from ivr.services import CallServices, RecordWriter
 from ivr.storage.records import CallRecord, CallStore, EventRecord, TurnRecord
 from ivr.telephony.ami import AmiClient, AmiEvent
 from ivr.telephony.bridge import Bridge
-from ivr.testing.sandbox import Sandbox
+from ivr.testing.sandbox import Sandbox, _free_port
 from ivr.testing.sipcaller import (
     Pause,
     Press,
@@ -142,7 +151,8 @@ def _last_reply(heard: bytes) -> bytes:
 
 
 def test_ulaw_caller_asks_for_the_balance_and_hears_it(sandbox: Sandbox, services: CallServices,
-                                                       tmp_path: Path) -> None:
+                                                       tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ivr.calls")
     script = [Pause(4000), Speak(_speech("balance_1.wav")), Pause(14000)]
     out = _sip_calls(sandbox, services, script, tmp_path, law="ulaw")
 
@@ -164,6 +174,15 @@ def test_ulaw_caller_asks_for_the_balance_and_hears_it(sandbox: Sandbox, service
     assert engine is not None
     text, _ = engine.transcribe(_last_reply(heard))
     assert "balance" in text.lower() or "gigabytes" in text.lower(), text
+    # the operator's log: one line per call event; the reply it names is the audio the caller heard
+    events = [r.call_event for r in caplog.records if hasattr(r, "call_event")]
+    assert [e["event"] for e in events] == ["call.start", "call.turn", "call.end"]
+    start, first, end = events
+    assert start["caller"] == "****0100" and start["flow"] == "support" and start["call_id"] == call.id
+    assert first["intent"] == "balance" and first["latency_ms"] > 0 and "money" in first["transcript"].lower()
+    reply = services.prompts.get_sync(first["reply"], "en")
+    assert similarity(heard, reply[: 2 * SAMPLE_RATE * 2]) > 0.9, first["reply"]  # its first 2 s (the caller hangs up)
+    assert end["outcome"] == "contained" and end["turns"] == 1 and end["duration_s"] > 10
     # served, then the caller hung up: contained; SIPp's plain BYE recorded as normal clearing
     assert call.status == "contained" and call.handoff_reason == "caller_hung_up_after_service"
     assert out.event(call.id, "ami.Hangup").data["Cause"] == "16"
@@ -239,3 +258,56 @@ def test_caller_hanging_up_mid_greeting_is_abandoned_with_a_normal_clearing_caus
     assert call.status == "abandoned" and call.handoff_reason == "caller_hung_up" and out.turns[call.id] == []
     hangup = out.event(call.id, "ami.Hangup").data
     assert hangup["Cause"] == "16" and "BYE" in hangup["Cause-source"]
+
+
+def test_bridge_killed_mid_call_the_caller_reaches_the_menu_and_the_log_is_json(sandbox: Sandbox,
+                                                                                   tmp_path: Path) -> None:
+    """The real `ivr --log-json -v serve` takes the call; once it logs the caller's first turn it is
+    SIGKILLed. The dialplan gives the caller the keypad menu, which (no key pressed) sends them on to
+    the live line, marked bridge_lost. Every line the server logged is JSON; the call events are among them."""
+    (tmp_path / "ivr.yaml").write_text("server:\n  warm_langs: [en]\n")
+    env = {**os.environ, "IVR_DATA_DIR": str(tmp_path), "IVR_CALL_TIME": CALL_TIME,
+           "IVR_AGI_PORT": str(sandbox.info.agi_port), "IVR_AUDIOSOCKET_PORT": str(_free_port()),
+           "IVR_HEALTH_PORT": str(health := _free_port())}
+    proc = subprocess.Popen([sys.executable, "-m", "ivr.cli", "--config", str(tmp_path / "ivr.yaml"), "--log-json",
+                             "-v", "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while _health(health) != 200:
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-2000:]
+            time.sleep(0.2)
+
+        def kill_after_first_turn() -> None:
+            until = time.monotonic() + 30
+            while not any('"call.turn"' in line for line in lines) and time.monotonic() < until:
+                time.sleep(0.05)
+            proc.kill()
+
+        script = [Pause(3000), Speak(_speech("balance_1.wav")), Pause(12000)]
+        out = _sip_calls(sandbox, None, script, tmp_path, listen_s=15, bridge=False, during=kill_after_first_turn)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        reader.join(5)
+    assert out.run.returncode == 0, out.run.stats
+    records = [json.loads(line) for line in lines if line.strip()]  # every line is one JSON object
+    events = {r["event"]: r for r in records if "event" in r}
+    assert events["call.start"]["caller"] == "****0100" and events["call.turn"]["intent"] == "balance"
+    assert "call.end" not in events  # killed mid-call
+    join = out.joins[0]
+    # the menu's timeout: the live line (key presses in the menu: the bridge-down test)
+    assert join.variables["IVR_REASON"] == "bridge_lost" and join.variables["IVR_ROUTE"] == "queue"
+    assert join.get("Uniqueid") == events["call.start"]["call_id"]
+
+
+def _health(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
