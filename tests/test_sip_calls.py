@@ -311,3 +311,18 @@ def _health(port: int) -> int:
         return error.code
     except OSError:
         return 0
+
+
+def test_twenty_simultaneous_sip_calls_are_all_answered_heard_and_recorded(sandbox: Sandbox, services: CallServices,
+                                                                             tmp_path: Path) -> None:
+    """Load as behaviour: 20 SIP callers at once each ask for the balance; every call is answered, its
+    caller hears an answer after speaking, and its record is written. (Timings: bench/sip_load.py.)"""
+    script = [Pause(3000), Speak(_speech("balance_1.wav")), Pause(20000)]
+    out = _sip_calls(sandbox, services, script, tmp_path, calls=20, listen_s=20)
+
+    assert out.run.returncode == 0, out.run.stats
+    assert len(out.run.calls) == 20 and all(c.answered for c in out.run.calls)
+    for heard_call in out.run.calls:  # the caller spoke 3-5.5 s in: something answered it after that
+        assert any(start > 5.5 for start, _ in speech_spans(heard_call.audio())), heard_call.call_id
+    assert len(out.calls) == 20 and all(c.status != "active" for c in out.calls)
+    assert sum(bool(out.turns[c.id]) and out.turns[c.id][0].intent == "balance" for c in out.calls) >= 18
