@@ -5,7 +5,11 @@ AudioSocket connection behind Asterisk, the simulated line of `ivr demo`/`ivr re
 sound device of `ivr talk`. Data flows one way:
 
     line.events() --> _on_audio: Endpointer --> ASR worker (ASR executor) --> inbox
-    inbox --> _listen_once: NLU --> DialogRuntime.handle --> actions --> Say: prompt cache --> line.play
+    inbox --> listen: NLU --> ConversationDriver: DialogRuntime.handle --> actions --> speak: prompt cache
+          --> line.play
+
+The dialog loop is ivr/dialog/driver.py, shared with `ivr chat`; CallSession is its phone-call adapter
+(speak, listen, run_hook, ...).
 
 Three tasks per call: the line reader (never blocks on decoding), the ASR worker (one decode at
 a time per call, on the ASR threads), and the dialog loop (run()). Barge-in: the reader stops
@@ -29,6 +33,7 @@ from ivr.asr.scheduler import final_deadline, partial_deadline
 from ivr.audio.vad import BargeIn, Endpointer, EndpointParams, NoInputTimeout, SpeechEnded, SpeechStarted
 from ivr.config import Settings
 from ivr.dialog import events as ev
+from ivr.dialog.driver import ConversationDriver
 from ivr.dialog.hooks import run_hook
 from ivr.errors import IvrError
 from ivr.frames import AudioIn, DtmfIn, HangupIn, Line
@@ -122,6 +127,8 @@ class CallSession:
         self._segment_closed = False  # the recognizer was asked to finish what it has (trailing silence)
         self._final_due: float | None = None  # deadline of the final queued behind this call's chunks
         self._open_turn: TurnLog | None = None  # decided but not yet answered
+        self._reply_to: TurnLog | None = None  # the caller turn the next prompt answers (for its latency)
+        self._said = ""  # everything said since the caller last spoke (the next turn's prompt)
         self._decided_at = 0.0
         self._deciding = False  # an input was decided and is on its way to the dialog
 
@@ -171,65 +178,61 @@ class CallSession:
 
     # ---- dialog loop --------------------------------------------------------------------------
     async def _converse(self) -> CallResult:
-        runtime = self._loaded.runtime
+        driver = ConversationDriver(self._loaded.runtime, self)
         now_iso = self.services.settings.call_start_iso(self.call_time)
-        step = runtime.start(ev.CallStarted(caller_id=self.caller_id, now_iso=now_iso))
-        state, pending = step.state, collections.deque(step.actions)
-        reply_to: TurnLog | None = None  # the caller turn the next prompt answers (for its latency)
-        last_reply = ""
-        survey: int | None = None
         try:
-            while pending:
-                action = pending.popleft()
-                if isinstance(action, ev.Say):
-                    if self._barged:
-                        continue
-                    self._listen = next((a for a in pending if isinstance(a, ev.Listen)), self._listen)
-                    last_reply = await self._say(action, reply_to, last_reply)
-                elif isinstance(action, ev.Listen):
-                    self._close_turn()
-                    self._barged = False
-                    self._listen = action
-                    event, reply_to = await self._listen_once(action, prompt=last_reply)
-                    last_reply = ""
-                    if isinstance(event, ev.HungUp):
-                        if runtime.caller_served(state):  # heard their answer, or in the survey: contained
-                            return self._end_result("completed", "caller_hung_up_after_service", survey, state.intent)
-                        return self._end_result("hangup", "caller_hung_up", survey, state.intent)
-                    started = time.perf_counter()
-                    step = runtime.handle(state, event)
-                    reply_to.dialog_ms = _ms_since(started)
-                    state, pending = step.state, collections.deque(step.actions)
-                elif isinstance(action, ev.RunHook):
-                    done = await asyncio.to_thread(run_hook, action, self._hook_context())
-                    step = runtime.handle(state, done)
-                    state = step.state
-                    pending.extend(step.actions)
-                elif isinstance(action, ev.RecordSurvey):
-                    survey = action.score
-                    self.services.record_event(self, "survey", {"score": action.score})
-                elif isinstance(action, ev.AnsweredFromKnowledge):
-                    self.answered.append(action.entry)
-                    self.services.metrics_kb_answer(action.entry)
-                    self.services.record_event(self, FAQ_ANSWERED, {
-                        "entry": action.entry, "topic": action.topic, "state": action.state})
-                elif isinstance(action, ev.Transfer):
-                    result = self._handoff_result(action)
-                    result.survey_score = survey
-                    return result
-                elif isinstance(action, ev.Hangup):
-                    return self._end_result("completed", action.reason, survey, state.intent)
-            return self._end_result("completed", "flow_ended", survey, state.intent)
+            ending = await driver.run(caller_id=self.caller_id, now_iso=now_iso)
         except _VoiceLost as exc:
             self._close_turn()  # the turn the unspoken answer was for goes into the record and summary
             heard = "; ".join(t.transcript or f"key {t.dtmf}" for t in self.turns if t.transcript or t.dtmf)
+            intent = driver.state.intent if driver.state is not None else ""
             result = self._handoff_result(ev.Transfer(
-                route=self._live_queue(), reason="tts_failed", intent=state.intent or self._last_intent(),
+                route=self._live_queue(), reason="tts_failed", intent=intent or self._last_intent(),
                 summary=f"the assistant could not speak ({exc}); caller said: {heard or 'nothing yet'}"))
-            result.survey_score = survey
+            result.survey_score = driver.survey
             return result
         finally:
             self._close_turn()
+        if ending.transfer is not None:
+            result = self._handoff_result(ending.transfer)
+            result.survey_score = ending.survey
+            return result
+        if ending.kind == "caller_hung_up":
+            if ending.served:  # heard their answer, or in the survey: contained
+                return self._end_result("completed", "caller_hung_up_after_service", ending.survey, ending.state.intent)
+            return self._end_result("hangup", "caller_hung_up", ending.survey, ending.state.intent)
+        return self._end_result("completed", ending.reason, ending.survey, ending.state.intent)
+
+    # ---- the driver's adapter: how a phone call performs the dialog's actions ----------------
+    async def speak(self, action: ev.Say, next_listen: ev.Listen | None) -> None:
+        if self._barged:  # the caller cut the prompts short: the rest of them until Listen is skipped
+            return
+        self._listen = next_listen or self._listen
+        self._said = await self._say(action, self._reply_to, self._said)
+
+    async def listen(self, action: ev.Listen) -> ev.Event:
+        self._close_turn()
+        self._barged = False
+        self._listen = action
+        event, self._reply_to = await self._listen_once(action, prompt=self._said)
+        self._said = ""
+        return event
+
+    def answered_in(self, dialog_ms: float) -> None:
+        if self._reply_to is not None:
+            self._reply_to.dialog_ms = dialog_ms
+
+    async def run_hook(self, action: ev.RunHook) -> ev.HookDone:
+        return await asyncio.to_thread(run_hook, action, self._hook_context())
+
+    def survey_score(self, action: ev.RecordSurvey) -> None:
+        self.services.record_event(self, "survey", {"score": action.score})
+
+    def knowledge_answer(self, action: ev.AnsweredFromKnowledge) -> None:
+        self.answered.append(action.entry)
+        self.services.metrics_kb_answer(action.entry)
+        self.services.record_event(self, FAQ_ANSWERED, {
+            "entry": action.entry, "topic": action.topic, "state": action.state})
 
     async def _say(self, action: ev.Say, reply_to: TurnLog | None, said: str) -> str:
         """Render and play one prompt; returns everything said since the caller last spoke."""

@@ -7,15 +7,21 @@ Typed lines are what the caller says; `#5` or `dtmf 5` presses keys; an empty li
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from ivr.commands import NOW_HELP, iso_time
+from ivr.dialog import events as ev
+
+if TYPE_CHECKING:
+    from ivr.dialog.registry import LoadedFlow
+    from ivr.nlu.intents import Nlu
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -38,7 +44,7 @@ class ChatResult:
     outcome: str = "hangup"  # transfer | hangup | caller_hung_up
     reason: str = ""
     said: list[str] = field(default_factory=list)
-    actions: list[Any] = field(default_factory=list)
+    actions: list[ev.Action] = field(default_factory=list)
     survey: int | None = None
 
 
@@ -58,76 +64,94 @@ def parse_input(line: str) -> tuple[str, str]:
     return "speech", text
 
 
-def converse(loaded: Any, lines: Iterator[str], context: dict[str, Any], caller_id: str = "", now_iso: str = "",
-             show: Callable[[str], None] | None = None, verbose: bool = True) -> ChatResult:
-    """Drive one conversation of `loaded` (a LoadedFlow) with typed `lines`; pure apart from hooks."""
-    from ivr.dialog import events as ev
-    from ivr.dialog.hooks import run_hook
+class ChatAdapter:
+    """How `ivr chat` performs the dialog's actions (see ivr/dialog/driver.py): prompts are printed,
+    typed lines go through the real NLU, hooks run for real."""
+
+    def __init__(self, nlu: Nlu, lines: Iterator[str], context: dict[str, Any], show: Callable[[str], None],
+                 verbose: bool, result: ChatResult) -> None:
+        self.nlu = nlu
+        self.lines = lines
+        self.context = context
+        self.show = show
+        self.verbose = verbose
+        self.result = result
+        self.hung_up = ""  # why the caller left: "end of input" or "quit"
+
+    async def speak(self, action: ev.Say, next_listen: ev.Listen | None) -> None:
+        self.result.said.append(action.text)
+        self.show(f"[bold green]assistant[/] {escape(action.text)}")
+
+    async def listen(self, action: ev.Listen) -> ev.Event:
+        if self.verbose:
+            keys = " ".join(f"{k}={v}" for k, v in action.dtmf.items())
+            self.show(f"[dim]  listening in {action.state}; keys: {keys or '-'}[/]")
+        line = next(self.lines, None)
+        if line is None:
+            self.hung_up = "end of input"
+            return ev.HungUp()
+        kind, value = parse_input(line)
+        if kind == "quit":
+            self.hung_up = "quit"
+            return ev.HungUp()
+        if kind == "silence":
+            self.show("[blue]caller   [/] [dim](silence)[/]")
+            return ev.NoInput()
+        if kind == "dtmf":
+            self.show(f"[blue]caller   [/] {escape(f'[keys {value}]')}")
+            return ev.Pressed(value)
+        understanding = self.nlu.understand(value, expected=action.expected_intents or None)
+        self.show(f"[blue]caller   [/] {escape(value)}")
+        if self.verbose:
+            ents = f" {understanding.entities}" if understanding.entities else ""
+            self.show(f"[dim]  → {understanding.intent} ({understanding.score:.2f}){escape(ents)}[/]")
+        return ev.Heard(understanding)
+
+    def answered_in(self, dialog_ms: float) -> None:
+        pass  # a typed conversation keeps no timings
+
+    async def run_hook(self, action: ev.RunHook) -> ev.HookDone:
+        from ivr.dialog.hooks import run_hook
+
+        done = run_hook(action, self.context)
+        if self.verbose:
+            outcome = done.error or done.result.get("outcome", "ok")
+            self.show(f"[dim]  hook {action.name.split('.')[-1]} -> {escape(str(outcome))}[/]")
+        return done
+
+    def survey_score(self, action: ev.RecordSurvey) -> None:
+        self.result.survey = action.score
+        self.show(f"[magenta]  survey recorded: {action.score}/5[/]")
+
+    def knowledge_answer(self, action: ev.AnsweredFromKnowledge) -> None:
+        if self.verbose:
+            self.show(f"[dim]  answered from the knowledge base: {action.entry} (topic {action.topic})[/]")
+
+
+def converse(loaded: LoadedFlow, lines: Iterator[str], context: dict[str, Any], caller_id: str = "",
+             now_iso: str = "", show: Callable[[str], None] | None = None, verbose: bool = True) -> ChatResult:
+    """Drive one conversation of `loaded` with typed `lines`, by the driver live calls use; pure apart
+    from hooks."""
+    from ivr.dialog.driver import ConversationDriver  # here: `ivr --help` does not load the dialog stack
 
     show = show or (lambda s: None)
     result = ChatResult()
-    runtime, nlu = loaded.runtime, loaded.nlu
-    context = {**context, "caller_id": caller_id, "lang": runtime.lang}
-    step = runtime.start(ev.CallStarted(caller_id=caller_id, now_iso=now_iso))
-    state, pending = step.state, list(step.actions)
-    while pending:
-        action = pending.pop(0)
-        result.actions.append(action)
-        if isinstance(action, ev.Say):
-            result.said.append(action.text)
-            show(f"[bold green]assistant[/] {escape(action.text)}")
-        elif isinstance(action, ev.RunHook):
-            done = run_hook(action, context)
-            if verbose:
-                outcome = done.error or done.result.get("outcome", "ok")
-                show(f"[dim]  hook {action.name.split('.')[-1]} -> {escape(str(outcome))}[/]")
-            step = runtime.handle(state, done)
-            state, pending = step.state, [*pending, *step.actions]
-        elif isinstance(action, ev.AnsweredFromKnowledge):
-            if verbose:
-                show(f"[dim]  answered from the knowledge base: {action.entry} (topic {action.topic})[/]")
-        elif isinstance(action, ev.RecordSurvey):
-            result.survey = action.score
-            show(f"[magenta]  survey recorded: {action.score}/5[/]")
-        elif isinstance(action, ev.Transfer):
-            result.outcome, result.reason = "transfer", action.reason
-            show(f"[bold yellow]→ transfer to queue {action.route}[/] (reason: {action.reason})")
-            if verbose:
-                show(f"[dim]  summary: {escape(action.summary)}[/]")
-            return result
-        elif isinstance(action, ev.Hangup):
-            result.outcome, result.reason = "hangup", action.reason
-            show(f"[bold yellow]→ hang up[/] ({action.reason})")
-            return result
-        elif isinstance(action, ev.Listen):
-            if verbose:
-                keys = " ".join(f"{k}={v}" for k, v in action.dtmf.items())
-                show(f"[dim]  listening in {action.state}; keys: {keys or '-'}[/]")
-            line = next(lines, None)
-            if line is None:
-                result.outcome, result.reason = "caller_hung_up", "end of input"
-                runtime.handle(state, ev.HungUp())
-                return result
-            kind, value = parse_input(line)
-            if kind == "quit":
-                result.outcome, result.reason = "caller_hung_up", "quit"
-                return result
-            if kind == "silence":
-                event: Any = ev.NoInput()
-                show("[blue]caller   [/] [dim](silence)[/]")
-            elif kind == "dtmf":
-                event = ev.Pressed(value)
-                show(f"[blue]caller   [/] {escape(f'[keys {value}]')}")
-            else:
-                understanding = nlu.understand(value, expected=action.expected_intents or None)
-                event = ev.Heard(understanding)
-                show(f"[blue]caller   [/] {escape(value)}")
-                if verbose:
-                    ents = f" {understanding.entities}" if understanding.entities else ""
-                    show(f"[dim]  → {understanding.intent} ({understanding.score:.2f}){escape(ents)}[/]")
-            step = runtime.handle(state, event)
-            state, pending = step.state, list(step.actions)
-    result.outcome, result.reason = "hangup", "flow_ended"
+    context = {**context, "caller_id": caller_id, "lang": loaded.runtime.lang}
+    adapter = ChatAdapter(loaded.nlu, lines, context, show, verbose, result)
+    driver = ConversationDriver(loaded.runtime, adapter, trace=result.actions.append)
+    ending = asyncio.run(driver.run(caller_id=caller_id, now_iso=now_iso))
+    if ending.transfer is not None:
+        result.outcome, result.reason = "transfer", ending.reason
+        show(f"[bold yellow]→ transfer to queue {ending.transfer.route}[/] (reason: {ending.reason})")
+        if verbose:
+            show(f"[dim]  summary: {escape(ending.transfer.summary)}[/]")
+    elif ending.kind == "caller_hung_up":
+        result.outcome, result.reason = "caller_hung_up", adapter.hung_up
+    elif ending.kind == "hangup":
+        result.outcome, result.reason = "hangup", ending.reason
+        show(f"[bold yellow]→ hang up[/] ({ending.reason})")
+    else:
+        result.outcome, result.reason = "hangup", "flow_ended"
     return result
 
 
