@@ -1,8 +1,9 @@
 """Whole conversations with the shipped support flow, in EN/RU/KO, hooks run against a real SQLite DB.
 
 Driven like `ivr chat`, by the conversation driver live calls run (ivr/dialog/driver.py) with the
-chat adapter: typed lines are utterances (through the real NLU), "#5" presses keys, "" is silence. Every escalation path is here too: no-input x3, no-match x3, operator, after
-hours, the survey by voice and by key.
+chat adapter: typed lines are utterances (through the real NLU), "#5" presses keys, "" is silence.
+Every escalation path is here too: no-input x3, no-match x3, operator, after hours, the survey by
+voice and by key.
 """
 
 from __future__ import annotations
