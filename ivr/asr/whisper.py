@@ -24,12 +24,19 @@ from typing import Any
 import numpy as np
 
 from ivr.asr.base import Alternative, AsrResult
+from ivr.asr.whisper_decoding import (
+    EXTRA_TOKENS,
+    MAX_COMPRESSION_RATIO,
+    MIN_AUDIO_S,
+    TOKENS_PER_S,
+    WHISPER_RATE,
+    bias_prompt,
+)
 from ivr.audio.pcm import SAMPLE_RATE, resample
 from ivr.errors import AudioError, EngineError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
 
-WHISPER_RATE = 16000
 INSTALL_FIX = "pip install 'ivr[whisper]'"
 # beam search width; 1 (greedy) is ~2x faster on 2 cores for the same WER on short prompts
 DEFAULT_BEAM_SIZE = 1
@@ -39,15 +46,6 @@ DEFAULT_NO_SPEECH_THRESHOLD = 0.6
 # rapidfuzz score (0-100) a transcript needs to snap onto a grammar phrase
 DEFAULT_SNAP_MIN_SCORE = 70.0
 DEFAULT_MAX_ALTERNATIVES = 5
-# shortest audio worth decoding: below this Whisper hallucinates on noise
-MIN_AUDIO_S = 0.2
-# Whisper's own hallucination test: a transcript whose gzip compression ratio exceeds this is a
-# repetition loop ("no, no, no, ..."), typical of noise decoded with a phrase-list prompt
-MAX_COMPRESSION_RATIO = 2.4
-# token budget per second of audio (fast speech is ~4 tokens/s) plus a constant: bounds the time
-# a hallucination loop can burn
-TOKENS_PER_S = 8
-EXTRA_TOKENS = 10
 # Whisper hears 30 s at a time and its decoder holds 448 tokens, the prompt included: longer audio is
 # decoded window by window (one window's budget, 250 tokens, leaves room for the bias prompt), which
 # also bounds memory (faster-whisper's features of a whole 2-hour file took 7 GB)
@@ -129,24 +127,6 @@ def _normalize(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
 
 
-
-# Whisper's decoder holds 448 tokens: the prompt gets at most half. A phrase list of a whole menu
-# (~450 tokens) overflows it, so the bias prompt keeps the first phrases up to ~80 words.
-MAX_PROMPT_CHARS = 400
-
-
-def bias_prompt(phrases: Sequence[str] | None) -> str | None:
-    """The decoding prompt for a phrase list: distinct phrases, in order, within MAX_PROMPT_CHARS."""
-    if not phrases:
-        return None
-    kept: list[str] = []
-    size = 0
-    for phrase in dict.fromkeys(p.strip() for p in phrases if p.strip()):
-        if size + len(phrase) + 2 > MAX_PROMPT_CHARS:
-            break
-        kept.append(phrase)
-        size += len(phrase) + 2
-    return ", ".join(kept) or None
 
 class WhisperEngine:
     """Process-wide Whisper engine; recognizers share the one model."""

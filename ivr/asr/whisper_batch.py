@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ivr.asr.whisper import (
+from ivr.asr.whisper_decoding import (
     EXTRA_TOKENS,
     MAX_COMPRESSION_RATIO,
     MIN_AUDIO_S,
