@@ -90,3 +90,10 @@ def test_no_import_cycles_in_ivr() -> None:
     cycles = _cycles(_graph())
     assert cycles == [], "import cycles (break them: move the shared part into a module both import): " + \
         "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_live_path_does_not_import_the_test_tooling() -> None:
+    # ivr/testing/ (sandbox, simulated line, replay, fixtures, ...) serves tests and the tester commands only
+    importers = {module for module, imported in _graph().items()
+                 if any(m == "ivr.testing" or m.startswith("ivr.testing.") for m in imported)}
+    assert {m for m in importers if not m.startswith(("ivr.testing", "ivr.commands."))} == set()
