@@ -27,6 +27,7 @@ from prometheus_client.metrics_core import Metric
 
 from ivr.errors import listen_error
 from ivr.outcomes import CONTAINED, OUTCOMES
+from ivr.telephony.streams import drain
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ class MetricsServer:
         )
         try:
             writer.write(header.encode("ascii") + body)
-            await writer.drain()
+            await drain(writer)  # bounded: a scraper that stops reading is dropped (WriteStalled)
         except ConnectionError:
             pass
         finally:

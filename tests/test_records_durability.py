@@ -25,6 +25,8 @@ from ivr.storage.reaper import reap_lost_calls
 from ivr.storage.records import ACTIVE, ERROR, TRANSFERRED, CallStore, StoreParams, TurnRecord, utcnow
 
 CALLS = 20
+SERVE_CALLS = 8  # fills the 200 KB data dir; more only add minutes on 2 cores
+ROOT = Path(__file__).resolve().parents[1]
 TURNS = 4
 SPEECH = "I would like to know why my last bill was so much higher than usual " * 12  # ~800 bytes a turn
 
@@ -166,4 +168,49 @@ def test_the_reaper_closes_only_calls_past_max_call_s(tmp_path: Path) -> None:
     assert lost is not None and lost.status == ERROR and lost.handoff_reason == "bridge_lost"
     assert lost.ended_at == lost.started_at + timedelta(seconds=1800)  # it cannot have lasted longer
     assert live is not None and live.status == ACTIVE
+    store.close()
+
+
+@pytest.mark.slow
+def test_ivr_serve_stopped_with_a_full_data_dir_loses_no_record(data_dir: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reported case end to end: `ivr serve` with its data dir on a 200 KB tmpfs, calls, SIGTERM.
+    Was (20 calls): 13 of 20 records missing, 3 left active, nothing logged."""
+    import asyncio
+    import re
+
+    sys.path.insert(0, str(ROOT))  # bench/ is not a package on the path
+    from bench.fake_asterisk import CallerScript, fake_call
+    from ivr.audio.pcm import read_wav
+
+    state = tmp_path / "state"  # where the fallback spool goes (outside the data dir)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_STATE_HOME": str(state), "IVR_DATA_DIR": str(data_dir)}
+    server = subprocess.Popen([sys.executable, "-m", "ivr.cli", "serve", "--agi-port", "0", "--audiosocket-port", "0",
+                               "--health-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env, cwd=tmp_path)
+    try:
+        assert server.stdout is not None
+        banner = server.stdout.readline()
+        port = int(re.search(r"agi://127\.0\.0\.1:(\d+)/", banner).group(1))  # type: ignore[union-attr]
+        speech = read_wav(ROOT / "audio_fixtures" / "ko" / "balance_1.wav")
+
+        async def calls() -> list[bool]:
+            reports = await asyncio.gather(*(fake_call("127.0.0.1", port, CallerScript(
+                pcm=speech, lang="ko", channel=f"Local/full-{i}", listen_s=0.5, max_call_s=90),
+                uniqueid=f"full.{i}") for i in range(SERVE_CALLS)))
+            return [r.audiosocket for r in reports]
+
+        assert all(asyncio.run(calls()))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _out, err = server.communicate(timeout=60)
+    assert "not stored in" in err and "replayed at the next start" in err, err[-3000:]
+
+    _remount(data_dir, "size=20m")  # space again; the next start replays the spools
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    store = CallStore(f"sqlite:///{data_dir / 'calls.sqlite3'}")
+    assert store.flush(timeout_s=10)
+    calls = {c.id: c for c in store.calls()}
+    assert sorted(calls) == sorted(f"full.{i}" for i in range(SERVE_CALLS))
+    assert all(c.status != ACTIVE and c.ended_at is not None for c in calls.values())
     store.close()
