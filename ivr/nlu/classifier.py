@@ -43,7 +43,7 @@ from ivr.nlu.embeddings import INFERENCE_THREADS, Embedder, load_embedder
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = 1  # bump when features or training change: old cache entries then never match
+CODE_VERSION = 2  # bump when features or training change: old cache entries then never match
 CACHE_ENV = "IVR_NLU_CACHE"
 DEFAULT_CACHE_DIR = Path(os.path.expanduser("~/.cache/ivr/nlu"))
 OOD_DIR = Path(__file__).parent / "data"
@@ -55,6 +55,8 @@ LARGE_GRAMMAR_PHRASES = 4000  # above this, fewer calibration rounds (training t
 LARGE_GRAMMAR_ROUNDS = 2
 HELD_OUT_SHARE = 0.2  # phrases of in-scope intents left out per round
 THRESHOLD_RANGE = (0.15, 0.9)  # an automatic threshold outside this is clipped (tiny grammars are noisy)
+# a tiny grammar's few held-out phrases can ask for an extreme temperature (flat or spiky): bounded
+TEMPERATURE_RANGE = (0.25, 4.0)
 FALLBACK_THRESHOLD = 0.5  # when there is too little data to calibrate (fewer than 3 intents)
 SOLVER = "newton-cg"  # measured here: several times faster than lbfgs on these sparse + dense features
 MAX_ITERATIONS = 200  # L-BFGS iterations; sklearn averages the loss over samples, so keep its default tol
@@ -274,7 +276,7 @@ def _fit_temperature_pooled(logits: list[np.ndarray], truth: list[np.ndarray]) -
             count += len(tr)
         return total / max(count, 1)
 
-    return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
+    return float(minimize_scalar(nll, bounds=TEMPERATURE_RANGE, method="bounded").x)
 
 
 def _examples(examples: Mapping[str, Sequence[str]]) -> tuple[list[str], list[str], np.ndarray]:
