@@ -69,3 +69,21 @@ def test_chat_operator_handoff_prints_summary(tmp_path: Path) -> None:
                    env={"IVR_DATA_DIR": str(tmp_path)})
     assert "transfer to queue support (reason: caller_asked)" in done.stdout
     assert "summary: reason=caller_asked; intent=operator" in done.stdout
+
+
+def test_nlu_eval_scores_a_tsv(tmp_path: Path) -> None:
+    tsv = tmp_path / "lines.tsv"
+    tsv.write_text("# a comment\nhow much money have i got\tbalance\nput ten dollars on my phone\ttop_up\n"
+                   "what is the capital of peru\tnone\nplease block my sim\tbalance\n", encoding="utf-8")
+    html = tmp_path / "report.html"
+    done = run_ivr(["nlu", "eval", str(tsv), "--lang", "en", "--json", "--html", str(html)])
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["lines"] == 4 and report["in_scope"] == 3 and report["out_of_scope"] == 1
+    assert report["accuracy"] == 0.75 and report["oos_recall"] == 1.0  # the block_sim line is labelled wrong
+    assert report["confused"] == [{"expected": "balance", "got": "block_sim", "count": 1}]
+    assert report["per_intent"]["balance"]["recall"] == 0.5 and report["ms_per_utterance"] > 0
+    assert "Most confused" in html.read_text(encoding="utf-8")
+    tsv.write_text("no tab on this line\n", encoding="utf-8")
+    bad = run_ivr(["nlu", "eval", str(tsv), "--lang", "en"])
+    assert bad.returncode == 1 and "lines.tsv:1: expected 'utterance<TAB>intent'" in bad.stderr

@@ -81,7 +81,8 @@ def read_tsv(path: Path) -> list[tuple[str, str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc})", fix="give a UTF-8 TSV file: utterance<TAB>intent") from None
+        raise ConfigError(f"{path}: cannot be read ({exc})",
+                          fix="give a UTF-8 TSV file: utterance<TAB>intent") from None
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -161,7 +162,8 @@ def render_html(report: EvalReport, title: str) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:2em}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}</style></head><body>
 <h1>{esc(title)}</h1><table>{rows}</table>
-<h2>Most confused (expected &rarr; got)</h2><table><tr><th>expected</th><th>got</th><th>count</th></tr>{confused}</table>
+<h2>Most confused (expected &rarr; got)</h2>
+<table><tr><th>expected</th><th>got</th><th>count</th></tr>{confused}</table>
 <h2>Per intent (worst F1 first)</h2>
 <table><tr><th>intent</th><th>lines</th><th>precision</th><th>recall</th><th>F1</th></tr>{intents}</table>
 <h2>Errors</h2><table><tr><th>utterance</th><th>expected</th><th>got</th><th>score</th></tr>{errors}</table>
