@@ -437,3 +437,14 @@ def test_hot_reload_picks_up_an_edit_and_a_broken_edit_keeps_the_last_good_versi
     kept = registry.get("support", "en").knowledge
     assert kept is not None and kept.entries["faq.store_hours"].answer.startswith("Our shops are open daily")
     assert registry.get("support", "ru").version > edited.version  # what the edit did not break moved on
+
+
+def test_a_caller_who_hangs_up_after_an_answer_was_served(registry: FlowRegistry) -> None:
+    """ivr/outcomes.py: a hang-up after a knowledge-base answer is a contained call, not an abandoned one."""
+    loaded = registry.get("support", "en")
+    runtime = loaded.runtime
+    step = runtime.start(ev.CallStarted(caller_id="+15550100", now_iso=OPEN))
+    assert not runtime.caller_served(step.state)
+    step = runtime.handle(step.state, ev.Heard(loaded.nlu.understand("when are your shops open")))
+    assert any(isinstance(a, ev.AnsweredFromKnowledge) for a in step.actions)
+    assert runtime.caller_served(step.state) and step.state.node == "main_menu"

@@ -55,7 +55,7 @@ def test_question_mid_top_up_is_answered_and_the_call_goes_on(tmp_path: Path) ->
 
     store = CallStore(settings.storage_url)
     (call,) = store.calls()
-    assert call.status == "completed" and call.intent == "top_up"  # the main request: the first
+    assert call.status == "contained" and call.intent == "top_up"  # the main request: the first
     assert [t.intent for t in store.turns(call.id)][:2] == ["top_up", "faq.payment_methods"]
     (event,) = [e for e in store.events(call.id) if e.kind == FAQ_ANSWERED]
     assert event.data == {"entry": "payment_methods", "topic": "billing", "state": "top_up_amount"}
