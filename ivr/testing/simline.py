@@ -58,6 +58,10 @@ class SimulatedLine:
         self._waited = 0  # eligible frames counted towards the current turn's cue
         self._utterance: list[bytes] = []
         self._idle_after_script = 0
+        # the assistant has acted on the caller's latest turn (stopped waiting for it at least once):
+        # until then the caller is still mid-turn, and silence after a recording that ends right
+        # where the speech ends is what lets the endpointer end that utterance
+        self._answered = True
         self._next_tick = 0.0
         self._pump: asyncio.Task[None] | None = None
 
@@ -110,13 +114,15 @@ class SimulatedLine:
     async def _run_pump(self) -> None:
         """Advances the line while the assistant is not playing (play() ticks while it is)."""
         while not self._closed:
+            if self._playing or not self._is_listening():
+                self._answered = True  # the assistant is deciding or replying: the caller's turn is over
             if self._playing or (not self.realtime and not self._is_listening() and not self._utterance):
                 await asyncio.sleep(0.001)
                 continue
             if self.finished_script:
                 # done talking: once the assistant waits for more (or too long passes), hang up
                 self._idle_after_script += 1
-                self._waited = self._waited + 1 if self._is_listening() else 0
+                self._waited = self._waited + 1 if self._is_listening() and self._answered else 0
                 if self._waited > self._gap_frames or self._idle_after_script > self._max_idle_frames:
                     await self._queue.put(HangupIn())
                     return
@@ -151,6 +157,7 @@ class SimulatedLine:
             if self._waited >= needed:
                 self._turn += 1
                 self._waited = 0
+                self._answered = False
                 if turn.dtmf:
                     return [*(DtmfIn(d) for d in turn.dtmf), AudioIn(silence(FRAME_MS))]
                 self._utterance = frames(turn.pcm)
