@@ -53,6 +53,9 @@ GLOBAL_ONLY = ("yes", "no")  # answers are never global intents
 # entities strong enough to fill a slot from an utterance that was about something else
 # ("top up fifty dollars" in the main menu fills `amount`); a bare number is not
 STRONG_ENTITIES = ("amount", "gigabytes", "phone", "tariff")
+CHOICE_PROMPT = "did_you_mean"  # "Did you mean {choice_a} or {choice_b}?" when two intents are too close
+PICK_MIN_SCORE = 0.2  # an answer to "X or Y?" below the threshold still picks one it ranks this high
+LABEL_PREFIX = "label."  # prompt `label.<intent>`: how the question names an intent ("a top-up")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class DialogState:
     turns: int = 0
     ended: bool = False
     served: bool = False  # the caller has had what they called for (a `served` state, a KB answer)
+    choices: tuple[str, ...] = ()  # "Did you mean X or Y?" was asked: the intents offered
 
 
 @dataclass(frozen=True)
@@ -162,8 +166,15 @@ class DialogRuntime:
     # ---- events -------------------------------------------------------------------------------
     def _heard(self, state: DialogState, u: Understanding) -> Step:
         node = self.flow.states[state.node]
-        state = replace(state, last_text=u.text, turns=state.turns + 1)
+        offered = state.choices
+        state = replace(state, last_text=u.text, turns=state.turns + 1, choices=())
         intent = u.intent
+        if offered:
+            picked = _pick(offered, u)
+            if picked is not None:
+                return self._intent(state, picked, u.entities, u.text)
+        elif u.ambiguous and self._can_ask(node, u.ambiguous):
+            return self._ask_which(state, node, u.ambiguous)
         if node.collect is not None:
             value = self._slot_value(node.collect.entity or node.collect.slot, u.entities)
             if value is not None:
@@ -177,6 +188,33 @@ class DialogRuntime:
             if answer and (intent == NONE_INTENT or intent not in self.flow.globals):
                 intent = answer
         return self._intent(state, intent, u.entities, u.text)
+
+    def _can_ask(self, node: State, pair: tuple[str, ...]) -> bool:
+        """Whether this state can ask "X or Y?": a plain listening state that handles both intents,
+        and the language has the question (prompt `did_you_mean`)."""
+        if node.collect is not None or node.confirm is not None or node.survey is not None:
+            return False
+        if CHOICE_PROMPT not in self.prompts:
+            return False
+        handled = set(node.on) | (set(self.flow.globals) - set(GLOBAL_ONLY) if node.globals else set())
+        return all(i in handled or self.knowledge.get(i) is not None for i in pair)
+
+    def _ask_which(self, state: DialogState, node: State, pair: tuple[str, ...]) -> Step:
+        """Ask which of two close intents was meant (once: an unclear answer is handled as usual)."""
+        labels = {"choice_a": self._label(pair[0]), "choice_b": self._label(pair[1])}
+        ask = Say(self.render(CHOICE_PROMPT, {**state.slots, **labels}), CHOICE_PROMPT)
+        history = (*state.history, f"{state.node}:ambiguous")[-HISTORY_SIZE:]
+        state = replace(state, choices=tuple(pair), history=history, last_said=(ask,))
+        return Step(state, (ask, self._listen(state.node, node)))
+
+    def _label(self, intent: str) -> str:
+        """How an intent is named to the caller: prompt `label.<intent>`, else its name in words."""
+        text = self.prompts.get(f"{LABEL_PREFIX}{intent}")
+        if text:
+            return text
+        entry = self.knowledge.get(intent)
+        name = entry.id if entry is not None else intent
+        return name.replace("_", " ").replace(".", " ")
 
     def _pressed(self, state: DialogState, digits: str) -> Step:
         node = self.flow.states[state.node]
@@ -440,6 +478,16 @@ class DialogRuntime:
         if entity in ("amount", "gigabytes") and "number" in entities:
             return entities["number"]
         return None
+
+
+def _pick(offered: tuple[str, ...], u: Understanding) -> str | None:
+    """The offered intent the answer to "X or Y?" names: its intent, else the better ranked of the two."""
+    if u.intent in offered:
+        return u.intent
+    ranked = [(score, intent) for intent, score in u.ranking if intent in offered]
+    if ranked and max(ranked)[0] >= PICK_MIN_SCORE:
+        return max(ranked)[1]
+    return None
 
 
 def _is_plain(value: Any) -> bool:
