@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -40,6 +41,7 @@ from ivr.testing.sipcaller import (
     SippRun,
     Speak,
     place_calls,
+    register_phone,
     similarity,
     sipp_available,
     speech_spans,
@@ -326,3 +328,16 @@ def test_twenty_simultaneous_sip_calls_are_all_answered_heard_and_recorded(sandb
         assert any(start > 5.5 for start, _ in speech_spans(heard_call.audio())), heard_call.call_id
     assert len(out.calls) == 20 and all(c.status != "active" for c in out.calls)
     assert sum(bool(out.turns[c.id]) and out.turns[c.id][0].intent == "balance" for c in out.calls) >= 18
+
+
+def test_the_desk_phone_of_pjsip_conf_registers_with_its_password_only(sandbox: Sandbox, tmp_path: Path) -> None:
+    conf = sandbox.host_path("etc/pjsip.conf").read_text()
+    password = re.search(r"\[100-auth\][^\[]*?^password = (\S+)", conf, re.M | re.S)
+    assert password is not None
+    wrong = register_phone(sandbox.info.sip_port, "100", "not-" + password[1], tmp_path / "wrong")
+    assert wrong.returncode != 0  # challenged again: refused
+    assert "Avail" not in sandbox.cli("pjsip show contacts")
+    ok = register_phone(sandbox.info.sip_port, "100", password[1], tmp_path / "ok")
+    assert ok.returncode == 0, ok.stats
+    contacts = sandbox.cli("pjsip show contacts")
+    assert "100/sip:100@127.0.0.2" in contacts, contacts

@@ -25,7 +25,6 @@ import struct
 import subprocess
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,7 +294,6 @@ class LoopbackCapture:
         self._sock.close()
 
     def _run(self) -> None:
-        pending: dict[int, list[RtpPacket]] = defaultdict(list)  # RTP seen before its INVITE is parsed
         while not self._stop.is_set():
             try:
                 data, address = self._sock.recvfrom(65535)
@@ -305,9 +303,9 @@ class LoopbackCapture:
                 return
             if address[2] == socket.PACKET_OUTGOING:  # loopback shows each packet twice
                 continue
-            self._packet(data, pending)
+            self._packet(data)
 
-    def _packet(self, data: bytes, pending: dict[int, list[RtpPacket]]) -> None:
+    def _packet(self, data: bytes) -> None:
         if len(data) < 42 or data[12:14] != b"\x08\x00" or data[23] != socket.IPPROTO_UDP:
             return
         ihl = (data[14] & 0x0F) * 4
@@ -449,3 +447,64 @@ def similarity(heard: bytes, reference: bytes) -> float:
     energy = window[len(b):] - window[: len(a) - len(b) + 1]  # |a[i:i+len(b)]|^2 for each offset
     scores = corr / (np.sqrt(np.maximum(energy, 1e-9)) * np.linalg.norm(b))
     return float(scores.max())
+
+
+def register_phone(sip_port: int, user: str, password: str, workdir: Path, *, local_ip: str = "127.0.0.2",
+                   timeout_s: float = 20.0) -> SippRun:
+    """REGISTER as desk phone `user` with digest authentication (pjsip.conf's phone endpoint);
+    returncode 0 when Asterisk answered 401 with a challenge and then 200 OK to the credentials.
+    `local_ip`: another loopback address than the provider's 127.0.0.1, so the phone is identified
+    by its user name, not taken for the trunk (identified by address first)."""
+    reason = sipp_available()
+    if reason:
+        raise SipCallerError(reason, fix="run ./install.sh as root")
+    workdir.mkdir(parents=True, exist_ok=True)
+    scenario = workdir / "register.xml"
+    scenario.write_text(REGISTER_XML.format(user=user))
+    errors = workdir / "register-errors.log"
+    command = [SIPP, f"127.0.0.1:{sip_port}", "-sf", str(scenario), "-s", user, "-au", user, "-ap", password,
+               "-i", local_ip, "-p", str(_free_udp_port()), "-m", "1", "-nostdin", "-trace_err",
+               "-error_file", str(errors), "-timeout", f"{int(timeout_s)}s", "-timeout_error"]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, timeout=timeout_s + 30)
+    log = errors.read_text(errors="replace")[-2000:] if errors.exists() else ""
+    return SippRun(result.returncode, [], f"{result.stdout[-1500:]}{result.stderr[-1500:]}{log}",
+                   time.monotonic() - started)
+
+
+REGISTER_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="desk phone registers">
+  <send retrans="500">
+    <![CDATA[
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:{user}@[remote_ip]>;tag=[pid]R[call_number]
+      To: <sip:{user}@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: <sip:{user}@[local_ip]:[local_port]>
+      Expires: 60
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="401" auth="true"/>
+  <send retrans="500">
+    <![CDATA[
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:{user}@[remote_ip]>;tag=[pid]R[call_number]
+      To: <sip:{user}@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: 2 REGISTER
+      Contact: <sip:{user}@[local_ip]:[local_port]>
+      [authentication]
+      Expires: 60
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
