@@ -165,6 +165,7 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
     """Serve calls until cancelled or signalled."""
     from ivr.metrics import IvrMetrics, MetricsServer
 
+    check_can_listen(settings)  # a busy port is said at once, not after the models have loaded
     services = services or CallServices.create(settings, with_metrics=True)
     errors = services.registry.reload()
     if errors:
@@ -244,6 +245,30 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
             await metrics_server.stop()
         services.close()
         log.info("ivr serve: stopped")
+
+
+def check_can_listen(settings: Settings) -> None:
+    """Bind each configured port for a moment (as the listeners will, SO_REUSEADDR): ConfigError
+    naming the setting to change if one cannot be taken. Port 0 (any free port) always can."""
+    import socket
+
+    from ivr.errors import listen_error
+
+    server = settings.server
+    ports = (("FastAGI", server.agi_port, "server.agi_port (--agi-port)"),
+             ("AudioSocket", server.audiosocket_port, "server.audiosocket_port (--audiosocket-port)"),
+             ("/healthz and /metrics", server.health_port, "server.health_port (--health-port)"))
+    for what, port, setting in ports:
+        if not port:
+            continue
+        try:
+            family, kind, proto, _name, address = socket.getaddrinfo(
+                server.host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+        except OSError as exc:
+            raise listen_error(exc, what, server.host, port, setting) from None
 
 
 async def _keep_node_lease(store: CallStore, node: str, lease_s: float, started_at: datetime) -> None:
