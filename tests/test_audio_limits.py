@@ -4,6 +4,7 @@ long audio decodes in windows; paths that are not files and busy ports give one-
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
@@ -31,7 +32,7 @@ def lying_wav(rate: int, data_bytes: int, claimed_frames: int | None = None) -> 
 
 def run_ivr(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ivr.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)})
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT), "IVR_DATA_DIR": str(cwd / "data")})
 
 
 @pytest.mark.parametrize("rate", [1, 100, 7999, 48001, 1_000_000])
