@@ -40,7 +40,7 @@ from ivr.frames import AudioIn, DtmfIn, HangupIn, Line
 from ivr.nlu.types import NONE_INTENT, Understanding
 from ivr.results import CallResult, TurnLog
 from ivr.services import CallServices
-from ivr.storage.records import FAQ_ANSWERED
+from ivr.storage.records import FAQ_ANSWERED, NBEST_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,14 @@ class CallSession:
         started = time.perf_counter()
         if result.text:
             alternatives = [(alt.text, alt.confidence) for alt in result.nbest]
-            understanding = self._loaded.nlu.understand(alternatives, expected=action.expected_intents or None)
+            # off the event loop: the classifier embeds the readings (a few ms each, more on a busy machine)
+            understanding = await asyncio.to_thread(self._loaded.nlu.understand, alternatives,
+                                                    action.expected_intents or None)
+            # the record keeps what the decision was made from (the transcript is only the top reading)
+            self.services.record_event(self, NBEST_EVENT, {
+                "turn": turn.index, "nbest": [[t, round(c, 3)] for t, c in alternatives],
+                "reading": understanding.text, "intent": understanding.intent,
+                "ambiguous": list(understanding.ambiguous)})
         else:  # rejected by the recognizer: nothing in-grammar was said
             understanding = Understanding(text="", intent=NONE_INTENT, score=0.0)
         turn.nlu_ms = _ms_since(started)

@@ -15,7 +15,7 @@ from ivr.audio.pcm import read_wav
 from ivr.config import Settings
 from ivr.errors import EngineError
 from ivr.services import CallServices
-from ivr.storage.records import CallStore
+from ivr.storage.records import NBEST_EVENT, CallStore
 from ivr.testing.fixtures import load_manifest
 from ivr.testing.replay import caller_turns, run_call
 from ivr.testing.simline import CallerTurn
@@ -233,3 +233,17 @@ def test_a_key_pressed_over_the_greeting_stops_it_at_once_and_is_the_answer(sett
     first = result.turns[0]
     assert first.dtmf == "1" and first.barge_in and first.intent == "balance"
     assert "12 dollars" in first.reply
+
+
+def test_the_record_keeps_the_nbest_and_the_reading_chosen(settings: Settings) -> None:
+    """The NLU fuses the recognizer's readings (n-best); the record keeps them all and the one chosen."""
+    services = CallServices.create(settings, engine_override={"ko": "vosk"})
+    result, _ = _call(services, "ko", [CallerTurn(pcm=read_wav(FIXTURES / "ko/roaming_1.wav"))])
+    assert result.turns[0].intent == "roaming"
+    store = CallStore(settings.storage_url)
+    (call,) = store.calls()
+    (event,) = [e for e in store.events(call.id) if e.kind == NBEST_EVENT]
+    assert event.data["turn"] == 1 and event.data["intent"] == "roaming"
+    readings = [text for text, _conf in event.data["nbest"]]
+    assert readings and event.data["reading"] in readings and "해외 로밍" in readings
+    assert all(0.0 <= conf <= 1.0 for _text, conf in event.data["nbest"])

@@ -53,6 +53,7 @@ ERROR = FAILED
 
 # event kinds read by reports
 FAQ_ANSWERED = "faq_answered"  # data: {"entry": id, "topic": ..., "state": ...}: a knowledge-base answer
+NBEST_EVENT = "nlu_nbest"  # event data: turn, nbest [[text, confidence]...], reading (chosen), intent, ambiguous
 
 metadata = sa.MetaData()
 
