@@ -56,6 +56,7 @@ class Report:
     transfer_reasons: dict[str, int] = field(default_factory=dict)
     intents: dict[str, int] = field(default_factory=dict)
     langs: dict[str, int] = field(default_factory=dict)
+    nodes: dict[str, int] = field(default_factory=dict)  # bridge node -> calls (several nodes, one database)
     turns: int = 0
     no_match_rate: float | None = None
     no_input_rate: float | None = None
@@ -126,6 +127,7 @@ def compute(
     )
     report.intents = dict(Counter(c.intent or "none" for c in calls).most_common())
     report.langs = dict(Counter(c.lang or "?" for c in calls).most_common())
+    report.nodes = dict(Counter(c.node or "-" for c in calls).most_common())
     report.calls_per_hour = _per_hour([c.started_at for c in calls])
 
     report.turns = len(turns)
@@ -247,6 +249,7 @@ def print_report(report: Report, console: Any = None) -> None:
         ("Transfer reasons", report.transfer_reasons),
         ("Intents", report.intents),
         ("CSAT distribution", {str(k): v for k, v in report.csat_dist.items()}),
+        *([("Bridge nodes", report.nodes)] if len(report.nodes) > 1 else []),
     ):
         table = Table(title=title)
         table.add_column("value")

@@ -193,6 +193,11 @@ def test_a_node_killed_and_a_node_stopped_under_load(sandbox: Sandbox, nodes: li
     # calls placed after the kill were taken by survivors; while node-b drained, by node-c alone
     assert {node_of(tc) for tc in calls["after_kill"]} <= {"node-b", "node-c"}
     assert {node_of(tc) for tc in calls["while_draining"]} == {"node-c"}
+    # `ivr report` on the shared database sees every node's calls, none still active
+    report = json.loads(subprocess.run([sys.executable, "-m", "ivr.cli", "report", "--db", postgres_url, "--json"],
+                                       capture_output=True, text=True, check=True).stdout)
+    assert report["calls"] == len(everyone) and report["outcomes"]["active"] == 0
+    assert sum(report["nodes"].values()) == len(everyone) and report["nodes"]["node-a"] == len(lost)
     # ...at once: the first one's conversation began (AGI, AudioSocket, record opened) within 1 s of the kill
     first = min(records[tc.ivr_uniqueid].started_at for tc in calls["after_kill"])  # type: ignore[union-attr]
     assert (first - killed_at[0]).total_seconds() < 1.0

@@ -92,3 +92,14 @@ def test_the_node_column_is_added_to_an_older_database(tmp_path: Path) -> None:
         new = store.open_call(node="node-a", started_at=utcnow())
         assert store.call("old").node == ""  # type: ignore[union-attr]
         assert store.call(new).node == "node-a"  # type: ignore[union-attr]
+
+
+def test_the_report_counts_calls_per_node(store: CallStore) -> None:
+    from ivr.report import build_report
+
+    for node in ("node-a", "node-a", "node-b"):
+        call_id = store.open_call(node=node, lang="en", flow="support")
+        store.close_call(call_id, status="completed")
+    report = build_report(store)
+    assert report.nodes == {"node-a": 2, "node-b": 1}
+    assert report.to_json()["nodes"] == {"node-a": 2, "node-b": 1}
