@@ -65,6 +65,8 @@ class Point:
     heard_p50_ms: float | None
     heard_p95_ms: float | None
     loadavg_1m: float
+    node_cpu_s: float  # CPU time (user + system) the nodes used during this load
+    cpu_s_per_call: float  # node_cpu_s / calls: what one call costs, however busy the machine is
 
 
 def _free_port(host: str) -> int:
@@ -133,13 +135,25 @@ async def _client(node: Node, calls: list[dict[str, Any]]) -> list[dict[str, Any
     return json.loads(out) if proc.returncode == 0 else []
 
 
+def node_cpu_s(nodes: list[Node]) -> float:
+    """CPU seconds (user + system) the node processes have used so far (/proc/<pid>/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for node in nodes:
+        fields = Path(f"/proc/{node.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 async def run_point(nodes: list[Node], rate: float, duration_s: float, pool: list[dict[str, Any]],
                     rng: random.Random) -> Point:
     calls = plan_calls(rate, duration_s, pool, rng, f"{len(nodes)}-{rate}")
+    cpu_before = node_cpu_s(nodes)
     # round robin, as the dialplan spreads calls: call k goes to node k mod n
     shares = [calls[i::len(nodes)] for i in range(len(nodes))]
     reports = [r for part in await asyncio.gather(*(_client(n, s) for n, s in zip(nodes, shares, strict=True)))
                for r in part]
+    cpu = node_cpu_s(nodes) - cpu_before
     heard = [ms for r in reports for ms in r["turn_latency_ms"] if ms is not None]
     spans = [(r["started_at"], r["started_at"] + r["duration_s"]) for r in reports]
     grid = [sum(1 for a, b in spans if a <= t < b) for t in range(int(duration_s))]
@@ -149,6 +163,7 @@ async def run_point(nodes: list[Node], rate: float, duration_s: float, pool: lis
         concurrent_mean=sum(grid) / max(1, len(grid)), turns=len(heard),
         no_reply=sum(1 for r in reports for ms in r["turn_latency_ms"] if ms is None),
         heard_p50_ms=percentile(heard, 50), heard_p95_ms=percentile(heard, 95), loadavg_1m=os.getloadavg()[0],
+        node_cpu_s=cpu, cpu_s_per_call=cpu / max(1, len(reports)),
     )
 
 
@@ -216,11 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.engine}, each node pinned to one core (taskset); before: {before['uptime']}; "
           f"after: {after['uptime']}")
     print("| nodes | offered calls/s | calls | concurrent (mean) | turns | no reply | heard p50 ms | heard p95 ms "
-          "| load |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| node CPU s/call | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for p in points:
         print(f"| {p.nodes} | {p.rate} | {p.calls} | {p.concurrent_mean:.1f} | {p.turns} | {p.no_reply} | "
-              f"{p.heard_p50_ms or 0:.0f} | {p.heard_p95_ms or 0:.0f} | {p.loadavg_1m:.1f} |")
+              f"{p.heard_p50_ms or 0:.0f} | {p.heard_p95_ms or 0:.0f} | {p.cpu_s_per_call:.2f} | {p.loadavg_1m:.1f} |")
+    for n in (1, 2):
+        mine = [p for p in points if p.nodes == n]
+        if mine:
+            per_call = sum(p.node_cpu_s for p in mine) / max(1, sum(p.calls for p in mine))
+            print(f"{n} node(s): {per_call:.2f} CPU s per call over {sum(p.calls for p in mine)} calls "
+                  f"-> at most {n / per_call:.2f} calls/s on {n} core(s) at 100 % busy")
     caps = {n: capacity([p for p in points if p.nodes == n], args.p95_ms) for n in (1, 2)}
     for n, (cap, reached) in caps.items():
         shown = "none (above it at the lowest load)" if cap is None else \
