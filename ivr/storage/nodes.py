@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from ivr.errors import StorageError
-from ivr.storage.records import CallStore, metadata, utcnow
+from ivr.storage.records import ACTIVE, CallStore, calls_table, metadata, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,20 @@ class NodeLease:
         if not dead:
             return 0
         closed = self._close_calls(utcnow(), dead, f"its node's lease ({self.lease_s:.0f} s) ran out")
-        if closed >= 0 and self.store.flush(timeout_s=5):
+        # forget them only once none of their calls is left active (close_lost_calls does nothing while
+        # this store has writes queued, e.g. after a database hiccup: the next round tries again)
+        if closed >= 0 and self.store.flush(timeout_s=5) and self._active_calls_of(dead) == 0:
             self._forget(dead)
         return max(closed, 0)
+
+    def _active_calls_of(self, nodes: list[str]) -> int | None:
+        try:
+            with self.store.engine.connect() as conn:
+                return int(conn.execute(sa.select(sa.func.count()).select_from(calls_table).where(
+                    calls_table.c.status == ACTIVE, calls_table.c.node.in_(nodes))).scalar_one())
+        except sa_exc.SQLAlchemyError as exc:
+            log.warning("node lease: cannot read the call records: %s", str(exc).splitlines()[0])
+            return None
 
     def _close_calls(self, started_before: datetime, nodes: list[str], why: str) -> int:
         """-1 if the records cannot be read now (the next round retries)."""
