@@ -84,7 +84,8 @@ def start_node(index: int, core: int, workdir: Path, call_time: str) -> Node:
     agi_port = _free_port(host)
     config = {
         "server": {"node": name, "host": host, "agi_port": agi_port, "audiosocket_port": _free_port(host),
-                   "health_port": _free_port(host), "allowed_peers": ["127.0.0.0/8"], "max_calls": 500},
+                   "health_port": _free_port(host), "allowed_peers": ["127.0.0.0/8"], "max_calls": 500,
+                   "warm_langs": ["en", "ko"]},
         "asr": {"engine": {"en": "whisper", "ko": "vosk"}},
         "storage": {"url": f"sqlite:///{data / 'calls.sqlite3'}"},
         "paths": {"data": str(data)},

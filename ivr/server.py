@@ -171,10 +171,6 @@ async def run_server(settings: Settings, *, services: CallServices | None = None
     if errors:
         log.error("serving with %d flow problem(s); run `ivr check`", len(errors))
     await _check_voice(services)
-    # load the default language's speech model before the first call, off the event loop: a node
-    # joining a pool takes calls only once it can serve them (loading in the first call would stall
-    # every call on this node for seconds)
-    await asyncio.to_thread(services.asr_engine, settings.default_lang)
     background = [asyncio.create_task(services.registry.watch(), name="flow-watch")]
     store = services.records.store if services.records is not None else None
     if store is not None:  # records left `active` past max_call_s are closed as bridge_lost

@@ -70,7 +70,7 @@ def _start_node(name: str, host: str, storage_url: str, tmp_path: Path) -> Serve
     config = {
         "server": {"node": name, "host": host, "agi_port": agi_port, "audiosocket_port": _free_port(host),
                    "health_port": health_port, "allowed_peers": ["127.0.0.0/8"], "node_lease_s": LEASE_S,
-                   "drain_timeout_s": 120},
+                   "drain_timeout_s": 120, "warm_langs": ["en"]},
         "storage": {"url": storage_url},
         "paths": {"data": str(data)},
         "call_time": load_manifest().call_time,
