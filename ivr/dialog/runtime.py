@@ -481,9 +481,13 @@ class DialogRuntime:
 
 
 def _pick(offered: tuple[str, ...], u: Understanding) -> str | None:
-    """The offered intent the answer to "X or Y?" names: its intent, else the better ranked of the two."""
+    """The offered intent the answer to "X or Y?" names: its intent, else one of the two if it ranks first
+    (a short answer such as "sharing" scores low against every intent, but highest for the one it names),
+    else the better ranked of the two when it is plausible on its own."""
     if u.intent in offered:
         return u.intent
+    if u.ranking and u.ranking[0][0] in offered:
+        return u.ranking[0][0]
     ranked = [(score, intent) for intent, score in u.ranking if intent in offered]
     if ranked and max(ranked)[0] >= PICK_MIN_SCORE:
         return max(ranked)[1]
