@@ -210,12 +210,13 @@ def print_table(results: list[BatchResult], cond: dict[str, Any], console: Conso
 
 
 async def bench(engines: list[str], counts: list[int], fixtures: dict[str, str], stagger_s: float,
-                console: Console) -> list[BatchResult]:
+                console: Console, vad: str = "silero") -> list[BatchResult]:
     from ivr.testing.fixtures import load_manifest
 
     manifest = load_manifest(check_files=False)
     data_dir = temp_data_dir()
     settings = bench_settings(data_dir, max_calls=max(counts) + 10)
+    settings.vad.detector = vad  # type: ignore[assignment]
     services = CallServices.create(settings, with_records=True, engine_override={"en": "whisper"})
     results: list[BatchResult] = []
     async with InProcessServer(settings, services) as server:
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="fixture per language, e.g. ko/roaming_1.wav (default: ko/balance_2, en/balance_1)")
     parser.add_argument("--stagger", type=float, default=DEFAULT_STAGGER_S, help="seconds between call starts")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--vad", choices=["silero", "energy"], default="silero", help="speech detector (vad.detector)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     engines = ["vosk", "whisper"] if args.engine == "both" else [args.engine]
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(c) for c in args.calls.split(",") if c.strip()]
     console = Console(width=220)
     cond = conditions()
-    results = asyncio.run(bench(engines, counts, fixtures, args.stagger, console))
+    results = asyncio.run(bench(engines, counts, fixtures, args.stagger, console, args.vad))
     print_table(results, cond, console)
     if args.json:
         args.json.write_text(json.dumps({"conditions": cond, "results": [asdict(r) for r in results]}, indent=1))
