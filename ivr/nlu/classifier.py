@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import sklearn
 from scipy import sparse
 from scipy.optimize import minimize_scalar
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -339,7 +340,9 @@ def cache_dir() -> Path:
 
 def cache_key(examples: Mapping[str, Sequence[str]], ood: Sequence[str], params: ClassifierParams,
               embedder_name: str) -> str:
-    payload = json.dumps({"v": CODE_VERSION, "examples": {k: list(v) for k, v in examples.items()},
+    # library versions too: a pickled model is only trusted by the scikit-learn that wrote it
+    payload = json.dumps({"v": CODE_VERSION, "sklearn": sklearn.__version__, "numpy": np.__version__,
+                          "examples": {k: list(v) for k, v in examples.items()},
                           "ood": list(ood), "params": asdict(params), "embedder": embedder_name},
                          ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
