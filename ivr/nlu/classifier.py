@@ -44,7 +44,7 @@ from ivr.nlu.embeddings import INFERENCE_THREADS, Embedder, load_embedder
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = 2  # bump when features or training change: old cache entries then never match
+CODE_VERSION = 3  # bump when features or training change: old cache entries then never match
 CACHE_ENV = "IVR_NLU_CACHE"
 DEFAULT_CACHE_DIR = Path(os.path.expanduser("~/.cache/ivr/nlu"))
 OOD_DIR = Path(__file__).parent / "data"
@@ -54,6 +54,7 @@ EMBEDDING_WEIGHT = 2.0  # the embedding block against the two n-gram blocks (eac
 CALIBRATION_ROUNDS = 5
 LARGE_GRAMMAR_PHRASES = 4000  # above this, fewer calibration rounds (training time)
 LARGE_GRAMMAR_ROUNDS = 2
+CALIBRATION_MAX_PER_INTENT = 30  # large grammars: phrases per intent the calibration rounds train on
 HELD_OUT_SHARE = 0.2  # phrases of in-scope intents left out per round
 THRESHOLD_RANGE = (0.15, 0.9)  # an automatic threshold outside this is clipped (tiny grammars are noisy)
 # a tiny grammar's few held-out phrases can ask for an extreme temperature (flat or spiky): bounded
@@ -212,6 +213,11 @@ def _calibrate(texts: list[str], labels: np.ndarray, vectors: np.ndarray | None,
             k = max(1, int(round(len(idx) * HELD_OUT_SHARE)))
             held[rng.choice(idx, size=k, replace=False)] = True
         train = ~out & ~held
+        if len(texts) > LARGE_GRAMMAR_PHRASES:  # the rounds only estimate confidences: a sample will do
+            for intent in np.unique(labels[train]):
+                idx = np.flatnonzero(train & (labels == intent))
+                if len(idx) > CALIBRATION_MAX_PER_INTENT:
+                    train[rng.choice(idx, size=len(idx) - CALIBRATION_MAX_PER_INTENT, replace=False)] = False
         kept = np.unique(labels[train])
         if len(kept) < 2:
             continue
