@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from ivr.config import PROJECT_ROOT
+from ivr.nlu.classifier import CACHE_ENV, cache_dir
 
 ALSA_PULSE_PLUGIN = "libasound_module_pcm_pulse.so"
 START_TIMEOUT_S = 10.0
@@ -46,6 +47,9 @@ def pulse_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         "XDG_RUNTIME_DIR": str(runtime),
         "HOME": str(runtime),  # the cookie and state go here, not into the user's ~/.config/pulse
         "PULSE_SERVER": f"unix:{runtime}/pulse/native",
+        # HOME moved for PulseAudio only: keep the trained intent classifiers the rest of the suite shares
+        # (a cold cache would retrain every language inside `ivr talk`'s first greeting)
+        CACHE_ENV: str(cache_dir()),
     }
     env.pop("PULSE_SINK", None)
     env.pop("PULSE_SOURCE", None)
