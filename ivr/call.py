@@ -361,7 +361,8 @@ class CallSession:
                     self.services.metrics_error("asr_overloaded")
                 else:
                     phrases = self._listen.phrases if self._listen else None
-                    self._asr_jobs.put_nowait(("start", phrases))
+                    hints = self._listen.hints if self._listen else None
+                    self._asr_jobs.put_nowait(("start", phrases, hints))
             elif isinstance(event, BargeIn):
                 if self.playing and self._say_barge_in:
                     self.line.stop_playback()
@@ -424,7 +425,7 @@ class CallSession:
             due = self._final_due or partial_deadline()
             try:
                 if job[0] == "start":
-                    await decode(_start_turn, recognizer, job[1], deadline=due)
+                    await decode(_start_turn, recognizer, job[1], job[2], deadline=due)
                 elif job[0] == "feed":
                     await decode(recognizer.accept, job[1], deadline=due)
                 elif job[0] == "segment":
@@ -476,8 +477,11 @@ class CallSession:
         )
 
 
-def _start_turn(recognizer: Recognizer, phrases: Sequence[str] | None) -> None:
+def _start_turn(recognizer: Recognizer, phrases: Sequence[str] | None, hints: Sequence[str] | None = None) -> None:
     recognizer.set_grammar(list(phrases) if phrases else None)
+    set_hints = getattr(recognizer, "set_hints", None)  # only recognizers that take a prompt (Whisper)
+    if set_hints is not None:
+        set_hints(list(hints) if hints and not phrases else None)
     recognizer.reset()
 
 

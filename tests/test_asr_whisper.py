@@ -109,3 +109,23 @@ def test_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="cannot load Whisper model") as info:
         WhisperEngine(tmp_path / "no-such-model")
     assert "asr.whisper_model" in str(info.value)
+
+
+def test_domain_hints_prompt_free_form_decoding_without_snapping(engine: WhisperEngine) -> None:
+    """A free-form turn with hints (the grammar's words) decodes what was said, not one of the hints;
+    hints set mid-turn apply from the next turn, like a grammar."""
+    rec = engine.recognizer()
+    rec.set_hints(["conference", "muted", "operator", "balance"])
+    pcm = read_wav(SOUNDS / "conf-muted.wav", target_rate=None)
+    rec.accept(pcm)
+    _pcm, prompt_words = rec.take_turn()
+    assert prompt_words == ["conference", "muted", "operator", "balance"]  # what transcribe prompts with
+    result = rec.result_for("you are now muted", 0.8, prompt_words)
+    assert result.text == "you are now muted" and len(result.alternatives) == 1  # free-form: not snapped
+    rec.accept(pcm)
+    said = rec.final()  # decoded with the hints as its prompt
+    assert "muted" in said.text.lower() and said.text.lower() not in ("muted", "conference")
+    rec.accept(pcm[:1600])
+    rec.set_hints(["x ray"])  # mid-turn: this turn keeps its hints, the next one gets the new ones
+    assert rec.take_turn()[1] == ["conference", "muted", "operator", "balance"]
+    assert rec.take_turn()[1] == ["x ray"]

@@ -61,3 +61,14 @@ def test_a_vague_request_through_the_real_nlu_is_asked_about() -> None:
     assert asked.actions[0].text == "Did you mean buying extra data or sharing data?"  # type: ignore[union-attr]
     answer = loaded.nlu.understand("sharing it with my wife")
     assert loaded.runtime.handle(asked.state, ev.Heard(answer)).state.intent == "share_data"
+
+
+def test_free_form_listens_carry_the_domain_words_for_the_recognizer_prompt() -> None:
+    registry = FlowRegistry(Settings())
+    en = registry.get("support", "en").runtime
+    listen = next(a for a in en.handle(_at_menu(en), ev.NoInput()).actions if isinstance(a, ev.Listen))
+    assert listen.phrases is None and listen.hints  # English is free-form (Whisper): hints, no phrase list
+    assert "balance" in listen.hints[:20] and "roaming" in listen.hints
+    ko = registry.get("support", "ko").runtime
+    listen = next(a for a in ko.handle(_at_menu(ko), ev.NoInput()).actions if isinstance(a, ev.Listen))
+    assert listen.phrases and listen.hints is None  # Korean Vosk has its phrase list instead

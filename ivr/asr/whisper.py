@@ -213,6 +213,10 @@ class WhisperEngine:
             raise EngineError(f"Whisper decoding failed ({type(exc).__name__}: {exc})", fix="see the log") from exc
 
 
+class DomainHints(list[str]):
+    """Words to prompt free-form decoding with: a phrase list that biases but is never snapped onto."""
+
+
 class WhisperRecognizer:
     """Buffers a turn's audio; `final` decodes it. Implements `ivr.asr.base.Recognizer`."""
 
@@ -220,7 +224,14 @@ class WhisperRecognizer:
         self.engine = engine
         self._phrases: list[str] | None = None
         self._pending: list[str] | None = None
+        self._hints = self._pending_hints = DomainHints()
         self._buffer = bytearray()
+
+    def set_hints(self, words: Sequence[str] | None) -> None:
+        """Free-form turns: bias decoding towards the domain's `words` (initial_prompt), never snap onto them."""
+        self._pending_hints = DomainHints(w for w in dict.fromkeys(" ".join(w.split()) for w in words or ()) if w)
+        if not self._buffer:
+            self._hints = self._pending_hints
 
     def set_grammar(self, phrases: Sequence[str] | None) -> None:
         """Bias towards and snap onto `phrases` (None: free-form); applied at the next turn."""
@@ -239,7 +250,8 @@ class WhisperRecognizer:
 
     def take_turn(self) -> tuple[bytes, list[str] | None]:
         """The turn's audio and phrase list; the recognizer is ready for the next turn."""
-        taken = bytes(self._buffer), self._phrases
+        # a free-form turn with domain hints decodes with them as its prompt (they are never snapped onto)
+        taken = bytes(self._buffer), (self._phrases if self._phrases is not None else (self._hints or None))
         self.reset()
         return taken
 
@@ -247,13 +259,14 @@ class WhisperRecognizer:
         """The final result for a decoded turn: free-form, or snapped onto its phrases."""
         if not text:
             return AsrResult("", 0.0, True, engine="whisper")
-        if phrases is None:
+        if phrases is None or isinstance(phrases, DomainHints):
             return AsrResult(text, confidence, True, (Alternative(text, confidence),), engine="whisper")
         return self._snap(text, confidence, phrases)
 
     def reset(self) -> None:
         self._buffer.clear()
         self._phrases = self._pending
+        self._hints = self._pending_hints
 
     def _snap(self, text: str, confidence: float, phrases: list[str]) -> AsrResult:
         from rapidfuzz import fuzz, process

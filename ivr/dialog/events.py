@@ -70,10 +70,13 @@ class Listen:
     """Wait for the caller: speech restricted to `phrases` (None: free-form) or DTMF.
 
     `endpoint` overrides the EndpointParams fields by name for this state (e.g. no_input_ms).
+    `hints`: with free-form speech, the domain's words a recognizer that takes a prompt is biased towards
+    (Whisper's initial_prompt), without restricting what it can hear.
     """
 
     state: str
     phrases: tuple[str, ...] | None = None
+    hints: tuple[str, ...] | None = None
     expected_intents: tuple[str, ...] = ()
     dtmf: dict[str, str] = field(default_factory=dict)  # digit -> intent
     endpoint: dict[str, float] = field(default_factory=dict)

@@ -394,8 +394,11 @@ class DialogRuntime:
                 phrases = tuple(dict.fromkeys([*values, *self.nlu.phrases(expected + globals_)])) if values else None
             else:
                 phrases = tuple(self.nlu.phrases(expected + globals_))
+        hints = None
+        if self.nlu is not None and phrases is None and not self.nlu.grammar.asr_phrases:
+            hints = tuple(self.nlu.domain_words(expected)) or None
         keys = {**(self.flow.global_dtmf if node.globals else {}), **node.dtmf_map()}
-        return Listen(state=name, phrases=phrases, expected_intents=tuple(expected), dtmf=keys,
+        return Listen(state=name, phrases=phrases, hints=hints, expected_intents=tuple(expected), dtmf=keys,
                       endpoint=dict(node.endpoint))
 
     def _escalate(self, state: DialogState, kind: str) -> Step:

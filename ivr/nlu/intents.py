@@ -30,6 +30,7 @@ better of the two scores (at least ANSWER_ONLY_SCORE when the utterance is nothi
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ ALTERNATIVE_FLOOR = 0.5  # weight of an n-best alternative with confidence ~0 re
 RANKING_SIZE = 3
 PHRASE_MATCH = 0.9  # an utterance this similar to one phrase (whole-string) scores at least that
 AMBIGUITY_MARGIN = 0.15  # the two best intents closer than this (and both plausible): ask which one
+HINT_MIN_CHARS = 4  # domain words for a recognizer prompt: shorter ones are mostly function words
 AMBIGUITY_FLOOR = 0.25  # ... where "plausible" is at least this probability each
 
 
@@ -241,6 +243,24 @@ class Nlu:
                 for phrase in spec.phrases:
                     seen.setdefault(normalize(phrase), None)
         return list(seen)
+
+    def domain_words(self, intents: Sequence[str] | None = None) -> list[str]:
+        """The grammar's key words for a free-form recognizer's prompt (Whisper initial_prompt): words of
+        the `intents` a state expects first, then the rest of the grammar's, each group most frequent
+        first; words shorter than HINT_MIN_CHARS (mostly function words) left out. The recognizer cuts
+        the list to its prompt budget."""
+        wanted = set(intents or ())
+        groups: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
+        for intent, spec in self.grammar.intents.items():
+            for phrase in spec.phrases:
+                for word in normalize(phrase).split():
+                    if len(word) >= HINT_MIN_CHARS and not word.isdigit():
+                        groups[0 if intent in wanted else 1][word] += 1
+        out: dict[str, None] = {}
+        for group in groups:
+            for word, _ in group.most_common():
+                out.setdefault(word, None)
+        return list(out)
 
     def slot_phrases(self, slot: str) -> list[str]:
         """Phrases a grammar-restricted ASR needs to hear values of `slot` (list entity values included)."""
