@@ -121,6 +121,10 @@ class AsrSettings(BaseModel):
     # longest audio read from a WAV file (ivr transcribe, ivr replay) or decoded by Whisper at once
     max_audio_s: float = Field(default=600.0, gt=0)
     remote: RemoteAsrSettings = Field(default_factory=RemoteAsrSettings)
+    # the process's ASR pool (ivr/asr/scheduler.py): worker threads (0: cores + 1) and the queue bound
+    # over which new speech is not decoded (the turn is a no-match at once; docs/performance.md)
+    workers: int = Field(default=0, ge=0)
+    max_queue: int = Field(default=64, ge=1)
 
 
 class VadSettings(BaseModel):

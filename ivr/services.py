@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ivr import calllog
 from ivr.asr.base import AsrEngine
-from ivr.asr.scheduler import AsrScheduler
+from ivr.asr.scheduler import DEFAULT_WORKERS, AsrScheduler
 from ivr.audio.vad import EndpointParams, EnergyDetector, SpeechDetector
 from ivr.config import Settings
 from ivr.dialog.registry import FlowRegistry
@@ -145,6 +145,7 @@ class CallServices:
             metrics=metrics,
             hook_context=hook_context_for(settings),
             engine_override=dict(engine_override or {}),
+            asr=AsrScheduler(workers=settings.asr.workers or DEFAULT_WORKERS, max_queue=settings.asr.max_queue),
         )
 
     # ---- speech -------------------------------------------------------------------------------
