@@ -152,7 +152,8 @@ class Nlu:
     def _scores(self, text: str) -> dict[str, float]:
         prepared = self._prepare(text)
         scores: dict[str, float] = {}
-        if prepared:
+        # numbers alone ("five five five zero one two three" -> "#") answer a slot, they ask for nothing
+        if prepared and set(prepared.split()) != {"#"}:
             scores = dict(self.classifier.rank(prepared))
         match = self._phrase_match(prepared)
         if match is not None and match[1] > scores.get(match[0], 0.0):
