@@ -7,9 +7,9 @@ the batch is encoded in one CTranslate2 call, and the decoder runs once per grou
 share a prompt (CTranslate2 needs the same prompt length across a batch; calls in the same
 dialog state share their phrase list, hence their prompt).
 
-Measured on the 27 English fixtures (tiny.en int8, 2 cores, one run, machine shared with other
-jobs): 30 s window one at a time 1.66 turns per CPU-second, WER 0.158; 10 s window one at a time
-6.3, batches of 4 9.1, WER 0.181 (docs/performance.md). The result is checked like `transcribe`'s:
+Measured (docs/performance.md, one run each, shared machine): the 20 s default window doubles the
+turns per CPU-second of the 30 s one with the same intents; 10 s gives 3.7x but loses intents;
+batching itself gained +29 % on 10 s and lost 17 % on 20 s. The result is checked like `transcribe`'s:
 no-speech probability, compression ratio (repetition loops), a token budget per second of audio.
 """
 
