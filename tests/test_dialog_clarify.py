@@ -63,9 +63,13 @@ def test_a_vague_request_through_the_real_nlu_is_asked_about() -> None:
     assert loaded.runtime.handle(asked.state, ev.Heard(answer)).state.intent == "share_data"
 
 
-def test_free_form_listens_carry_the_domain_words_for_the_recognizer_prompt() -> None:
+def test_free_form_listens_carry_the_domain_words_when_the_grammar_asks() -> None:
     registry = FlowRegistry(Settings())
-    en = registry.get("support", "en").runtime
+    loaded = registry.get("support", "en")
+    en = loaded.runtime
+    listen = next(a for a in en.handle(_at_menu(en), ev.NoInput()).actions if isinstance(a, ev.Listen))
+    assert listen.phrases is None and listen.hints is None  # off by default (docs/nlu.md)
+    loaded.nlu.grammar.asr_hints = True  # as `asr_hints: true` in grammars/en would
     listen = next(a for a in en.handle(_at_menu(en), ev.NoInput()).actions if isinstance(a, ev.Listen))
     assert listen.phrases is None and listen.hints  # English is free-form (Whisper): hints, no phrase list
     assert "balance" in listen.hints[:20] and "roaming" in listen.hints

@@ -395,7 +395,8 @@ class DialogRuntime:
             else:
                 phrases = tuple(self.nlu.phrases(expected + globals_))
         hints = None
-        if self.nlu is not None and phrases is None and not self.nlu.grammar.asr_phrases:
+        if self.nlu is not None and phrases is None and self.nlu.grammar.asr_hints \
+                and not self.nlu.grammar.asr_phrases:
             hints = tuple(self.nlu.domain_words(expected)) or None
         keys = {**(self.flow.global_dtmf if node.globals else {}), **node.dtmf_map()}
         return Listen(state=name, phrases=phrases, hints=hints, expected_intents=tuple(expected), dtmf=keys,
