@@ -103,3 +103,44 @@ def test_the_report_counts_calls_per_node(store: CallStore) -> None:
     report = build_report(store)
     assert report.nodes == {"node-a": 2, "node-b": 1}
     assert report.to_json()["nodes"] == {"node-a": 2, "node-b": 1}
+
+
+@pytest.mark.postgres
+def test_nodes_starting_at_once_on_an_empty_postgresql_all_get_the_schema(postgres: TempPostgres,
+                                                                            tmp_path: Path) -> None:
+    """Concurrent CREATE TABLE of one name fails on PostgreSQL's pg_type index (CI saw a node of the failover
+    test die at start that way): schema creation takes turns under an advisory lock."""
+    import threading
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    nodes = 6
+    start = threading.Barrier(nodes)
+    failures: list[BaseException] = []
+    opened: list[str] = []
+
+    def node(index: int) -> None:
+        try:
+            with CallStore(url, StoreParams(spool_path=tmp_path / f"spool-{index}.jsonl")) as store:
+                start.wait(timeout=30)
+                store._ensure_schema()  # what the first write of a starting node does
+                assert NodeLease(store, f"node-{index}", LEASE_S).beat()
+                opened.append(store.open_call(node=f"node-{index}", flow="support"))
+        except BaseException as exc:  # reported below, with the node's own traceback in the message
+            failures.append(exc)
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in range(nodes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert failures == [] and len(opened) == nodes
+    check = CallStore(url, StoreParams(spool_path=tmp_path / "check.jsonl"))
+    try:
+        assert all(check.call(call_id) is not None for call_id in opened)
+    finally:
+        check.close()

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from ivr.errors import StorageError
-from ivr.storage.records import ACTIVE, CallStore, calls_table, metadata, utcnow
+from ivr.storage.records import ACTIVE, CallStore, calls_table, create_tables, metadata, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class NodeLease:
         now = utcnow()
         try:
             with self.store.engine.begin() as conn:
-                metadata.create_all(conn, tables=[nodes_table])
+                create_tables(conn, [nodes_table])
                 updated = conn.execute(sa.update(nodes_table).where(nodes_table.c.name == self.name)
                                        .values(last_seen=now, started_at=self.started_at)).rowcount
                 if not updated:

@@ -714,7 +714,8 @@ class CallStore:
         if not self._schema_ready:
             with self._schema_lock:
                 if not self._schema_ready:
-                    metadata.create_all(self.engine)
+                    with self.engine.begin() as conn:
+                        create_tables(conn)
                     _add_missing_columns(self.engine)
                     self._schema_ready = True
 
@@ -731,6 +732,20 @@ class CallStore:
                 conn.execute(sa.update(calls_table).where(calls_table.c.id == row["id"]).values(**values))
             else:  # a spool written by a newer version
                 raise sa_exc.ArgumentError(f"unknown write {op!r}")
+
+
+# Any constant: the PostgreSQL advisory lock that serialises schema creation between nodes.
+SCHEMA_LOCK_KEY = 0x1F5C4E11
+
+
+def create_tables(conn: Connection, tables: list[sa.Table] | None = None) -> None:
+    """CREATE the missing tables inside `conn`'s transaction. Several nodes starting at once on an empty
+    PostgreSQL would race: concurrent CREATE TABLE of one name fails on pg_type's unique index
+    (IntegrityError), not with "already exists". A transaction-level advisory lock makes them take turns,
+    and the later ones find the tables there."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+    metadata.create_all(conn, tables=tables)
 
 
 # errors that mean "the database is not there right now": queue and retry
