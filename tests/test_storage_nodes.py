@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -35,12 +34,7 @@ def store(request, tmp_path):
         url = f"sqlite:///{tmp_path / 'calls.sqlite3'}"
     else:
         server: TempPostgres = request.getfixturevalue("postgres")
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        admin = sa.create_engine(server.url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        url = server.url.rsplit("/", 1)[0] + f"/{name}"
+        url = server.new_database()
     with CallStore(url, StoreParams(spool_path=tmp_path / "spool.jsonl")) as s:
         yield s
 
@@ -112,12 +106,7 @@ def test_nodes_starting_at_once_on_an_empty_postgresql_all_get_the_schema(postgr
     test die at start that way): schema creation takes turns under an advisory lock."""
     import threading
 
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    url = postgres.new_database()
     nodes = 6
     start = threading.Barrier(nodes)
     failures: list[BaseException] = []

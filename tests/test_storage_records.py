@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,21 +28,12 @@ def postgres():
     server.close()
 
 
-def _new_pg_database(server: TempPostgres) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return server.url.rsplit("/", 1)[0] + f"/{name}"
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path):
     """A fresh, empty database URL of each kind."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'calls.sqlite3'}"
-    return _new_pg_database(request.getfixturevalue("postgres"))
+    return request.getfixturevalue("postgres").new_database()
 
 
 @pytest.fixture
@@ -232,7 +222,7 @@ def test_sqlite_uses_wal(tmp_path):
 # ---- PostgreSQL outages --------------------------------------------------------------------
 @pytest.fixture
 def pg_store_url(postgres):
-    return _new_pg_database(postgres)
+    return postgres.new_database()
 
 
 def _wait_for(predicate, timeout_s: float = 20.0) -> bool:

@@ -74,6 +74,21 @@ class TempPostgres:
     def url(self) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
+    def new_database(self) -> str:
+        """CREATE a fresh, empty database on this server and return its URL (one per test)."""
+        import uuid
+
+        import sqlalchemy as sa
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(self.url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            admin.dispose()
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
     def start(self) -> None:
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
