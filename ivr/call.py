@@ -48,9 +48,14 @@ PREROLL_FRAMES = 15  # 300 ms of audio kept before speech onset, so the first sy
 ASR_CHUNK_FRAMES = 5  # feed the recognizer every 100 ms of speech: partials without a thread hop per frame
 # Trailing silence the recognizer gets after the last word: enough for its own end of word; the
 # rest of the endpointer's 800 ms is not decoded. Once this much silence has passed, what is pending
-# is fed and a streaming recognizer finishes its segment (Vosk `close_segment`) while the endpointer
-# still waits, so at the end of speech the final has almost nothing left to compute.
+# is fed and a streaming recognizer finishes its segment (Vosk `close_segment`), or the final of a
+# buffered one (Whisper) is queued on the ASR pool, while the endpointer still waits: at the end of
+# speech the final is done or under way. If the caller speaks again, the Whisper final is dropped
+# and decoded again at the real end.
 ASR_TRAILING_SILENCE_MS = 300
+# audio of a pause past ASR_TRAILING_SILENCE_MS kept so that speech which resumes reaches ASR with
+# its onset (the frames before the endpointer counts it as speech again)
+RESUME_PREROLL_FRAMES = 15
 # when frames stop arriving (a line without transmit_silence), the wall clock ends the wait instead
 LISTEN_WALL_CLOCK_SLACK_S = 5.0
 
@@ -118,6 +123,10 @@ class CallSession:
         self._asr_jobs: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._preroll: collections.deque[bytes] = collections.deque(maxlen=PREROLL_FRAMES)
         self._speech: list[bytes] = []
+        self._pause: collections.deque[bytes] = collections.deque(maxlen=RESUME_PREROLL_FRAMES)
+        # a buffered recognizer's final started before the end of speech was decided, and the turn it decodes
+        self._early: asyncio.Future[tuple[AsrResult, float]] | None = None
+        self._early_turn: Any = None
         self._in_speech = False
         self._barged = False  # the caller cut the current prompt short: skip the rest until Listen
         self._say_barge_in = True
@@ -346,6 +355,8 @@ class CallSession:
         if self._in_speech:
             if self._endpointer.trailing_silence_ms < ASR_TRAILING_SILENCE_MS:
                 self._speech.append(frame)
+            else:  # not decoded unless the caller speaks again (then it is the resumed words' onset)
+                self._pause.append(frame)
         else:
             self._preroll.append(frame)
         for event in self._endpointer.feed(frame):
@@ -353,6 +364,7 @@ class CallSession:
                 self._in_speech = True
                 self._speech = list(self._preroll)
                 self._preroll.clear()
+                self._pause.clear()
                 self._speech_barge = self.playing
                 self._refused = self._engine is not None and self.services.asr.overloaded
                 if self._refused:  # no decode: the turn is a no-match at once (its re-prompt offers keys)
@@ -370,6 +382,7 @@ class CallSession:
                     self.services.metrics_barge_in()
             elif isinstance(event, SpeechEnded):
                 self._in_speech = False
+                self._pause.clear()
                 self._deciding = True
                 self._flush_speech()
                 endpoint_ms = float(self._endpointer.params.end_silence_ms if event.reason == "silence" else 0)
@@ -389,11 +402,15 @@ class CallSession:
         quiet_ms = self._endpointer.trailing_silence_ms
         if quiet_ms == 0:
             self._segment_closed = False
+            if self._pause:  # speech resumed after a pause: its onset was kept aside
+                self._speech.extend(self._pause)
+                self._pause.clear()
         if len(self._speech) >= ASR_CHUNK_FRAMES or quiet_ms >= ASR_TRAILING_SILENCE_MS:
             self._flush_speech()
         if quiet_ms >= ASR_TRAILING_SILENCE_MS and not self._segment_closed and not self._refused:
             self._segment_closed = True  # the final starts now; it is ready when the endpointer decides
-            self._asr_jobs.put_nowait(("segment",))
+            decided_in_s = (self._endpointer.params.end_silence_ms - quiet_ms) / 1000
+            self._asr_jobs.put_nowait(("segment", decided_in_s))
 
     def _prompt_params(self) -> EndpointParams:
         """Endpointing while the assistant talks: the coming Listen's state settings (barge-in), no no-input."""
@@ -415,6 +432,13 @@ class CallSession:
         if self._engine is not None:
             self._recognizer = await decode(self._engine.recognizer)
         recognizer = self._recognizer
+        try:
+            await self._run_asr_jobs(recognizer)
+        finally:
+            self._discard_early()
+
+    async def _run_asr_jobs(self, recognizer: Recognizer | None) -> None:
+        decode = self.services.run_asr
         while True:
             job = await self._asr_jobs.get()
             if recognizer is None:  # no model for this language: speech is a no-match, keys still work
@@ -427,15 +451,21 @@ class CallSession:
                 if job[0] == "start":
                     await decode(_start_turn, recognizer, job[1], job[2], deadline=due)
                 elif job[0] == "feed":
+                    self._discard_early()  # the caller spoke again: the turn is longer than the early final's
                     await decode(recognizer.accept, job[1], deadline=due)
                 elif job[0] == "segment":
                     close_segment = getattr(recognizer, "close_segment", None)
+                    early_turn = getattr(recognizer, "early_turn", None)
                     if close_segment is not None:
                         await decode(close_segment, deadline=due)
+                    elif early_turn is not None:  # on the loop: a copy of the buffer; no decode of this call runs
+                        self._early_turn = early_turn()
+                        self._early = self.services.asr.early_final(
+                            self._early_turn, self._batch_decoder, final_deadline(time.monotonic() + job[1]))
                 else:
                     _, endpoint_ms, barge, decided = job
                     self._final_due = None
-                    result, decode_s = await self.services.asr.final(recognizer, self._batch_decoder, due)
+                    result, decode_s = await self._turn_final(recognizer, due)
                     self._inbox.put_nowait(_CallerInput(
                         "speech", decided, result, endpoint_ms=endpoint_ms, asr_ms=_ms_since(decided),
                         asr_decode_ms=decode_s * 1000.0, barge_in=barge,
@@ -445,6 +475,23 @@ class CallSession:
                 self.services.metrics_error("asr")
                 if job[0] == "final":
                     self._inbox.put_nowait(_CallerInput("speech", job[3], AsrResult("", 0.0, True), barge_in=job[2]))
+
+    async def _turn_final(self, recognizer: Recognizer, due: float) -> tuple[AsrResult, float]:
+        """The final of the decided turn: the early one when nothing was fed after it (done, or awaited
+        while it decodes), else decoded now."""
+        early, self._early = self._early, None
+        if early is not None and self._early_turn.holds_turn_of(recognizer):
+            recognizer.reset()  # the turn's audio is in the early final; ready for the next turn
+            return await early
+        if early is not None:
+            self.services.asr.discard_early(early)
+        result: tuple[AsrResult, float] = await self.services.asr.final(recognizer, self._batch_decoder, due)
+        return result
+
+    def _discard_early(self) -> None:
+        early, self._early = self._early, None
+        if early is not None:
+            self.services.asr.discard_early(early)
 
     # ---- helpers ------------------------------------------------------------------------------
     def _hook_context(self) -> dict[str, Any]:

@@ -5,7 +5,15 @@ a deadline; worker threads always run the job whose deadline is nearest. A final
 `FINAL_BUDGET_S` after the end of speech was decided, a chunk feeding partial results
 `PARTIAL_BUDGET_S` after it was queued, so finals overtake partial work, and a chunk that has waited
 long enough overtakes new finals in turn (EDF never starves anything). A call queues one job at a
-time (its ASR worker awaits each), so the queue holds at most one job per call.
+time (its ASR worker awaits each), plus at most one early final, so the queue holds at most two
+jobs per call.
+
+Early finals: an engine that decodes only at the end (Whisper) gets the turn's final queued when
+the caller has been quiet `ASR_TRAILING_SILENCE_MS` (ivr/call.py), while the endpointer still waits
+out the rest of its silence. It is due when the final would be if the end of speech is decided as
+expected, so it is ordered among the other finals as the real one would be, only queued earlier.
+If the caller speaks again it is cancelled (or, already decoding, its result is dropped) and the
+turn's final is decoded at the real end.
 
 Batching: an engine that can decode several finals at once (`final_batch`, Whisper) gets every
 final of the same engine that is queued when a worker picks one up, up to `max_batch`; when the
@@ -83,6 +91,8 @@ class SchedulerStats:
     max_batch: int = 0
     rejected: int = 0  # utterances refused while over the bound
     max_queue: int = 0
+    early_finals: int = 0  # finals started during the endpointer's trailing silence
+    early_discarded: int = 0  # ...of which the caller resumed speaking (decoded again at the real end)
 
 
 class AsrScheduler:
@@ -126,6 +136,23 @@ class AsrScheduler:
         engine) when given; the rest of the wait was the queue."""
         self.stats.finals += 1
         return await self._submit(_timed_final, (recognizer,), deadline, batch)  # type: ignore[no-any-return]
+
+    def early_final(self, turn: Any, batch: BatchDecoder | None, deadline: float) -> asyncio.Future[tuple[Any, float]]:
+        """Queue the final of a turn whose end of speech is not decided yet (see ivr/call.py); the
+        future is cancelled (`discard_early`) when the caller resumes speaking. `deadline`: when the
+        final would be due if the end of speech is decided as expected, so it competes with the
+        finals decided by then as one of them."""
+        self.stats.early_finals += 1
+        return self._submit(_timed_final, (turn,), deadline, batch)
+
+    def discard_early(self, future: asyncio.Future[Any]) -> None:
+        """The caller spoke again: not queued yet, it is dropped; in progress, its result is ignored."""
+        if not future.done():
+            self.stats.early_discarded += 1
+            future.cancel()
+        elif not future.cancelled():
+            self.stats.early_discarded += 1
+            future.exception()  # retrieved: an engine fault of a discarded decode is nobody's error
 
     def _submit(self, func: Callable[..., Any], args: tuple[Any, ...], deadline: float,
                 batch: BatchDecoder | None) -> asyncio.Future[Any]:

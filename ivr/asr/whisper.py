@@ -152,7 +152,7 @@ class WhisperEngine:
     def recognizer(self) -> WhisperRecognizer:
         return WhisperRecognizer(self)
 
-    def final_batch(self, recognizers: Sequence[WhisperRecognizer]) -> list[AsrResult]:
+    def final_batch(self, recognizers: Sequence[WhisperRecognizer | EarlyTurn]) -> list[AsrResult]:
         """The finals of several calls' recognizers in one batch (the ASR pool's batching hook)."""
         from ivr.asr.whisper_batch import decode_batch
 
@@ -252,10 +252,22 @@ class WhisperRecognizer:
 
     def take_turn(self) -> tuple[bytes, list[str] | None]:
         """The turn's audio and phrase list; the recognizer is ready for the next turn."""
-        # a free-form turn with domain hints decodes with them as its prompt (they are never snapped onto)
-        taken = bytes(self._buffer), (self._phrases if self._phrases is not None else (self._hints or None))
+        taken = bytes(self._buffer), self._turn_phrases()
         self.reset()
         return taken
+
+    def early_turn(self) -> EarlyTurn:
+        """The turn so far, to decode while the endpointer still waits out its silence; the recognizer
+        keeps it (speech that resumes is added to it, and the early result no longer holds)."""
+        return EarlyTurn(self, bytes(self._buffer), self._turn_phrases())
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buffer)
+
+    def _turn_phrases(self) -> list[str] | None:
+        # a free-form turn with domain hints decodes with them as its prompt (they are never snapped onto)
+        return self._phrases if self._phrases is not None else (self._hints or None)
 
     def result_for(self, text: str, confidence: float, phrases: list[str] | None) -> AsrResult:
         """The final result for a decoded turn: free-form, or snapped onto its phrases."""
@@ -284,3 +296,29 @@ class WhisperRecognizer:
             return AsrResult("", 0.0, True, words=words, engine="whisper")
         alts = tuple(Alternative(phrase, round(confidence * score / 100.0, 3)) for phrase, score in good)
         return AsrResult(alts[0].text, alts[0].confidence, True, alts, words, "whisper")
+
+
+class EarlyTurn:
+    """A snapshot of a recognizer's turn, decoded before the end of speech is decided (ivr/call.py).
+
+    The ASR pool decodes it as it decodes a recognizer's final (`final`, or `take_turn` +
+    `result_for` in a batch); the recognizer itself is untouched. The result stands for the turn
+    only while nothing was fed after the snapshot (`holds_turn_of`)."""
+
+    def __init__(self, recognizer: WhisperRecognizer, pcm: bytes, phrases: list[str] | None) -> None:
+        self.recognizer = recognizer
+        self.pcm = pcm
+        self.phrases = phrases
+
+    def holds_turn_of(self, recognizer: WhisperRecognizer) -> bool:
+        return recognizer is self.recognizer and recognizer.buffered_bytes == len(self.pcm)
+
+    def take_turn(self) -> tuple[bytes, list[str] | None]:
+        return self.pcm, self.phrases
+
+    def result_for(self, text: str, confidence: float, phrases: list[str] | None) -> AsrResult:
+        return self.recognizer.result_for(text, confidence, phrases)
+
+    def final(self) -> AsrResult:
+        text, confidence = self.recognizer.engine.transcribe(self.pcm, self.phrases)
+        return self.result_for(text, confidence, self.phrases)
