@@ -50,6 +50,7 @@ class ServerTaps:
     audio: dict[str, AudioSocketStats] = field(default_factory=dict)  # channel -> stats at call end
     opened: dict[str, str] = field(default_factory=dict)  # call id -> channel (record_open)
     closed: dict[str, str] = field(default_factory=dict)  # call id -> route (record_close)
+    caller_names: dict[str, str] = field(default_factory=dict)  # channel -> CALLERID(name) (agi_calleridname)
     handled: int = 0
 
 
@@ -91,6 +92,7 @@ class InProcessServer:
 
         async def tapped(call: TelephonyCall) -> HandOff | None:
             taps.handled += 1
+            taps.caller_names[call.channel] = call.caller_name
             try:
                 return await handler(call)
             finally:

@@ -1,7 +1,7 @@
 """Realistic traffic through the real server: Poisson arrivals, multi-turn conversations.
 
     python bench/traffic.py [--rates 0.2,0.5,1,2] [--duration 60] [--engine vosk|whisper|both]
-                            [--json out.json] [--html out.html] [--seed 1]
+                            [--json out.json] [--html out.html] [--seed 1] [--asterisk]
 
 The server is what `ivr serve` runs (bench/harness.py: Bridge, FastAGI + AudioSocket on loopback,
 records in a temporary SQLite file). The callers are fake Asterisk channels (bench/fake_asterisk.py)
@@ -19,6 +19,13 @@ compute), ASR queue, ASR decode, NLU, dialog and prompt (the server's turn recor
 seen by the callers; > 10 ms, the server's own pacing). Then the load at which the compute p95
 (decision -> first reply frame) and the heard p95 cross 1 s. A table on the terminal, JSON, and an
 HTML page with the latency-vs-concurrency plot.
+
+With `--asterisk` (root, SIPp) the same arrivals and conversations (same seed: same calls) are
+real SIP calls: one SIPp per call into the sandbox Asterisk (ivr/testing/sandbox.py, the shipped
+pjsip.conf trunk on loopback, G.711 u-law), which hands them to the same server over FastAGI +
+AudioSocket. The callers' RTP is planned ahead (bench/sip_traffic.py: a dry run gives the prompt
+lengths), and what they heard is read off the loopback interface. Added figures: Asterisk's CPU per
+call, and turns left out because the caller's end of speech fell while the assistant still talked.
 """
 
 from __future__ import annotations
@@ -255,6 +262,9 @@ class LoadResult:
     asr_max_batch: int
     asr_refused: int
     loadavg_1m: float
+    mode: str = "fake"  # fake (fake Asterisk channels) | asterisk (SIPp callers through the sandbox)
+    talked_over: int = 0  # SIP turns left out: their end of speech fell while the assistant was audible
+    asterisk_cpu_per_call: float | None = None  # Asterisk CPU / call-seconds (SIP mode)
 
 
 def _pcts(values: list[float]) -> dict[str, float | None]:
@@ -263,10 +273,9 @@ def _pcts(values: list[float]) -> dict[str, float | None]:
     return {f"p{q}": percentile(values, q) for q in (50, 95, 99)}
 
 
-async def run_load(server: Any, services: Any, rate: float, duration_s: float, pool: list[dict[str, Any]],
-                   rng: random.Random, tag: str) -> LoadResult:
-    from bench.harness import RssSampler, cpu_seconds
-
+def plan_calls(rate: float, duration_s: float, pool: list[dict[str, Any]], rng: random.Random,
+               tag: str) -> list[dict[str, Any]]:
+    """The load level's calls: arrival time, conversation, barge-ins and pauses (the same for both modes)."""
     calls = []
     for i, at in enumerate(arrivals(rate, duration_s, rng)):
         conv = rng.choice(pool)
@@ -275,18 +284,42 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
             barge = turn["barge_in"] or (k == 0 and rng.random() < BARGE_IN_SHARE)
             turns.append({"pcm_file": str(ROOT / "audio_fixtures" / turn["file"]), "barge_in": barge,
                           "pause_s": rng.uniform(*PAUSE_S)})
-        calls.append({"at_s": at, "lang": conv["lang"], "channel": f"Local/traffic-{tag}-{i}", "turns": turns})
+        calls.append({"at_s": at, "lang": conv["lang"], "channel": f"Local/traffic-{tag}-{i}", "turns": turns,
+                      "tag": f"t{tag}-{i}"})
+    return calls
+
+
+async def _child(script: Path, args: list[str], jobs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run the callers in a child process (not in the server's process, loop or CPU account)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate(json.dumps(jobs).encode())
+    return json.loads(out) if proc.returncode == 0 else []
+
+
+async def run_load(server: Any, services: Any, rate: float, duration_s: float, pool: list[dict[str, Any]],
+                   rng: random.Random, tag: str, sip: Any = None) -> LoadResult:
+    from bench.harness import RssSampler, cpu_seconds
+
+    calls = plan_calls(rate, duration_s, pool, rng, tag)
+    jobs: dict[str, Any] = await sip.prepare(calls) if sip is not None else {}  # dry runs: before the figures
     stats = services.asr.stats
     before = (stats.batches, stats.batched_finals, stats.rejected)
     stats.max_batch = 0
     cpu_before = cpu_seconds()
+    asterisk_before = sip.asterisk_cpu_s() if sip is not None else 0.0
     with RssSampler() as sampler:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--client", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        out, _ = await proc.communicate(json.dumps({"host": "127.0.0.1", "port": server.agi_port,
-                                                    "calls": calls}).encode())
+        if sip is None:
+            reports = await _child(Path(__file__), ["--client"],
+                                   {"host": "127.0.0.1", "port": server.agi_port, "calls": calls})
+        else:
+            reports = await _child(ROOT / "bench" / "sip_traffic.py", [], jobs)
     cpu = cpu_seconds() - cpu_before
-    reports = json.loads(out) if proc.returncode == 0 else []
+    asterisk_cpu = sip.asterisk_cpu_s() - asterisk_before if sip is not None else None
+    if sip is not None:  # the server knows a SIP call by its channel; the caller by its display name
+        channels = {name: channel for channel, name in server.taps.caller_names.items()}
+        for report in reports:
+            report["channel"] = channels.get(report["tag"], f"unseen/{report['tag']}")
     call_seconds = sum(r["duration_s"] for r in reports) or 1.0
     # concurrency on a 1 s grid over the arrival window
     spans = [(r["started_at"], r["started_at"] + r["duration_s"]) for r in reports]
@@ -295,6 +328,7 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
     split: dict[str, list[float]] = {k: [] for k in
                                      ("endpointing", "asr_queue", "asr_decode", "nlu", "dialog", "prompt", "compute")}
     no_reply = 0
+    talked_over = sum(r.get("overlapped", 0) for r in reports)
     for report in reports:
         server_turns = [t for t in server.taps.turns.get(report["channel"], []) if not t.no_input and not t.dtmf]
         for k, latency in enumerate(report["turn_latency_ms"]):
@@ -321,39 +355,66 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
         rate=rate, calls=len(reports), ok=sum(r["ok"] for r in reports), errors=errors,
         concurrent_mean=sum(grid) / max(1, len(grid)), concurrent_peak=max(grid, default=0),
         turns=len(heard), heard_ms=_pcts(heard), split_ms={k: _pcts(v) for k, v in split.items()},
-        no_reply=no_reply, cpu_per_call=cpu / call_seconds, rss_peak_mb=sampler.peak / 2**20,
+        no_reply=no_reply - talked_over, cpu_per_call=cpu / call_seconds, rss_peak_mb=sampler.peak / 2**20,
         late_client=sum(r["late_frames"] for r in reports), playback_client=sum(r["playback_frames"] for r in reports),
         late_server=sum(a.late_frames for a in audio), frames_server=sum(a.frames_out for a in audio),
         asr_batches=stats.batches - before[0], asr_batched_finals=stats.batched_finals - before[1],
         asr_max_batch=stats.max_batch, asr_refused=stats.rejected - before[2], loadavg_1m=os.getloadavg()[0],
+        mode="fake" if sip is None else "asterisk", talked_over=talked_over,
+        asterisk_cpu_per_call=None if asterisk_cpu is None else asterisk_cpu / call_seconds,
     )
 
 
-async def bench(engines: list[str], rates: list[float], duration_s: float, seed: int) -> list[LoadResult]:
+async def bench(engines: list[str], rates: list[float], duration_s: float, seed: int,
+                asterisk: bool = False) -> list[LoadResult]:
     from bench.harness import InProcessServer, bench_settings, temp_data_dir
     from ivr.services import CallServices
 
     pool = conversations(engines)
-    settings = bench_settings(temp_data_dir("ivr-traffic-"), max_calls=500)
+    data = temp_data_dir("ivr-traffic-")
+    settings = bench_settings(data, max_calls=500)
+    sandbox = None
+    if asterisk:
+        from bench.sip_traffic import LANG_DIALPLAN
+        from ivr.testing.sandbox import Sandbox, _free_port
+
+        settings.server.agi_port = _free_port()  # the sandbox's dialplan dials the server here
+        sandbox = Sandbox.start(agi_port=settings.server.agi_port, extra_dialplan=LANG_DIALPLAN)
     services = CallServices.create(settings, with_records=True, engine_override={"en": "whisper", "ko": "vosk"})
     rng = random.Random(seed)
     results = []
-    async with InProcessServer(settings, services) as server:
-        # warm-up: one short call per language (model load, prompt cache), outside the figures
-        for lang in sorted({c["lang"] for c in pool}):
-            conv = next(c for c in pool if c["lang"] == lang)
-            warm = {"at_s": 0.0, "lang": lang, "channel": f"Local/warm-{lang}",
-                    "turns": [{"pcm_file": str(ROOT / "audio_fixtures" / conv["turns"][0]["file"]), "pause_s": 0.3}]}
-            await _client({"host": "127.0.0.1", "port": server.agi_port, "calls": [warm]})
-        for rate in rates:
-            print(f"offered load {rate} calls/s for {duration_s:.0f} s (load average {os.getloadavg()[0]:.1f})...",
-                  flush=True)
-            result = await run_load(server, services, rate, duration_s, pool, rng, f"{rate}")
-            print(f"  {result.calls} calls, {result.concurrent_mean:.1f} concurrent on average, "
-                  f"compute p95 {_f(result.split_ms['compute']['p95'])} ms, heard p95 {_f(result.heard_ms['p95'])} ms",
-                  flush=True)
-            results.append(result)
-    services.close()
+    try:
+        async with InProcessServer(settings, services) as server:
+            sip = None
+            if sandbox is not None:
+                from bench.sip_traffic import SipLoad
+
+                sip = SipLoad(sandbox, services, data / "sip")
+            # warm-up: one short call per language (model load, prompt cache), outside the figures
+            for lang in sorted({c["lang"] for c in pool}):
+                conv = next(c for c in pool if c["lang"] == lang)
+                turn = {"pcm_file": str(ROOT / "audio_fixtures" / conv["turns"][0]["file"]), "pause_s": 0.3,
+                        "barge_in": False}
+                warm = {"at_s": 0.0, "lang": lang, "channel": f"Local/warm-{lang}", "turns": [turn],
+                        "tag": f"warm-{lang}"}
+                if sip is None:
+                    await _client({"host": "127.0.0.1", "port": server.agi_port, "calls": [warm]})
+                else:
+                    warmed = await _child(ROOT / "bench" / "sip_traffic.py", [], await sip.prepare([warm]))
+                    if not warmed or warmed[0]["error"]:
+                        print(f"warm-up SIP call ({lang}): {warmed[0]['error'] if warmed else 'no report'}")
+            for rate in rates:
+                print(f"offered load {rate} calls/s for {duration_s:.0f} s "
+                      f"(load average {os.getloadavg()[0]:.1f})...", flush=True)
+                result = await run_load(server, services, rate, duration_s, pool, rng, f"{rate}", sip)
+                print(f"  {result.calls} calls, {result.concurrent_mean:.1f} concurrent on average, "
+                      f"compute p95 {_f(result.split_ms['compute']['p95'])} ms, "
+                      f"heard p95 {_f(result.heard_ms['p95'])} ms", flush=True)
+                results.append(result)
+    finally:
+        services.close()
+        if sandbox is not None:
+            sandbox.stop()
     return results
 
 
@@ -374,7 +435,10 @@ def print_table(results: list[LoadResult], cond: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"ivr serve under Poisson traffic - {cond['date']}, {cond['cores']} cores, {cond['cpu']}")
+    callers = ("SIPp callers through the sandbox Asterisk" if results and results[0].mode == "asterisk"
+               else "fake Asterisk channels")
+    table = Table(title=f"ivr serve under Poisson traffic, {callers} - {cond['date']}, {cond['cores']} cores, "
+                        f"{cond['cpu']}")
     columns = ["calls/s", "calls ok", "concurrent mean/peak", "turns", "heard p50/p95/p99",
                "endpointing p50/p95", "ASR queue p50/p95/p99", "ASR decode p50/p95/p99", "NLU p95", "dialog p95",
                "prompt p95", "compute p50/p95/p99", "CPU %core/call", "RSS peak MB", "late client", "late server",
@@ -403,6 +467,9 @@ def print_table(results: list[LoadResult], cond: dict[str, Any]) -> None:
     console.print(f"compute p95 crosses 1 s at: {crossing(results, lambda r: r.split_ms['compute']['p95'])}")
     console.print(f"heard p95 crosses 1 s at: {crossing(results, lambda r: r.heard_ms['p95'])}")
     for r in results:
+        if r.mode == "asterisk":
+            console.print(f"{r.rate} calls/s: Asterisk CPU {(r.asterisk_cpu_per_call or 0) * 100:.1f} %core/call; "
+                          f"{r.talked_over} turns talked over (left out), {r.no_reply} without a reply")
         if r.errors:
             console.print(f"[yellow]{r.rate} calls/s: caller errors {r.errors}")
 
@@ -454,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of arrivals per load (default 60)")
     parser.add_argument("--engine", choices=["vosk", "whisper", "both"], default="both")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--asterisk", action="store_true",
+                        help="real SIP calls (SIPp) through the sandbox Asterisk (root; see bench/sip_traffic.py)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--html", type=Path)
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)  # the callers' child process
@@ -468,11 +537,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     engines = ["vosk", "whisper"] if args.engine == "both" else [args.engine]
     cond = conditions()
-    results = asyncio.run(bench(engines, [float(r) for r in args.rates.split(",")], args.duration, args.seed))
+    results = asyncio.run(bench(engines, [float(r) for r in args.rates.split(",")], args.duration, args.seed,
+                                args.asterisk))
     cond["loadavg_end"] = os.getloadavg()[0]
     print_table(results, cond)
     if args.json:
         args.json.write_text(json.dumps({"conditions": cond, "engines": engines, "duration_s": args.duration,
+                                         "mode": "asterisk" if args.asterisk else "fake",
                                          "results": [asdict(r) for r in results]}, indent=1))
     if args.html:
         write_html(args.html, results, cond)

@@ -10,8 +10,10 @@ packet three times) in the same RTP stream, as a desk phone sends them. SIPp's o
 sends its events from port 0 with payload 96/97, which Asterisk drops, hence our own packets.
 
 What the caller hears is read off the loopback interface (`LoopbackCapture`, an AF_PACKET socket,
-root only): the RTP that Asterisk sends to each call's media port, decoded back to slin. The SIP
-messages seen there tie each call's media port to its Call-ID and Asterisk's hang-up cause.
+root only): the RTP that Asterisk sends to each call's media port, decoded back to slin, and the RTP
+the caller sent, each packet with the kernel's receive time (so timings do not depend on when the
+capture thread gets to run). The SIP messages seen there tie each call's media port to its Call-ID,
+the caller's display name and Asterisk's hang-up cause.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import re
 import shutil
 import socket
 import struct
@@ -51,6 +54,8 @@ DTMF_TONE_MS = 120  # a key held as long as a person presses it
 DTMF_GAP_MS = 300  # between two keys of the same press
 EVENT_END_REPEATS = 3  # RFC 4733 2.5.1.4: the end packet is sent three times
 SIP_LOCAL_PORT_BASE = 0  # 0: a free port each run (several runs at once)
+# Linux asm-generic/socket.h (x86-64, arm64): receive times as struct timespec; Python has no name for it
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
 class SipCallerError(IvrError):
@@ -147,13 +152,17 @@ def write_pcap(path: Path, packets: Sequence[bytes], *, src_port: int = 6000, ds
 # ---------------------------------------------------------------------------------- the scenario
 
 
-def scenario_xml(law: Law, pcap: Path, *, listen_s: float, caller: str = "+15550100") -> str:
+def scenario_xml(law: Law, pcap: Path, *, listen_s: float, caller: str = "+15550100", caller_name: str = "") -> str:
     """A SIPp UAC: call, play `pcap` as the caller's RTP, then either answer the BYE of an
-    assistant that ends the call within `listen_s` or hang up itself after it."""
+    assistant that ends the call within `listen_s` or hang up itself after it. `caller_name`, if
+    given, is the From display name (Asterisk's CALLERID(name)): a tag to find the call again."""
+    if caller_name and not re.fullmatch(r"[A-Za-z0-9_.-]+", caller_name):
+        raise SipCallerError(f"bad caller name {caller_name!r}", fix="use letters, digits, ., - and _")
     pt = PAYLOAD_TYPES[law]
+    display = f'"{caller_name}" ' if caller_name else ""
     headers = (
         "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n"
-        f"      From: <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]T[call_number]\n"
+        f"      From: {display}<sip:{caller}@[local_ip]:[local_port]>;tag=[pid]T[call_number]\n"
         "      To: <sip:[service]@[remote_ip]:[remote_port]>{peer}\n"
         "      Call-ID: [call_id]\n"
         f"      Contact: <sip:{caller}@[local_ip]:[local_port]>\n"
@@ -233,6 +242,9 @@ class HeardCall:
     call_id: str
     media_port: int = 0  # the caller's RTP port (SIPp), from its INVITE
     rtp: list[RtpPacket] = field(default_factory=list)  # what Asterisk sent to the caller
+    rtp_at: list[float] = field(default_factory=list)  # ...and when each packet was on the wire (epoch s)
+    sent: list[tuple[float, RtpPacket]] = field(default_factory=list)  # what the caller sent, with times
+    caller_name: str = ""  # the display name of the INVITE's From
     bye_from_asterisk: bool = False
     reason: str = ""  # the Reason header of Asterisk's BYE (res_pjsip_rfc3326), if any
     answered: bool = False
@@ -266,14 +278,21 @@ def _sip_header(message: str, name: str) -> str:
     return ""
 
 
+def _display_name(from_header: str) -> str:
+    match = re.match(r'\s*"([^"]*)"', from_header)
+    return match.group(1) if match else ""
+
+
 class LoopbackCapture:
-    """Everything on the loopback interface to or from the SIP port, and the RTP to the callers'
-    media ports, sorted into calls. Needs root (AF_PACKET)."""
+    """Everything on the loopback interface to or from the SIP port, and the RTP to and from the
+    callers' media ports, sorted into calls. Needs root (AF_PACKET). Each packet is stamped with the
+    kernel's receive time (SO_TIMESTAMPNS, epoch seconds), not the time this thread read it."""
 
     def __init__(self, sip_port: int) -> None:
         self.sip_port = sip_port
         self.calls: dict[str, HeardCall] = {}
         self._by_port: dict[int, HeardCall] = {}
+        self.cpu_s = 0.0  # CPU time of the capture thread (to subtract it from a process total)
         self.unmatched: collections.Counter[tuple[int, int]] = collections.Counter()  # RTP of no call: (src, dst)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -281,6 +300,7 @@ class LoopbackCapture:
         self._sock.bind(("lo", 0))
         self._sock.settimeout(0.2)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._thread = threading.Thread(target=self._run, name="loopback-capture", daemon=True)
 
     def __enter__(self) -> LoopbackCapture:
@@ -294,18 +314,31 @@ class LoopbackCapture:
         self._sock.close()
 
     def _run(self) -> None:
+        started = time.thread_time()
+        try:
+            self._read()
+        finally:
+            self.cpu_s = time.thread_time() - started
+
+    def _read(self) -> None:
+        space = socket.CMSG_SPACE(16)
         while not self._stop.is_set():
             try:
-                data, address = self._sock.recvfrom(65535)
+                data, ancillary, _, address = self._sock.recvmsg(65535, space)
             except TimeoutError:
                 continue
             except OSError:
                 return
             if address[2] == socket.PACKET_OUTGOING:  # loopback shows each packet twice
                 continue
-            self._packet(data)
+            at = time.time()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+                    seconds, nanos = struct.unpack("qq", value[:16])
+                    at = seconds + nanos / 1e9
+            self._packet(data, at)
 
-    def _packet(self, data: bytes) -> None:
+    def _packet(self, data: bytes, at: float = 0.0) -> None:
         if len(data) < 42 or data[12:14] != b"\x08\x00" or data[23] != socket.IPPROTO_UDP:
             return
         ihl = (data[14] & 0x0F) * 4
@@ -316,12 +349,16 @@ class LoopbackCapture:
             return
         with self._lock:
             call = self._by_port.get(dst)
+            caller = self._by_port.get(src) if call is None else None
         try:
             packet = RtpPacket.parse(payload)
         except RtpError:
             return
         if call is not None:
             call.rtp.append(packet)
+            call.rtp_at.append(at)
+        elif caller is not None:
+            caller.sent.append((at, packet))
         else:
             self.unmatched[(src, dst)] += 1
 
@@ -334,6 +371,7 @@ class LoopbackCapture:
             first_line = message.split("\r\n", 1)[0]
             if to_asterisk and first_line.startswith("INVITE ") and "m=audio " in message:
                 call.media_port = int(message.split("m=audio ", 1)[1].split()[0])
+                call.caller_name = _display_name(_sip_header(message, "From") or _sip_header(message, "f"))
                 self._by_port[call.media_port] = call
             elif not to_asterisk and first_line.startswith("SIP/2.0 200") and "INVITE" in _sip_header(message, "CSeq"):
                 call.answered = True
@@ -391,13 +429,8 @@ def place_calls(
     scenario = workdir / f"caller-{law}.xml"
     scenario.write_text(scenario_xml(law, pcap, listen_s=listen_s, caller=caller))
     errors = workdir / "sipp-errors.log"
-    command = [
-        SIPP, f"127.0.0.1:{sip_port}", "-sf", str(scenario), "-s", dialled,
-        "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(_free_udp_port()), "-mp", str(_free_udp_port()),
-        "-m", str(calls), "-l", str(concurrent or calls), "-r", str(rate_per_s),
-        "-nostdin", "-trace_err", "-error_file", str(errors),
-        "-timeout", f"{int(timeout_s)}s", "-timeout_error",
-    ]
+    command = sipp_command(sip_port, scenario, errors, dialled=dialled, calls=calls, concurrent=concurrent,
+                           rate_per_s=rate_per_s, timeout_s=timeout_s)
     started = time.monotonic()
     with LoopbackCapture(sip_port) as capture:
         result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, timeout=timeout_s + 30)
@@ -405,6 +438,19 @@ def place_calls(
     log = errors.read_text(errors="replace")[-2000:] if errors.exists() else ""
     heard = [dataclasses.replace(c) for c in capture.calls.values() if c.media_port]
     return SippRun(result.returncode, heard, f"{result.stdout[-1500:]}{result.stderr[-1500:]}{log}", elapsed)
+
+
+def sipp_command(sip_port: int, scenario: Path, errors: Path, *, dialled: str = "100", calls: int = 1,
+                 concurrent: int | None = None, rate_per_s: float = 10.0, timeout_s: float = 120.0) -> list[str]:
+    """The SIPp command line for `scenario` against the sandbox's SIP port, on loopback, with its
+    own free SIP and media ports (several SIPp processes may run at once)."""
+    return [
+        SIPP, f"127.0.0.1:{sip_port}", "-sf", str(scenario), "-s", dialled,
+        "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", str(_free_udp_port()), "-mp", str(_free_udp_port()),
+        "-m", str(calls), "-l", str(concurrent or calls), "-r", str(rate_per_s),
+        "-nostdin", "-trace_err", "-error_file", str(errors),
+        "-timeout", f"{int(timeout_s)}s", "-timeout_error",
+    ]
 
 
 def _free_udp_port() -> int:
