@@ -203,6 +203,7 @@ class HeardTurns:
     overlapped: int  # turns whose end of speech fell while the assistant was still audible
     playback_frames: int
     late_frames: int
+    greeting_after_s: float | None = None  # caller's first packet -> first loud packet back (the plan: LEAD_S)
 
 
 def _loud(payload: bytes, payload_type: int) -> bool:
@@ -223,6 +224,7 @@ def heard_turns(call: HeardCall, speech_end_packet: list[int]) -> HeardTurns:
             late += b - a > LATE_GAP_S
     if not sent:
         return HeardTurns([None] * len(speech_end_packet), 0, playback, late)
+    greeting_after_s = loud[0] - sent[0] if loud else None
     ends = [sent[i] if i < len(sent) else sent[0] + i * FRAME_S for i in speech_end_packet]
     latencies: list[float | None] = []
     overlapped = 0
@@ -234,7 +236,7 @@ def heard_turns(call: HeardCall, speech_end_packet: list[int]) -> HeardTurns:
             continue
         reply = next((at for at in loud if end < at <= limit), None)
         latencies.append(None if reply is None else (reply - end) * 1000)
-    return HeardTurns(latencies, overlapped, playback, late)
+    return HeardTurns(latencies, overlapped, playback, late, greeting_after_s)
 
 
 # --------------------------------------------------------------------------------- the child process
@@ -273,7 +275,7 @@ def run_callers(jobs: dict[str, Any]) -> list[dict[str, Any]]:
         report: dict[str, Any] = {
             "tag": call["tag"], "channel": "", "ok": False, "error": "", "started_at": started[i],
             "duration_s": end_s - started[i], "turn_latency_ms": [], "overlapped": 0, "late_frames": 0,
-            "playback_frames": 0, "hung_up_by": "", "sipp_exit": returncode,
+            "playback_frames": 0, "hung_up_by": "", "sipp_exit": returncode, "greeting_after_s": None,
         }
         if heard is None or not heard.answered:
             report["error"] = "not answered" if heard else "no SIP call seen"
@@ -281,7 +283,8 @@ def run_callers(jobs: dict[str, Any]) -> list[dict[str, Any]]:
             turns = heard_turns(heard, call["speech_end_packet"])
             report.update(turn_latency_ms=turns.latency_ms, overlapped=turns.overlapped,
                           late_frames=turns.late_frames, playback_frames=turns.playback_frames,
-                          hung_up_by="server" if heard.bye_from_asterisk else "caller")
+                          hung_up_by="server" if heard.bye_from_asterisk else "caller",
+                          greeting_after_s=turns.greeting_after_s)
             missing = sum(x is None for x in turns.latency_ms) - turns.overlapped
             report["error"] = (f"sipp exit {returncode}" if returncode else "no reply" if missing else "")
             report["ok"] = not report["error"]

@@ -59,6 +59,7 @@ from bench.fake_asterisk import (  # noqa: E402
     fake_call,
     speech_end_offset_s,
 )
+from bench.sip_traffic import LEAD_S  # noqa: E402
 from ivr.audio.pcm import FRAME_BYTES  # noqa: E402
 
 ENGINE_LANG = {"vosk": "ko", "whisper": "en"}
@@ -196,7 +197,8 @@ async def _client(jobs: dict[str, Any]) -> list[dict[str, Any]]:
         script = ConversationScript(pcm=b"", lang=spec["lang"], channel=spec["channel"], max_call_s=300.0,
                                     turns=spec["turns"])
         report = ConversationReport(channel=spec["channel"], started_at=time.monotonic() - began)
-        await fake_call(jobs["host"], jobs["port"], script, uniqueid=f"traffic.{i}",
+        # the uniqueid is the record's call id: unique across levels (and the warm-up)
+        await fake_call(jobs["host"], jobs["port"], script, uniqueid=f"traffic.{spec['tag']}",
                         media_factory=ConversationMedia, report=report)
         if report.hung_up_by == "server" and not report.error:
             report.ok = True  # a hand-off or goodbye ended the call: a normal end
@@ -265,6 +267,7 @@ class LoadResult:
     mode: str = "fake"  # fake (fake Asterisk channels) | asterisk (SIPp callers through the sandbox)
     talked_over: int = 0  # SIP turns left out: their end of speech fell while the assistant was audible
     asterisk_cpu_per_call: float | None = None  # Asterisk CPU / call-seconds (SIP mode)
+    greeting_after_ms: float | None = None  # SIP: caller's first RTP packet -> first greeting sound, median
 
 
 def _pcts(values: list[float]) -> dict[str, float | None]:
@@ -362,6 +365,8 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
         asr_max_batch=stats.max_batch, asr_refused=stats.rejected - before[2], loadavg_1m=os.getloadavg()[0],
         mode="fake" if sip is None else "asterisk", talked_over=talked_over,
         asterisk_cpu_per_call=None if asterisk_cpu is None else asterisk_cpu / call_seconds,
+        greeting_after_ms=_pcts([r["greeting_after_s"] * 1000 for r in reports
+                                 if r.get("greeting_after_s") is not None])["p50"],
     )
 
 
@@ -469,7 +474,9 @@ def print_table(results: list[LoadResult], cond: dict[str, Any]) -> None:
     for r in results:
         if r.mode == "asterisk":
             console.print(f"{r.rate} calls/s: Asterisk CPU {(r.asterisk_cpu_per_call or 0) * 100:.1f} %core/call; "
-                          f"{r.talked_over} turns talked over (left out), {r.no_reply} without a reply")
+                          f"{r.talked_over} turns talked over (left out), {r.no_reply} without a reply; "
+                          f"greeting heard {_f(r.greeting_after_ms)} ms after the caller's first packet "
+                          f"(median; the plan assumes {LEAD_S * 1000:.0f})")
         if r.errors:
             console.print(f"[yellow]{r.rate} calls/s: caller errors {r.errors}")
 

@@ -72,6 +72,7 @@ def test_heard_turns_times_the_first_loud_packet_after_each_end_of_speech() -> N
     assert turns.latency_ms[0] == pytest.approx(705.0)  # 2.0 s -> 2.705 s
     assert turns.latency_ms[1] is None and turns.overlapped == 1
     assert turns.playback_frames == 297 and turns.late_frames == 1
+    assert turns.greeting_after_s == pytest.approx(0.005)
 
 
 def test_heard_turns_without_a_reply() -> None:
