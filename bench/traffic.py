@@ -268,6 +268,7 @@ class LoadResult:
     talked_over: int = 0  # SIP turns left out: their end of speech fell while the assistant was audible
     asterisk_cpu_per_call: float | None = None  # Asterisk CPU / call-seconds (SIP mode)
     greeting_after_ms: float | None = None  # SIP: caller's first RTP packet -> first greeting sound, median
+    callers_cpu_per_call: float = 0.0  # the callers' processes (fake channels, or SIPp + the capture) / call-seconds
 
 
 def _pcts(values: list[float]) -> dict[str, float | None]:
@@ -292,6 +293,13 @@ def plan_calls(rate: float, duration_s: float, pool: list[dict[str, Any]], rng: 
     return calls
 
 
+def _children_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def _child(script: Path, args: list[str], jobs: dict[str, Any]) -> list[dict[str, Any]]:
     """Run the callers in a child process (not in the server's process, loop or CPU account)."""
     proc = await asyncio.create_subprocess_exec(
@@ -309,7 +317,7 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
     stats = services.asr.stats
     before = (stats.batches, stats.batched_finals, stats.rejected)
     stats.max_batch = 0
-    cpu_before = cpu_seconds()
+    cpu_before, callers_before = cpu_seconds(), _children_cpu_s()
     asterisk_before = sip.asterisk_cpu_s() if sip is not None else 0.0
     with RssSampler() as sampler:
         if sip is None:
@@ -318,6 +326,7 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
         else:
             reports = await _child(ROOT / "bench" / "sip_traffic.py", [], jobs)
     cpu = cpu_seconds() - cpu_before
+    callers_cpu = _children_cpu_s() - callers_before  # the callers' child (and its SIPp processes), reaped
     asterisk_cpu = sip.asterisk_cpu_s() - asterisk_before if sip is not None else None
     if sip is not None:  # the server knows a SIP call by its channel; the caller by its display name
         channels = {name: channel for channel, name in server.taps.caller_names.items()}
@@ -365,6 +374,7 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
         asr_max_batch=stats.max_batch, asr_refused=stats.rejected - before[2], loadavg_1m=os.getloadavg()[0],
         mode="fake" if sip is None else "asterisk", talked_over=talked_over,
         asterisk_cpu_per_call=None if asterisk_cpu is None else asterisk_cpu / call_seconds,
+        callers_cpu_per_call=callers_cpu / call_seconds,
         greeting_after_ms=_pcts([r["greeting_after_s"] * 1000 for r in reports
                                  if r.get("greeting_after_s") is not None])["p50"],
     )
@@ -472,6 +482,8 @@ def print_table(results: list[LoadResult], cond: dict[str, Any]) -> None:
     console.print(f"compute p95 crosses 1 s at: {crossing(results, lambda r: r.split_ms['compute']['p95'])}")
     console.print(f"heard p95 crosses 1 s at: {crossing(results, lambda r: r.heard_ms['p95'])}")
     for r in results:
+        console.print(f"{r.rate} calls/s: the callers' own processes used {r.callers_cpu_per_call * 100:.1f} %core "
+                      "per call (same two cores as the server)")
         if r.mode == "asterisk":
             console.print(f"{r.rate} calls/s: Asterisk CPU {(r.asterisk_cpu_per_call or 0) * 100:.1f} %core/call; "
                           f"{r.talked_over} turns talked over (left out), {r.no_reply} without a reply; "
