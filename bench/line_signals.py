@@ -46,7 +46,8 @@ def require_sox() -> str:
 
 
 def _sox(*args: str) -> None:
-    subprocess.run([require_sox(), *args], check=True, capture_output=True)
+    # -R: repeatable (seeded) noise, so runs and before/after comparisons hear the same sounds
+    subprocess.run([require_sox(), "-R", *args], check=True, capture_output=True)
 
 
 def _dtmf(out: Path, tmp: Path) -> None:

@@ -118,7 +118,9 @@ class CallSession:
         self._base_params: EndpointParams = services.endpoint_params
         # between turns the endpointer only watches for barge-in: no-input counts while listening
         self._between_turns = self._base_params.with_overrides({"no_input_ms": 0})
-        self._endpointer = Endpointer(self._between_turns, services.speech_detector())
+        # a simulated line on the audio clock (`ivr replay`, tests) feeds frames faster than real time
+        self._endpointer = Endpointer(self._between_turns,
+                                      services.speech_detector(realtime=getattr(line, "realtime", True)))
         self._inbox: asyncio.Queue[_CallerInput] = asyncio.Queue()
         self._asr_jobs: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._preroll: collections.deque[bytes] = collections.deque(maxlen=PREROLL_FRAMES)

