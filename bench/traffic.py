@@ -446,14 +446,18 @@ def crossing(results: list[LoadResult], pick: Any) -> str:
     return "not reached at the loads tried"
 
 
+def _callers(results: list[LoadResult]) -> str:
+    if results and results[0].mode == "asterisk":
+        return "SIPp callers through the sandbox Asterisk"
+    return "fake Asterisk channels"
+
+
 def print_table(results: list[LoadResult], cond: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    callers = ("SIPp callers through the sandbox Asterisk" if results and results[0].mode == "asterisk"
-               else "fake Asterisk channels")
-    table = Table(title=f"ivr serve under Poisson traffic, {callers} - {cond['date']}, {cond['cores']} cores, "
-                        f"{cond['cpu']}")
+    table = Table(title=f"ivr serve under Poisson traffic, {_callers(results)} - {cond['date']}, "
+                        f"{cond['cores']} cores, {cond['cpu']}")
     columns = ["calls/s", "calls ok", "concurrent mean/peak", "turns", "heard p50/p95/p99",
                "endpointing p50/p95", "ASR queue p50/p95/p99", "ASR decode p50/p95/p99", "NLU p95", "dialog p95",
                "prompt p95", "compute p50/p95/p99", "CPU %core/call", "RSS peak MB", "late client", "late server",
@@ -525,7 +529,8 @@ def write_html(path: Path, results: list[LoadResult], cond: dict[str, Any]) -> N
         for r in results)
     path.write_text(
         "<!doctype html><meta charset=utf-8><title>ivr traffic benchmark</title>"
-        f"<h1>ivr serve under Poisson traffic</h1><p>{cond['date']}, {cond['cores']} cores, {cond['cpu']}, "
+        f"<h1>ivr serve under Poisson traffic, {_callers(results)}</h1>"
+        f"<p>{cond['date']}, {cond['cores']} cores, {cond['cpu']}, "
         f"Python {cond['python']}. The machine was shared with other jobs: see the load column.</p>"
         f"<img src='data:image/png;base64,{image}'>"
         "<table border=1 cellpadding=4><tr><th>calls/s</th><th>calls</th><th>concurrent mean</th><th>peak</th>"
