@@ -247,7 +247,7 @@ class SileroDetector:
         self._done = 0  # of them, run by the worker (worker thread; written after `probability`)
         self.probability = 0.0  # of the last window the worker ran
         self.windows = 0  # windows the network ran
-        self.dropped = 0  # windows not run because the worker was behind
+        self.dropped = 0  # windows not run: MAX_QUEUED_WINDOWS were already waiting for the worker
         self._wait = wait
         self._ran = threading.Condition() if wait else None
         self._energy = EnergyDetector(params)
