@@ -7,6 +7,8 @@ all threads)
   - one at a time, faster-whisper `transcribe` on Whisper's 30 s window (the call path before);
   - one at a time on the fitted window (ivr/asr/whisper_batch.py, `min_window_s`);
   - batches of 4 and 8 on the fitted window (what the ASR pool does when finals queue up);
+  - two finals at a time on two model replicas of one thread each (`WhisperParams.workers=2,
+    cpu_threads=1`) instead of one replica using both cores, the ASR pool's threads feeding them;
 with the word error rate of each against the manifest transcripts.
 
 Vosk (Korean, the support grammar, the Korean speech fixtures): per turn, the CPU spent after the
@@ -55,7 +57,9 @@ def _wer(outs: list[str], refs: list[str]) -> float:
 
 
 def whisper_rows(rounds: int) -> list[dict[str, Any]]:
-    from ivr.asr.whisper import WhisperEngine
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ivr.asr.whisper import WhisperEngine, WhisperParams
     from ivr.asr.whisper_batch import decode_batch
 
     fixtures = [f for f in load_manifest().for_lang("en") if not f.no_input]
@@ -64,6 +68,8 @@ def whisper_rows(rounds: int) -> list[dict[str, Any]]:
     engine = WhisperEngine()
     engine.transcribe(pcms[0])  # warm-up outside the figures
     decode_batch(engine, [(pcms[0], None)] * 2)
+    replicas = WhisperEngine(params=WhisperParams(cpu_threads=1, workers=2))
+    decode_batch(replicas, [(pcms[0], None)])
 
     def one_at_a_time_30s() -> list[str]:
         return [engine.transcribe(p)[0] for p in pcms]
@@ -76,10 +82,15 @@ def whisper_rows(rounds: int) -> list[dict[str, Any]]:
             return out
         return run
 
+    def two_in_parallel() -> list[str]:
+        with ThreadPoolExecutor(2) as pool:
+            return list(pool.map(lambda p: decode_batch(replicas, [(p, None)])[0][0], pcms))
+
     ways = [("one at a time, 30 s window (before)", one_at_a_time_30s),
             (f"one at a time, {engine.params.min_window_s:.0f} s window", batched(1)),
             (f"batches of 4, {engine.params.min_window_s:.0f} s window", batched(4)),
-            (f"batches of 8, {engine.params.min_window_s:.0f} s window", batched(8))]
+            (f"batches of 8, {engine.params.min_window_s:.0f} s window", batched(8)),
+            (f"2 at once, 2 replicas x 1 thread, {engine.params.min_window_s:.0f} s", two_in_parallel)]
     rows: list[dict[str, Any]] = [{"way": name, "cpu_s": 0.0, "wall_s": 0.0, "turns": 0, "wer": 0.0}
                                   for name, _ in ways]
     for _ in range(rounds):  # interleaved, so load changes hit every way alike
@@ -93,6 +104,7 @@ def whisper_rows(rounds: int) -> list[dict[str, Any]]:
     for row in rows:
         row["turns_per_cpu_s"] = row["turns"] / row["cpu_s"]
         row["speedup"] = row["turns_per_cpu_s"] / rows[0]["turns_per_cpu_s"]
+        row["turns_per_wall_s"] = row["turns"] / row["wall_s"]  # what the node's cores get through
     return rows
 
 
@@ -172,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine in ("whisper", "both"):
         out["whisper"] = whisper_rows(args.rounds)
         print("\nWhisper tiny.en int8, English speech fixtures, turns per CPU-second (process CPU, all threads)")
-        print(f"{'way':42} {'turns':>6} {'CPU s':>7} {'wall s':>7} {'turns/CPU-s':>12} {'x before':>9} {'WER':>6}")
+        print(f"{'way':42} {'turns':>6} {'CPU s':>7} {'wall s':>7} {'turns/CPU-s':>12} {'x before':>9} "
+              f"{'turns/s':>8} {'WER':>6}")
         for r in out["whisper"]:
             print(f"{r['way']:42} {r['turns']:6d} {r['cpu_s']:7.2f} {r['wall_s']:7.2f} {r['turns_per_cpu_s']:12.2f} "
-                  f"{r['speedup']:9.2f} {r['wer']:6.3f}")
+                  f"{r['speedup']:9.2f} {r['turns_per_wall_s']:8.2f} {r['wer']:6.3f}")
     if args.engine in ("vosk", "both"):
         out["vosk"] = vosk_rows(args.rounds)
         print("\nVosk Korean, support grammar, per turn (thread CPU time)")

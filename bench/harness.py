@@ -39,6 +39,13 @@ def bench_settings(data_dir: Path, *, storage_url: str = "", max_calls: int = 10
     settings.server.first_message_timeout_s = first_message_timeout_s
     settings.paths.data = data_dir
     settings.storage.url = storage_url or f"sqlite:///{data_dir / 'calls.sqlite3'}"
+    # the Whisper layout to measure (asr.whisper_replicas / asr.whisper_threads), as `ivr serve` reads them
+    if "IVR_WHISPER_REPLICAS" in os.environ:
+        settings.asr.whisper_replicas = int(os.environ["IVR_WHISPER_REPLICAS"])
+    if "IVR_WHISPER_THREADS" in os.environ:
+        settings.asr.whisper_threads = int(os.environ["IVR_WHISPER_THREADS"])
+    if "IVR_ASR_MAX_BATCH" in os.environ:
+        settings.asr.max_batch = int(os.environ["IVR_ASR_MAX_BATCH"])
     return settings
 
 

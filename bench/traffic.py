@@ -269,6 +269,8 @@ class LoadResult:
     asterisk_cpu_per_call: float | None = None  # Asterisk CPU / call-seconds (SIP mode)
     greeting_after_ms: float | None = None  # SIP: caller's first RTP packet -> first greeting sound, median
     callers_cpu_per_call: float = 0.0  # the callers' processes (fake channels, or SIPp + the capture) / call-seconds
+    asr_early: int = 0  # finals started during the trailing silence (Whisper), of which discarded: resumed speech
+    asr_early_discarded: int = 0
 
 
 def _pcts(values: list[float]) -> dict[str, float | None]:
@@ -315,7 +317,7 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
     calls = plan_calls(rate, duration_s, pool, rng, tag)
     jobs: dict[str, Any] = await sip.prepare(calls) if sip is not None else {}  # dry runs: before the figures
     stats = services.asr.stats
-    before = (stats.batches, stats.batched_finals, stats.rejected)
+    before = (stats.batches, stats.batched_finals, stats.rejected, stats.early_finals, stats.early_discarded)
     stats.max_batch = 0
     cpu_before, callers_before = cpu_seconds(), _children_cpu_s()
     asterisk_before = sip.asterisk_cpu_s() if sip is not None else 0.0
@@ -377,6 +379,7 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
         callers_cpu_per_call=callers_cpu / call_seconds,
         greeting_after_ms=_pcts([r["greeting_after_s"] * 1000 for r in reports
                                  if r.get("greeting_after_s") is not None])["p50"],
+        asr_early=stats.early_finals - before[3], asr_early_discarded=stats.early_discarded - before[4],
     )
 
 
@@ -430,6 +433,22 @@ async def bench(engines: list[str], rates: list[float], duration_s: float, seed:
         services.close()
         if sandbox is not None:
             sandbox.stop()
+    async with InProcessServer(settings, services) as server:
+        # warm-up: one short call per language (model load, prompt cache), outside the figures
+        for lang in sorted({c["lang"] for c in pool}):
+            conv = next(c for c in pool if c["lang"] == lang)
+            warm = {"at_s": 0.0, "lang": lang, "channel": f"Local/warm-{lang}",
+                    "turns": [{"pcm_file": str(ROOT / "audio_fixtures" / conv["turns"][0]["file"]), "pause_s": 0.3}]}
+            await _client({"host": "127.0.0.1", "port": server.agi_port, "calls": [warm]})
+        for rate in rates:
+            print(f"offered load {rate} calls/s for {duration_s:.0f} s (load average {os.getloadavg()[0]:.1f})...",
+                  flush=True)
+            result = await run_load(server, services, rate, duration_s, pool, rng, f"{rate}")
+            print(f"  {result.calls} calls, {result.concurrent_mean:.1f} concurrent on average, "
+                  f"compute p95 {_f(result.split_ms['compute']['p95'])} ms, heard p95 {_f(result.heard_ms['p95'])} ms, "
+                  f"early finals {result.asr_early} ({result.asr_early_discarded} dropped: speech resumed)", flush=True)
+            results.append(result)
+    services.close()
     return results
 
 

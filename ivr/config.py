@@ -118,6 +118,9 @@ class AsrSettings(BaseModel):
     # explicit model path or name per language, e.g. {"en": "/srv/models/vosk-model-en-us-0.22"}
     model: dict[str, str] = Field(default_factory=dict)
     whisper_model: str = ""  # path or name; empty: the bundled tiny.en if installed
+    # Whisper decodes that run at once (model replicas) and threads each (0: all cores); docs/performance.md
+    whisper_replicas: int = Field(default=1, ge=1)
+    whisper_threads: int = Field(default=0, ge=0)
     # longest audio read from a WAV file (ivr transcribe, ivr replay) or decoded by Whisper at once
     max_audio_s: float = Field(default=600.0, gt=0)
     remote: RemoteAsrSettings = Field(default_factory=RemoteAsrSettings)
@@ -125,6 +128,8 @@ class AsrSettings(BaseModel):
     # over which new speech is not decoded (the turn is a no-match at once; docs/performance.md)
     workers: int = Field(default=0, ge=0)
     max_queue: int = Field(default=64, ge=1)
+    # finals of one engine decoded in one batch at most (Whisper); a batch's results all come at its end
+    max_batch: int = Field(default=8, ge=1)
 
 
 class VadSettings(BaseModel):
@@ -200,6 +205,9 @@ ENV_OVERRIDES = {
     "IVR_MODELS_DIR": "asr.models_dir",
     "IVR_DATA_DIR": "paths.data",
     "IVR_WHISPER_MODEL": "asr.whisper_model",
+    "IVR_WHISPER_REPLICAS": "asr.whisper_replicas",
+    "IVR_WHISPER_THREADS": "asr.whisper_threads",
+    "IVR_ASR_MAX_BATCH": "asr.max_batch",
     "IVR_CALL_TIME": "call_time",
     "IVR_VAD_DETECTOR": "vad.detector",
 }

@@ -145,7 +145,8 @@ class CallServices:
             metrics=metrics,
             hook_context=hook_context_for(settings),
             engine_override=dict(engine_override or {}),
-            asr=AsrScheduler(workers=settings.asr.workers or DEFAULT_WORKERS, max_queue=settings.asr.max_queue),
+            asr=AsrScheduler(workers=settings.asr.workers or DEFAULT_WORKERS, max_queue=settings.asr.max_queue,
+                             max_batch=settings.asr.max_batch),
         )
 
     # ---- speech -------------------------------------------------------------------------------

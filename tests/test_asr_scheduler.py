@@ -166,3 +166,47 @@ def test_a_call_over_the_bound_hears_the_no_match_reprompt_at_once_and_keys_stil
     assert refused.asr_ms == 0 and refused.reply  # answered (the no-match re-prompt), not left in silence
     assert services.asr.stats.rejected == 1
     assert keyed.dtmf == "1" and keyed.reply
+
+
+class TwoReplicaDecoder:
+    """A batch decoder with two model replicas: records how many batches it decoded at the same time."""
+
+    parallel = 2
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.running = self.most_at_once = 0
+        self.lock = threading.Lock()
+
+    def final_batch(self, recognizers: Sequence[object]) -> list[str]:
+        with self.lock:
+            self.batches.append(len(recognizers))
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        time.sleep(0.2)  # a decode: long enough for the other worker to start its own
+        with self.lock:
+            self.running -= 1
+        return [f"text of {r}" for r in recognizers]
+
+
+def test_finals_queued_for_an_engine_with_two_replicas_are_shared_out_and_decode_side_by_side() -> None:
+    async def scenario() -> tuple[list[str], TwoReplicaDecoder]:
+        pool = AsrScheduler(workers=2, max_batch=8)
+        gates, decoder = [Gate(), Gate()], TwoReplicaDecoder()
+        held = [asyncio.ensure_future(pool.run(gate.hold)) for gate in gates]
+        for gate in gates:  # both workers busy: the finals queue up behind them
+            await asyncio.to_thread(gate.entered.wait, 5)
+        due = final_deadline(time.monotonic())
+        finals = [asyncio.ensure_future(pool.final(Named(f"c{i}"), decoder, due + i / 1000)) for i in range(4)]
+        await asyncio.sleep(0.05)
+        for gate in gates:
+            gate.release.set()
+        results = await asyncio.gather(*finals)
+        await asyncio.gather(*held)
+        pool.close()
+        return [text for text, _ in results], decoder
+
+    texts, decoder = asyncio.run(scenario())
+    assert texts == [f"text of c{i}" for i in range(4)]
+    assert len(decoder.batches) == 2 and sum(decoder.batches) == 4  # one batch per replica, not one of 4
+    assert decoder.most_at_once == 2

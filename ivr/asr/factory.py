@@ -88,7 +88,9 @@ def _whisper(lang: str, settings: Settings, model: str | None) -> AsrEngine:
             f"the bundled Whisper model (tiny.en) is English-only; no Whisper model for {lang!r}",
             fix="set asr.whisper_model to a multilingual CTranslate2 Whisper model, or use Vosk",
         )
-    return WhisperEngine(name, WhisperParams(language=lang, max_audio_s=settings.asr.max_audio_s))
+    conf = settings.asr
+    return WhisperEngine(name, WhisperParams(language=lang, max_audio_s=conf.max_audio_s,
+                                             cpu_threads=conf.whisper_threads, workers=conf.whisper_replicas))
 
 
 def _remote(lang: str, settings: Settings) -> AsrEngine:

@@ -18,7 +18,9 @@ turn's final is decoded at the real end.
 Batching: an engine that can decode several finals at once (`final_batch`, Whisper) gets every
 final of the same engine that is queued when a worker picks one up, up to `max_batch`; when the
 engine is busy (another final arrived within the last second), the worker first waits
-`batch_window_s` for more to arrive, so the batch size follows the queue.
+`batch_window_s` for more to arrive, so the batch size follows the queue. An engine with several
+model replicas (`parallel`, Whisper's `asr.whisper_replicas`) gets the queue shared out among its
+idle replicas, one batch each, so finals decode side by side.
 
 Bound: when more than `max_queue` jobs wait, the queue is over its bound and `overloaded` is true;
 the call pipeline then does not decode new speech (see ivr/call.py: the turn becomes a no-match at
@@ -67,6 +69,8 @@ class BatchDecoder(Protocol):
 
     def final_batch(self, recognizers: Sequence[Any]) -> list[Any]: ...
 
+    # optional `parallel: int`: how many batches it decodes at the same time (model replicas)
+
 
 @dataclass(order=True)
 class _Job:
@@ -108,6 +112,7 @@ class AsrScheduler:
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._last_final: dict[int, float] = {}  # id(batch decoder) -> when its last final was queued
+        self._decoding: dict[int, int] = {}  # id(batch decoder) -> batches being gathered or decoded
         self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"asr-{i}", daemon=True) for i in range(workers)]
         for thread in self._threads:
@@ -208,11 +213,20 @@ class AsrScheduler:
         key = id(decoder)
         busy = first.queued_at - self._last_final.get(key, -BUSY_WINDOW_S) < BUSY_WINDOW_S
         self._last_final[key] = first.queued_at
-        jobs = [first, *self._take_same(key, self.max_batch - 1)]
-        if busy and len(jobs) < self.max_batch and self.batch_window_s > 0:
-            time.sleep(self.batch_window_s)
-            jobs += self._take_same(key, self.max_batch - len(jobs))
-        jobs = [j for j in jobs if not j.future.cancelled()]
+        replicas = max(1, getattr(decoder, "parallel", 1))
+        with self._cond:
+            self._decoding[key] = self._decoding.get(key, 0) + 1
+        try:
+            jobs = [first, *self._take_same(key, self.max_batch - 1, replicas)]
+            if busy and len(jobs) < self.max_batch and self.batch_window_s > 0:
+                time.sleep(self.batch_window_s)
+                jobs += self._take_same(key, self.max_batch - len(jobs), replicas, len(jobs))
+            self._decode_batch(decoder, [j for j in jobs if not j.future.cancelled()])
+        finally:
+            with self._cond:
+                self._decoding[key] -= 1
+
+    def _decode_batch(self, decoder: BatchDecoder, jobs: list[_Job]) -> None:
         if not jobs:
             return
         self.stats.batches += 1
@@ -229,15 +243,19 @@ class AsrScheduler:
         for job, result in zip(jobs, results, strict=True):
             job.loop.call_soon_threadsafe(_set_result, job.future, (result, took))
 
-    def _take_same(self, key: int, limit: int) -> list[_Job]:
-        """Remove and return up to `limit` queued finals of the same batch decoder (earliest first)."""
-        if limit <= 0:
-            return []
+    def _take_same(self, key: int, limit: int, replicas: int = 1, taken: int = 1) -> list[_Job]:
+        """Remove and return up to `limit` queued finals of the same batch decoder (earliest first).
+        A decoder with several replicas decoding at once (`parallel`) puts in this batch (which has
+        `taken` already) only its share of the queue among the idle replicas: other workers hand the rest
+        to them, and two finals decode side by side instead of one after the other."""
         with self._cond:
-            same = sorted(j for j in self._heap if j.batch is not None and id(j.batch) == key)[:limit]
+            same = sorted(j for j in self._heap if j.batch is not None and id(j.batch) == key)
+            ways = 1 + max(0, replicas - self._decoding.get(key, 0))
+            share = -(-(len(same) + taken) // ways) - taken
+            same = same[: max(0, min(limit, share))]
             if same:
-                taken = {id(j) for j in same}
-                self._heap = [j for j in self._heap if id(j) not in taken]
+                chosen = {id(j) for j in same}
+                self._heap = [j for j in self._heap if id(j) not in chosen]
                 heapq.heapify(self._heap)
                 self._last_final[key] = max(j.queued_at for j in same)
         return same

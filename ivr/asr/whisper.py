@@ -66,7 +66,8 @@ class WhisperParams:
 
     beam_size: int = DEFAULT_BEAM_SIZE
     compute_type: str = DEFAULT_COMPUTE_TYPE
-    cpu_threads: int = 0  # 0: CTranslate2 picks (all cores)
+    cpu_threads: int = 0  # threads per decode; 0: CTranslate2 picks (all cores)
+    workers: int = 1  # model replicas: decodes that run at the same time (CTranslate2 num_workers)
     language: str = "en"
     no_speech_threshold: float = DEFAULT_NO_SPEECH_THRESHOLD
     snap_min_score: float = DEFAULT_SNAP_MIN_SCORE
@@ -76,7 +77,7 @@ class WhisperParams:
     min_window_s: float = DEFAULT_MIN_WINDOW_S  # call-path finals; 30: Whisper's own window
 
 
-_MODELS: dict[tuple[str, str, int], Any] = {}
+_MODELS: dict[tuple[str, str, int, int], Any] = {}
 _MODELS_LOCK = threading.Lock()
 
 
@@ -104,7 +105,7 @@ def _load(model: str, params: WhisperParams) -> Any:
         from faster_whisper import WhisperModel
     except ImportError:
         raise EngineError("the Whisper engine needs faster-whisper, which is not installed", fix=INSTALL_FIX) from None
-    key = (model, params.compute_type, params.cpu_threads)
+    key = (model, params.compute_type, params.cpu_threads, params.workers)
     with _MODELS_LOCK:
         if key not in _MODELS:
             started = time.monotonic()
@@ -114,6 +115,7 @@ def _load(model: str, params: WhisperParams) -> Any:
                     device="cpu",
                     compute_type=params.compute_type,
                     cpu_threads=params.cpu_threads,
+                    num_workers=params.workers,
                     local_files_only=True,
                 )
             except Exception as exc:  # faster-whisper raises assorted errors for a bad path/name
@@ -148,6 +150,7 @@ class WhisperEngine:
             model = bundled
         self.model_name = str(model)
         self.model = _load(self.model_name, self.params)
+        self.parallel = max(1, self.params.workers)  # batches decoded at once (the ASR pool shares finals out)
 
     def recognizer(self) -> WhisperRecognizer:
         return WhisperRecognizer(self)
