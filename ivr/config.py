@@ -118,8 +118,8 @@ class AsrSettings(BaseModel):
     # explicit model path or name per language, e.g. {"en": "/srv/models/vosk-model-en-us-0.22"}
     model: dict[str, str] = Field(default_factory=dict)
     whisper_model: str = ""  # path or name; empty: the bundled tiny.en if installed
-    # Whisper decodes that run at once (model replicas) and threads each (0: all cores); docs/performance.md
-    whisper_replicas: int = Field(default=1, ge=1)
+    # Whisper decodes that run at once (model replicas; 0: one per core) and threads each (0: cores / replicas)
+    whisper_replicas: int = Field(default=0, ge=0)
     whisper_threads: int = Field(default=0, ge=0)
     # longest audio read from a WAV file (ivr transcribe, ivr replay) or decoded by Whisper at once
     max_audio_s: float = Field(default=600.0, gt=0)
@@ -128,8 +128,9 @@ class AsrSettings(BaseModel):
     # over which new speech is not decoded (the turn is a no-match at once; docs/performance.md)
     workers: int = Field(default=0, ge=0)
     max_queue: int = Field(default=64, ge=1)
-    # finals of one engine decoded in one batch at most (Whisper); a batch's results all come at its end
-    max_batch: int = Field(default=8, ge=1)
+    # finals of one engine decoded in one batch at most (Whisper): a batch's results all come at its end, and on
+    # CPU a batch is not cheaper per turn at the 20 s window (docs/performance.md), so 1 (no batching)
+    max_batch: int = Field(default=1, ge=1)
 
 
 class VadSettings(BaseModel):

@@ -7,6 +7,7 @@ resolves locally, else Whisper for English when it is installed).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import cast
 
@@ -88,9 +89,14 @@ def _whisper(lang: str, settings: Settings, model: str | None) -> AsrEngine:
             f"the bundled Whisper model (tiny.en) is English-only; no Whisper model for {lang!r}",
             fix="set asr.whisper_model to a multilingual CTranslate2 Whisper model, or use Vosk",
         )
+    # one replica per core, one thread each (0 = these defaults): two 1-thread decodes side by side got
+    # through 1.44x the turns a second of one 2-thread decode at a time (docs/performance.md)
     conf = settings.asr
+    cores = os.cpu_count() or 2
+    replicas = conf.whisper_replicas or cores
+    threads = conf.whisper_threads or max(1, cores // replicas)
     return WhisperEngine(name, WhisperParams(language=lang, max_audio_s=conf.max_audio_s,
-                                             cpu_threads=conf.whisper_threads, workers=conf.whisper_replicas))
+                                             cpu_threads=threads, workers=replicas))
 
 
 def _remote(lang: str, settings: Settings) -> AsrEngine:

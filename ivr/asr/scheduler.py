@@ -50,7 +50,7 @@ PARTIAL_BUDGET_S = 1.0
 # finals of a batching engine that arrive within this window are decoded together (tens of ms:
 # short against the 800 ms of end-of-speech silence the caller has already waited)
 DEFAULT_BATCH_WINDOW_S = 0.03
-DEFAULT_MAX_BATCH = 8
+DEFAULT_MAX_BATCH = 1  # asr.max_batch: a batch's results all come at its end (10-caller burst p95 3.9 s vs 1.9 s)
 # jobs waiting before new speech is refused: 2 cores decode ~30 Vosk finals or ~10 Whisper ones a
 # second, so 64 waiting jobs are seconds of backlog already
 DEFAULT_MAX_QUEUE = 64
