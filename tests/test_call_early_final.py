@@ -4,7 +4,6 @@ real tiny.en on real fixtures through the whole call pipeline, and the pool's ha
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_asr_scheduler import Gate  # holds the pool's worker busy until released
 
 from ivr.asr.scheduler import AsrScheduler, final_deadline
 from ivr.audio.pcm import FRAME_BYTES, read_wav, silence
@@ -75,17 +75,6 @@ def test_speech_resumed_after_a_pause_is_in_the_transcript(services: CallService
     assert finals == 0  # the second one, after the resumed words, was the turn's final
 
 
-class _Gate:
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def hold(self) -> str:
-        self.entered.set()
-        self.release.wait(10)
-        return "held"
-
-
 class _Turn:
     """What the pool decodes an early final of (a WhisperRecognizer's EarlyTurn, without the model)."""
 
@@ -100,7 +89,7 @@ class _Turn:
 def test_an_early_final_discarded_before_it_starts_is_never_decoded_and_the_next_one_is() -> None:
     async def scenario() -> tuple[list[str], str, int, int]:
         pool = AsrScheduler(workers=1)
-        gate, decoded = _Gate(), []
+        gate, decoded = Gate(), []
         busy = asyncio.ensure_future(pool.run(gate.hold))
         await asyncio.to_thread(gate.entered.wait, 5)
         due = final_deadline(time.monotonic())
