@@ -44,7 +44,13 @@ from ivr.storage.records import FAQ_ANSWERED, NBEST_EVENT
 
 log = logging.getLogger(__name__)
 
-PREROLL_FRAMES = 15  # 300 ms of audio kept before speech onset, so the first syllable reaches ASR
+# Audio kept from before the endpointer decides that speech started (after speech_start_ms of it), so the
+# first syllable reaches ASR with some silence ahead of it. 300 ms was enough with the energy detector;
+# Silero decides ~140 ms later on a clean onset (a window late, and the network needs it), and Vosk then
+# got a clipped lead-in: ko/operator_1.wav came out as "안 방법 연결". Korean replay (Silero, Vosk):
+# 11 of 27 checks with 300 ms, 13 with 400, 15 with 500, 14-15 with 600-800, 14 with 1000 ms;
+# English replay (Whisper) 52 of 53 with 300 and 500 ms alike.
+PREROLL_FRAMES = 25
 ASR_CHUNK_FRAMES = 5  # feed the recognizer every 100 ms of speech: partials without a thread hop per frame
 # Trailing silence the recognizer gets after the last word: enough for its own end of word; the
 # rest of the endpointer's 800 ms is not decoded. Once this much silence has passed, what is pending

@@ -169,8 +169,9 @@ class CallServices:
     def speech_detector(self, *, realtime: bool = True) -> SpeechDetector:
         """A speech detector for one call (`vad.detector`); give it back with `release_detector`.
 
-        `realtime` False: the call's audio is replayed on an audio clock, faster than real time, and
-        the Silero detector waits for its worker thread instead of judging by energy when it lags."""
+        `realtime` False: the call's audio is replayed on an audio clock, faster than real time: the
+        Silero detector has its network from the first frame and waits for its worker thread instead of
+        judging by energy when it lags, so a replay decides the same way every run."""
         if self.settings.vad.detector == "silero":
             with self._engine_lock:
                 if self._silero is None:
@@ -185,8 +186,10 @@ class CallServices:
             if self._silero:
                 from ivr.audio.silero import SileroDetector
 
-                detector = SileroDetector(self._silero.acquire_nowait(), self._silero, self.endpoint_params,
-                                          wait=not realtime)
+                # a replay builds its network now (~65 ms): judged by energy until the builder thread
+                # attached one, its verdicts depended on thread timing (ko/operator_1.wav heard or not)
+                network = self._silero.acquire_nowait() if realtime else self._silero.acquire()
+                detector = SileroDetector(network, self._silero, self.endpoint_params, wait=not realtime)
                 if detector.network is None:  # never build one on the event loop: energy decides meanwhile
                     self._silero.wait_for_network(detector)
                 return detector

@@ -167,3 +167,23 @@ def test_closing_with_windows_queued_returns_the_network_clean_after_them() -> N
     assert window_probabilities(again, pcm) == inline_probabilities(pcm)  # no state left from the last call
     again.close()
     pool.stop()
+
+
+def test_a_replay_hears_with_the_network_from_its_first_frame() -> None:
+    """A replay's detector never starts on energy while the builder thread is still making a network:
+    which frames energy judged depended on thread timing, and so did the words ASR got (CI saw
+    ko/operator_1.wav heard in some runs and not in others). A live call still never builds on the loop."""
+    from ivr.config import Settings
+    from ivr.services import CallServices
+
+    services = CallServices(settings=Settings(), registry=None, prompts=None)  # type: ignore[arg-type]
+    services._silero = SileroPool(spares=0)
+    replayed = services.speech_detector(realtime=False)
+    live = services.speech_detector(realtime=True)
+    try:
+        assert isinstance(replayed, SileroDetector) and replayed.network is not None
+        assert isinstance(live, SileroDetector) and live.network is None  # energy until the builder attaches one
+        assert wait_until(lambda: live.network is not None)
+    finally:
+        services.release_detector(replayed)
+        services.release_detector(live)
