@@ -103,7 +103,8 @@ def run_eval(args: argparse.Namespace, nlu: object) -> int:
         return 0
     console.print(f"{args.file} ({nlu.lang}, {report.lines} lines, threshold {report.threshold:.3f})")
     console.print(f"  accuracy            {report.accuracy:6.1%}")
-    console.print(f"  in-scope accuracy   {report.in_scope_accuracy:6.1%}  of {report.in_scope}")
+    console.print(f"  in-scope accuracy   {report.in_scope_accuracy:6.1%}  of {report.in_scope} "
+                  f"(best-ranked intent right, threshold aside: {report.top1_accuracy:.1%})")
     console.print(f"  out-of-scope recall {report.oos_recall:6.1%}  of {report.out_of_scope}, "
                   f"precision {report.oos_precision:.1%}")
     console.print(f"  ms per utterance    {report.ms_per_utterance:6.1f}  (p95 {report.ms_p95:.1f})")

@@ -56,6 +56,7 @@ class EvalReport:
     accuracy: float = 0.0
     in_scope: int = 0
     in_scope_accuracy: float = 0.0
+    top1_accuracy: float = 0.0  # in-scope lines whose best-ranked intent is right, threshold aside
     out_of_scope: int = 0
     oos_recall: float = 0.0
     oos_precision: float = 0.0
@@ -107,12 +108,13 @@ def evaluate(nlu: Nlu, rows: Sequence[tuple[str, str]]) -> EvalReport:
     report = EvalReport(lines=len(rows), threshold=round(nlu.threshold, 4))
     times: list[float] = []
     confused: Counter[tuple[str, str]] = Counter()
-    right = in_right = oos_right = rejected = 0
+    right = in_right = oos_right = rejected = top1_right = 0
     for text, want in rows:
         started = time.perf_counter()
         u = nlu.understand(text)
         times.append((time.perf_counter() - started) * 1000)
         got = u.intent
+        top1_right += want != NONE_INTENT and bool(u.ranking) and u.ranking[0][0] == want
         for name in {want, got} - {NONE_INTENT}:
             report.per_intent.setdefault(name, IntentScore())
         if want != NONE_INTENT:
@@ -134,6 +136,7 @@ def evaluate(nlu: Nlu, rows: Sequence[tuple[str, str]]) -> EvalReport:
     report.out_of_scope = len(rows) - report.in_scope
     report.accuracy = round(right / len(rows), 4)
     report.in_scope_accuracy = round(in_right / report.in_scope, 4) if report.in_scope else 0.0
+    report.top1_accuracy = round(top1_right / report.in_scope, 4) if report.in_scope else 0.0
     report.oos_recall = round(oos_right / report.out_of_scope, 4) if report.out_of_scope else 0.0
     report.oos_precision = round(oos_right / rejected, 4) if rejected else 0.0
     times.sort()
