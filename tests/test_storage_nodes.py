@@ -133,3 +133,28 @@ def test_nodes_starting_at_once_on_an_empty_postgresql_all_get_the_schema(postgr
         assert all(check.call(call_id) is not None for call_id in opened)
     finally:
         check.close()
+
+
+def test_a_beat_renews_with_one_statement_and_remakes_a_lost_table(store: CallStore) -> None:
+    """Only the first beat (and the first after a failed one) makes the nodes table: on PostgreSQL that takes
+    the schema lock and reads the catalogue, every lease_s / 3 on every node otherwise."""
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    lease = NodeLease(store, "node-a", lease_s=LEASE_S)
+    sa.event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        assert lease.beat()
+        statements.clear()
+        assert lease.beat()
+        assert len(statements) == 1 and statements[0].lstrip().upper().startswith("UPDATE"), statements
+        with store.engine.begin() as conn:  # the database comes back without it
+            conn.execute(sa.text("DROP TABLE nodes"))
+        assert not lease.beat()
+        assert lease.beat()
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT name FROM nodes")).scalars().all() == ["node-a"]
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", count)

@@ -46,6 +46,10 @@ class NodeLease:
     name: str
     lease_s: float = DEFAULT_LEASE_S
     started_at: datetime = field(default_factory=utcnow)
+    # the nodes table was made (or found) by this lease: later beats skip CREATE (on PostgreSQL it takes
+    # the schema advisory lock and reflects the catalogue every beat); a failed beat makes it again, in
+    # case the database came back empty
+    _table_ready: bool = field(default=False, init=False, repr=False)
 
     @property
     def interval_s(self) -> float:
@@ -56,7 +60,8 @@ class NodeLease:
         now = utcnow()
         try:
             with self.store.engine.begin() as conn:
-                create_tables(conn, [nodes_table])
+                if not self._table_ready:
+                    create_tables(conn, [nodes_table])
                 updated = conn.execute(sa.update(nodes_table).where(nodes_table.c.name == self.name)
                                        .values(last_seen=now, started_at=self.started_at)).rowcount
                 if not updated:
@@ -64,7 +69,9 @@ class NodeLease:
                                                                last_seen=now))
         except sa_exc.SQLAlchemyError as exc:
             log.warning("node lease of %s not renewed: %s", self.name, str(exc).splitlines()[0])
+            self._table_ready = False
             return False
+        self._table_ready = True
         return True
 
     def close_own_leftovers(self) -> int:
