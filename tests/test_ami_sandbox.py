@@ -116,6 +116,48 @@ def test_an_unanswered_login_says_what_was_seen_after_two_tries(greeting: bytes,
     assert "(user 'ivr') (2 tries) (fix: check that Asterisk is responsive" in str(caught.value)
 
 
+def test_an_action_to_a_manager_that_stopped_reading_fails_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A manager that logs us in, then never reads again: once the socket buffers are full a send used to
+    block forever (no socket timeout, for the idle reader); now the action fails after SEND_TIMEOUT_S, and
+    closing the client does not hang either."""
+    from ivr.telephony import ami as ami_module
+
+    monkeypatch.setattr(ami_module, "SEND_TIMEOUT_S", 0.5)
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        peer, _ = server.accept()
+        peer.sendall(b"Asterisk Call Manager/9.0.0\r\n")
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += peer.recv(4096)
+        action_id = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                         if line.lower().startswith(b"actionid:"))
+        peer.sendall(b"Response: Success\r\nActionID: " + action_id + b"\r\nMessage: Authentication accepted\r\n\r\n")
+        stop.wait(30)  # reads nothing more
+        peer.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    async def main() -> float:
+        client = AmiClient(AmiSettings(enabled=True, port=server.getsockname()[1], secret="x"), login_timeout_s=2.0)
+        await client.connect()
+        started = time.monotonic()
+        with pytest.raises(AmiError, match="could not be sent .* the manager stopped reading"):
+            await client.action("UserEvent", UserEvent="big", Body="x" * 64_000_000)  # more than the buffers hold
+        took = time.monotonic() - started
+        await asyncio.wait_for(client.close(), 10)
+        return took
+
+    try:
+        took = asyncio.run(main())
+    finally:
+        stop.set()
+        server.close()
+    assert took < 10, took  # not forever (0.5 s per blocked write once the buffers are full)
+
+
 def test_a_manager_that_accepts_the_shipped_placeholder_secret_is_warned_about(
     sandbox: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import inspect
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,10 @@ DEFAULT_ACTION_TIMEOUT_S = 5.0
 # and a tester's `ivr call` should not fail on one slow moment of a busy box.
 DEFAULT_LOGIN_TIMEOUT_S = 10.0
 LOGIN_ATTEMPTS = 2
+# A manager that stops reading (hung, or SIGSTOPped) fills the socket's send buffer; with no timeout on the
+# socket (the idle reader needs none) a send would then block forever. The kernel's send timeout
+# (SO_SNDTIMEO) bounds sends alone: after this long the action fails with AmiError.
+SEND_TIMEOUT_S = 5.0
 # asterisk/manager.conf ships this secret so that the file is complete; a manager that accepts it
 # lets anyone on the host log in as the bridge's user
 PLACEHOLDER_SECRET = "change-me"
@@ -117,19 +122,27 @@ def _to_event(raw: Any) -> AmiEvent:
 
 
 class _Client(AMIClient):
-    """The library's client with three fixes: no read timeout on the listener socket (an idle AMI
+    """The library's client with these fixes: no read timeout on the listener socket (an idle AMI
     would otherwise kill the listener thread after `timeout` s), set *before* the listener starts
-    (the library starts it first, so its first read could still carry the timeout); the listener's
-    fate is kept (`reader_error`) for the error message; and a close that wakes it."""
+    (the library starts it first, so its first read could still carry the timeout), and a send
+    timeout instead (SEND_TIMEOUT_S); whole writes (sendall); the listener's fate is kept
+    (`reader_error`) for the error message; and a close that wakes it."""
 
     reader_error: BaseException | None = None
 
     def connect(self) -> None:
         self._socket = socket.create_connection((self._address, self._port), timeout=self._timeout)
         self._socket.settimeout(None)
+        whole = int(SEND_TIMEOUT_S)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                struct.pack("ll", whole, int((SEND_TIMEOUT_S - whole) * 1_000_000)))
         self.finished = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="ami-reader", daemon=True)
         self._thread.start()
+
+    def send(self, pack: Any) -> None:
+        # the library's send() writes once and ignores a partial write (a long action cut short)
+        self._socket.sendall(bytearray(str(pack) + "\r\n", self.encoding))
 
     def _listen(self) -> None:
         try:
@@ -254,8 +267,8 @@ class AmiClient:
         client, self._client = self._client, None
         self.connected = False
         if client is not None:
-            with contextlib.suppress(Exception):
-                future = client.send_action(SimpleAction("Logoff"))
+            with contextlib.suppress(Exception):  # off the loop: a manager that stopped reading blocks a send
+                future = await asyncio.to_thread(client.send_action, SimpleAction("Logoff"))
                 await asyncio.to_thread(lambda: future.response)
             await asyncio.to_thread(client.disconnect)
 
@@ -341,7 +354,14 @@ class AmiClient:
         if variables:
             action.variables = {k: str(v) for k, v in variables.items()}
         client = self._client
-        future = await asyncio.to_thread(client.send_action, action)
+        try:
+            future = await asyncio.to_thread(client.send_action, action)
+        except OSError as exc:
+            raise AmiError(
+                f"AMI action {name} could not be sent to {self.where} within {SEND_TIMEOUT_S:.0f} s ({exc}): "
+                "the manager stopped reading",
+                fix="check that Asterisk is responsive (`asterisk -rx 'manager show connected'`)",
+            ) from None
         response = await asyncio.to_thread(lambda: future.response)
         if response is None:
             raise AmiError(f"AMI action {name} got no response within {self.action_timeout_s:.0f} s")
