@@ -77,11 +77,20 @@ def test_a_login_delayed_by_a_stalled_asterisk_succeeds_on_the_second_try(
 
 
 @contextmanager
-def _silent_manager(greeting: bytes) -> Iterator[int]:
-    """A TCP port that accepts, sends `greeting`, then reads and never answers (what the client sees of
-    a hung manager); the port is yielded."""
+def _silent_manager(greeting: bytes, *, accept_login: bool = False) -> Iterator[int]:
+    """A TCP port that accepts, sends `greeting`, then never answers (what the client sees of a hung
+    manager); with `accept_login` it first answers the Login action with Success, then reads nothing
+    more (a manager that stopped reading). The port is yielded."""
     server = socket.create_server(("127.0.0.1", 0))
     peers: list[socket.socket] = []
+
+    def log_in(peer: socket.socket) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += peer.recv(4096)
+        action_id = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                         if line.lower().startswith(b"actionid:"))
+        peer.sendall(b"Response: Success\r\nActionID: " + action_id + b"\r\nMessage: Authentication accepted\r\n\r\n")
 
     def serve() -> None:
         while True:
@@ -91,6 +100,8 @@ def _silent_manager(greeting: bytes) -> Iterator[int]:
                 return
             peers.append(peer)
             peer.sendall(greeting)
+            if accept_login:
+                log_in(peer)
 
     threading.Thread(target=serve, daemon=True).start()
     try:
@@ -123,25 +134,9 @@ def test_an_action_to_a_manager_that_stopped_reading_fails_instead_of_hanging(mo
     from ivr.telephony import ami as ami_module
 
     monkeypatch.setattr(ami_module, "SEND_TIMEOUT_S", 0.5)
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
 
-    def serve() -> None:
-        peer, _ = server.accept()
-        peer.sendall(b"Asterisk Call Manager/9.0.0\r\n")
-        request = b""
-        while b"\r\n\r\n" not in request:
-            request += peer.recv(4096)
-        action_id = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
-                         if line.lower().startswith(b"actionid:"))
-        peer.sendall(b"Response: Success\r\nActionID: " + action_id + b"\r\nMessage: Authentication accepted\r\n\r\n")
-        stop.wait(30)  # reads nothing more
-        peer.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-
-    async def main() -> float:
-        client = AmiClient(AmiSettings(enabled=True, port=server.getsockname()[1], secret="x"), login_timeout_s=2.0)
+    async def main(port: int) -> float:
+        client = AmiClient(AmiSettings(enabled=True, port=port, secret="x"), login_timeout_s=2.0)
         await client.connect()
         started = time.monotonic()
         with pytest.raises(AmiError, match="could not be sent .* the manager stopped reading"):
@@ -150,11 +145,8 @@ def test_an_action_to_a_manager_that_stopped_reading_fails_instead_of_hanging(mo
         await asyncio.wait_for(client.close(), 10)
         return took
 
-    try:
-        took = asyncio.run(main())
-    finally:
-        stop.set()
-        server.close()
+    with _silent_manager(b"Asterisk Call Manager/9.0.0\r\n", accept_login=True) as port:
+        took = asyncio.run(main(port))
     assert took < 10, took  # not forever (0.5 s per blocked write once the buffers are full)
 
 
