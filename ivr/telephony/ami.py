@@ -358,7 +358,7 @@ class AmiClient:
             future = await asyncio.to_thread(client.send_action, action)
         except OSError as exc:
             raise AmiError(
-                f"AMI action {name} could not be sent to {self.where} within {SEND_TIMEOUT_S:.0f} s ({exc}): "
+                f"AMI action {name} could not be sent to {self.where} within {SEND_TIMEOUT_S:g} s ({exc}): "
                 "the manager stopped reading",
                 fix="check that Asterisk is responsive (`asterisk -rx 'manager show connected'`)",
             ) from None
