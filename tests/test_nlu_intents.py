@@ -206,6 +206,21 @@ def test_expected_intents_are_boosted(nlu: dict[str, Nlu]) -> None:
     assert dict(boosted.ranking)["tariff_change"] > score
 
 
+def test_a_phrase_of_the_grammar_is_its_intent_without_the_classifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a grammar-restricted recognizer hears is always a phrase: it is looked up (burst cost), and
+    only an utterance that is not one of the phrases of a single intent goes to the classifier."""
+    nlu = Nlu.load("ko", GRAMMARS)
+    asked: list[str] = []
+    real_rank = nlu.classifier.rank
+    monkeypatch.setattr(nlu.classifier, "rank", lambda text: asked.append(text) or real_rank(text))
+    assert nlu.understand("잔액 확인").score == 1.0
+    heard = nlu.understand([("잔액 확인", 0.9), ("상담원 연결", 0.4)])
+    assert heard.intent == "balance" and asked == []
+    assert 0 < dict(heard.ranking)["operator"] < heard.score  # the weaker reading counts by its weight
+    assert nlu.understand("아니요").intent == "no" and asked == []
+    assert nlu.understand("잔액 좀 확인해 줘").intent == "balance" and asked == ["잔액 좀 확인해 줘"]
+
+
 def test_empty_input_is_none(nlu: dict[str, Nlu]) -> None:
     assert nlu["en"].understand("").intent == "none"
     assert nlu["en"].understand([]).intent == "none"

@@ -11,6 +11,8 @@ calibrated probability per intent (sentence embeddings + n-gram TF-IDF -> logist
 trained from the grammar's phrases, cached by their hash). rapidfuzz stays where string similarity
 is the right tool: an utterance that is (nearly) one of the phrases ("menu", "yeah", a misspelt
 keyword) scores at least that similarity, and list entities are matched by their ways of saying.
+An utterance that is exactly a phrase of one intent is that intent with probability 1, and the
+classifier is not asked (the finals of a grammar-restricted recognizer always are phrases).
 
 n-best fusion: each alternative's probabilities are weighted by its confidence (relative to the
 best, never below `alternative_floor`) and averaged: P(intent) = sum_i w_i P(intent | reading_i) /
@@ -81,6 +83,11 @@ class Nlu:
             (intent, self._prepare(phrase)) for intent, spec in grammar.intents.items() for phrase in spec.phrases
         ]
         self._phrase_texts = [phrase for _, phrase in self._phrases]
+        intents_of: dict[str, set[str]] = {}
+        for intent, phrase in self._phrases:
+            intents_of.setdefault(phrase, set()).add(intent)
+        # a phrase of exactly one intent: an utterance that is that phrase needs no classifier
+        self._exact: dict[str, str] = {p: next(iter(i)) for p, i in intents_of.items() if len(i) == 1}
         self._entity_values = [
             (slot, value, self._prepare(way))
             for slot, values in grammar.entities.items()
@@ -151,6 +158,12 @@ class Nlu:
 
     def _scores(self, text: str) -> dict[str, float]:
         prepared = self._prepare(text)
+        exact = self._exact.get(prepared)
+        if exact is not None:
+            # One of the grammar's own phrases (every final of a grammar-restricted recognizer is one):
+            # its intent, certain, without the classifier's ~15 ms of embedding, which 50 callers
+            # finishing at once would queue for (docs/performance.md).
+            return _follow_polarity({exact: 1.0}, *read_yes_no(tokenize(text, self.lang), self.lang))
         scores: dict[str, float] = {}
         # numbers alone ("five five five zero one two three" -> "#") answer a slot, they ask for nothing
         if prepared and set(prepared.split()) != {"#"}:
