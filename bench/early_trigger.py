@@ -77,7 +77,7 @@ def main() -> None:
     if args.vad == "silero":
         from ivr.audio.silero import SileroPool
 
-        pool = SileroPool(spares=1)
+        pool = SileroPool()
     rows: dict[str, dict[str, Any]] = {}
     speech = corpus()
     for name, group in (("fixtures", lambda n: not n.startswith("core-sounds/")),

@@ -55,7 +55,7 @@ def detector(kind: str, pool: Any, *, wait: bool = True) -> Any:
     from ivr.audio.silero import SileroDetector
 
     # wait: decides as a live call whose worker keeps up
-    return SileroDetector(pool.acquire(), pool, PARAMS, wait=wait)
+    return SileroDetector(pool, PARAMS, wait=wait)
 
 
 def live(kind: str, pool: Any, fixtures: list[bytes], calls: int, seconds: float) -> dict[str, float]:
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from ivr.audio.silero import SileroPool
 
-    pool = SileroPool(spares=1)
+    pool = SileroPool()
     load_start = os.getloadavg()
     signals = line_signals()
     fixtures = [(f.file, read_wav(f.path)) for f in load_manifest().fixtures if not f.no_input]

