@@ -427,28 +427,13 @@ async def bench(engines: list[str], rates: list[float], duration_s: float, seed:
                 result = await run_load(server, services, rate, duration_s, pool, rng, f"{rate}", sip)
                 print(f"  {result.calls} calls, {result.concurrent_mean:.1f} concurrent on average, "
                       f"compute p95 {_f(result.split_ms['compute']['p95'])} ms, "
-                      f"heard p95 {_f(result.heard_ms['p95'])} ms", flush=True)
+                      f"heard p95 {_f(result.heard_ms['p95'])} ms, early finals {result.asr_early} "
+                      f"({result.asr_early_discarded} dropped: speech resumed)", flush=True)
                 results.append(result)
     finally:
         services.close()
         if sandbox is not None:
             sandbox.stop()
-    async with InProcessServer(settings, services) as server:
-        # warm-up: one short call per language (model load, prompt cache), outside the figures
-        for lang in sorted({c["lang"] for c in pool}):
-            conv = next(c for c in pool if c["lang"] == lang)
-            warm = {"at_s": 0.0, "lang": lang, "channel": f"Local/warm-{lang}",
-                    "turns": [{"pcm_file": str(ROOT / "audio_fixtures" / conv["turns"][0]["file"]), "pause_s": 0.3}]}
-            await _client({"host": "127.0.0.1", "port": server.agi_port, "calls": [warm]})
-        for rate in rates:
-            print(f"offered load {rate} calls/s for {duration_s:.0f} s (load average {os.getloadavg()[0]:.1f})...",
-                  flush=True)
-            result = await run_load(server, services, rate, duration_s, pool, rng, f"{rate}")
-            print(f"  {result.calls} calls, {result.concurrent_mean:.1f} concurrent on average, "
-                  f"compute p95 {_f(result.split_ms['compute']['p95'])} ms, heard p95 {_f(result.heard_ms['p95'])} ms, "
-                  f"early finals {result.asr_early} ({result.asr_early_discarded} dropped: speech resumed)", flush=True)
-            results.append(result)
-    services.close()
     return results
 
 
