@@ -46,7 +46,6 @@ import queue
 import threading
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -198,17 +197,21 @@ class SileroPool:
 
     def _run_batches(self, network: SileroNetwork | None, taken: list[tuple[SileroDetector, bytes]]) -> None:
         """Each detector's windows in order: its k-th window of `taken` goes in the k-th batch."""
+        if network is None:  # the model did not load: energy decides for these calls
+            for detector, _ in taken:
+                detector._skip_window(broken=True)
+            return
         per_detector: dict[SileroDetector, list[bytes]] = {}
         for detector, window in taken:
             per_detector.setdefault(detector, []).append(window)
         for k in range(max((len(w) for w in per_detector.values()), default=0)):
             batch = [(d, windows[k]) for d, windows in per_detector.items() if k < len(windows)]
-            live = [(d, w) for d, w in batch if d.listening and network is not None]
             for detector, _ in batch:
-                if not (detector.listening and network is not None):
-                    detector._skip_window(broken=network is None)
+                if not detector.listening:  # closed (or broken): its windows are skipped
+                    detector._skip_window(broken=False)
+            live = [(d, w) for d, w in batch if d.listening]
             if live:
-                self._run_batch(network, live)  # type: ignore[arg-type]
+                self._run_batch(network, live)
 
     def _run_batch(self, network: SileroNetwork, batch: list[tuple[SileroDetector, bytes]]) -> None:
         size = len(batch)
