@@ -100,6 +100,8 @@ class BatchResult:
     client_send_lag_max_ms: float
     wall_s: float
     loadavg_1m: float  # machine load (all processes) at the end of the batch: other work competes too
+    vad_behind_frames: int = 0  # frames Silero's worker was too far behind for (judged by energy)
+    vad_mean_batch: float | None = None  # Silero windows per network run
 
 
 def read_pcm(path: Path) -> bytes:
@@ -132,6 +134,7 @@ async def run_batch(server: InProcessServer, engine: str, lang: str, fixture: st
     calls = [{"pcm_file": str(path), "lang": lang, "channel": ch, "listen_s": LISTEN_S} for ch in channels]
     rss_before = rss_bytes()
     cpu_before = cpu_seconds()
+    vad_before = server.services.vad_stats()
     started = time.monotonic()
     with RssSampler() as sampler:
         reports = await run_clients(server.agi_port, calls, stagger_s)
@@ -140,6 +143,7 @@ async def run_batch(server: InProcessServer, engine: str, lang: str, fixture: st
         for report in reports:
             print(report, server.taps.turns.get(report["channel"]), server.taps.audio.get(report["channel"]))
     cpu = cpu_seconds() - cpu_before
+    vad = {k: v - vad_before.get(k, 0) for k, v in server.services.vad_stats().items()}
     call_seconds = sum(r["duration_s"] for r in reports) or 1.0
     turns = [t for ch in channels for t in server.taps.turns.get(ch, [])[:1] if not t.no_input]
     audio = [server.taps.audio[ch] for ch in channels if ch in server.taps.audio]
@@ -164,7 +168,8 @@ async def run_batch(server: InProcessServer, engine: str, lang: str, fixture: st
         max_gap_ms=max((r["max_gap_ms"] for r in reports), default=0.0),
         late_frames_server=sum(a.late_frames for a in audio), frames_out_server=sum(a.frames_out for a in audio),
         client_send_lag_max_ms=max((r["send_lag_max_ms"] for r in reports), default=0.0), wall_s=wall,
-        loadavg_1m=os.getloadavg()[0],
+        loadavg_1m=os.getloadavg()[0], vad_behind_frames=vad.get("behind_frames", 0),
+        vad_mean_batch=vad["windows_run"] / vad["batches"] if vad.get("batches") else None,
     )
 
 
@@ -184,7 +189,8 @@ def print_table(results: list[BatchResult], cond: dict[str, Any], console: Conso
                         f"{cond['cpu']}, Python {cond['python']}")
     for column in ("engine", "N", "utt s", "ok", "understood", "e2e p50 ms", "e2e p95 ms", "e2e max ms",
                    "endpoint ms", "ASR p50/p95 ms", "NLU+dlg p95", "prompt p95", "compute p50/p95/max ms",
-                   "CPU %core/call", "RSS MB/call", "late >40ms (client)", "late >10ms (server)", "load 1m"):
+                   "CPU %core/call", "RSS MB/call", "late >40ms (client)", "late >10ms (server)",
+                   "VAD behind frames / mean batch", "load 1m"):
         table.add_column(column, justify="right")
     for r in results:
         table.add_row(
@@ -194,12 +200,14 @@ def print_table(results: list[BatchResult], cond: dict[str, Any], console: Conso
             _fmt(r.tts_p95_ms, 1), f"{_fmt(r.compute_p50_ms)}/{_fmt(r.compute_p95_ms)}/{_fmt(r.compute_max_ms)}",
             f"{r.cpu_per_call * 100:.1f}", f"{r.rss_per_call_mb:.2f}",
             f"{r.late_frames_client}/{r.playback_frames_client}", f"{r.late_frames_server}/{r.frames_out_server}",
-            f"{r.loadavg_1m:.1f}",
+            f"{r.vad_behind_frames} / {_fmt(r.vad_mean_batch, 1)}", f"{r.loadavg_1m:.1f}",
         )
     console.print(table)
     console.print("e2e: caller's end of speech -> first non-silent reply frame (includes the endpointing "
                   "silence); compute: server decision -> first reply frame handed to the socket "
                   "(ASR final + NLU + dialog + prompt audio). CPU: server process CPU time / call-seconds. "
+                  "VAD: frames judged by energy because Silero's worker was behind, and Silero windows per "
+                  "network run (energy detector: 0 / -). "
                   "load 1m: machine load average at the end of the batch (other processes compete for the cores).")
     for r in results:
         if r.errors:

@@ -189,6 +189,14 @@ class CallServices:
                 return SileroDetector(self._silero, self.endpoint_params, wait=not realtime)
         return EnergyDetector(self.endpoint_params)
 
+    def vad_stats(self) -> dict[str, int]:
+        """The Silero pool's counters so far (none with the energy detector): frames judged by energy because
+        its worker was behind, network runs, and windows run in them (benchmarks)."""
+        pool = self._silero
+        if not pool:
+            return {}
+        return {"behind_frames": pool.behind_frames, "batches": pool.batches, "windows_run": pool.windows_run}
+
     def release_detector(self, detector: SpeechDetector) -> None:
         close = getattr(detector, "close", None)
         if close is not None:

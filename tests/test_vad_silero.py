@@ -124,7 +124,7 @@ def test_settings_choose_the_detector_and_a_missing_package_falls_back(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     energy = CallServices.create(Settings(vad=VadSettings(detector="energy")), with_records=False)
-    assert energy.speech_detector().name == "energy"
+    assert energy.speech_detector().name == "energy" and energy.vad_stats() == {}
     neural = CallServices.create(Settings(), with_records=False)
     detector = neural.speech_detector()
     assert detector.name == "silero"
