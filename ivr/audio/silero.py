@@ -86,7 +86,7 @@ def silero_available() -> bool:
         import onnxruntime  # noqa: F401
 
         return model_path().is_file()
-    except (ImportError, ModuleNotFoundError):
+    except ImportError:
         return False
 
 
@@ -214,11 +214,14 @@ class SileroPool:
         for detector, window in taken:
             per_detector.setdefault(detector, []).append(window)
         for k in range(max((len(w) for w in per_detector.values()), default=0)):
-            batch = [(d, windows[k]) for d, windows in per_detector.items() if k < len(windows)]
-            for detector, _ in batch:
-                if not detector.listening:  # closed (or broken): its windows are skipped
+            live = []
+            for detector, windows in per_detector.items():
+                if k >= len(windows):
+                    continue
+                if detector.listening:
+                    live.append((detector, windows[k]))
+                else:  # closed (or broken): its windows are skipped
                     detector._skip_window(broken=False)
-            live = [(d, w) for d, w in batch if d.listening]
             if live:
                 self._run_batch(network, live)
 

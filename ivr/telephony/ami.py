@@ -356,12 +356,15 @@ class AmiClient:
         client = self._client
         try:
             future = await asyncio.to_thread(client.send_action, action)
-        except OSError as exc:
+        except BlockingIOError as exc:  # SO_SNDTIMEO expired: the send buffer stayed full
             raise AmiError(
                 f"AMI action {name} could not be sent to {self.where} within {SEND_TIMEOUT_S:g} s ({exc}): "
                 "the manager stopped reading",
                 fix="check that Asterisk is responsive (`asterisk -rx 'manager show connected'`)",
             ) from None
+        except OSError as exc:  # reset, broken pipe: the connection is gone
+            raise AmiError(f"AMI action {name} could not be sent to {self.where}: the connection was lost ({exc})",
+                           fix="check that Asterisk is running (`asterisk -rx 'core show uptime'`)") from None
         response = await asyncio.to_thread(lambda: future.response)
         if response is None:
             raise AmiError(f"AMI action {name} got no response within {self.action_timeout_s:.0f} s")
