@@ -98,8 +98,15 @@ def quiet_line(seconds: float, seed: int = 1) -> bytes:
     return (rng.normal(0, 16, int(seconds * SAMPLE_RATE))).astype("<i2").tobytes()
 
 
+def without_lead(signal: bytes) -> bytes:
+    """The sound of a `line_signals()` entry without its quiet lead: what to mix under speech (mixed with
+    its lead, a noise would only begin QUIET_LEAD_S into the speech)."""
+    return signal[int(QUIET_LEAD_S * SAMPLE_RATE) * 2 :]
+
+
 def mix_at_snr(speech: bytes, noise: bytes, snr_db: float) -> bytes:
-    """`speech` with `noise` (looped or cut to its length) added at `snr_db` (RMS over the voiced part)."""
+    """`speech` with `noise` (looped or cut to its length) added at `snr_db` (RMS over the voiced part).
+    `noise` must be the sound from its first sample (`without_lead`)."""
     s = np.frombuffer(speech, dtype="<i2").astype(np.float64)
     n = np.frombuffer(noise, dtype="<i2").astype(np.float64)
     n = np.resize(n, s.size)

@@ -41,6 +41,7 @@ The session (~45 ms to load) is loaded by the first worker thread, never on the 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -141,15 +142,21 @@ class SileroPool:
                          for n, jobs in enumerate(self._queues)]
         for worker in self._workers:
             worker.start()
+        # a pool left running at exit would be torn down under its worker ("terminate called without an
+        # active exception" from onnxruntime): stop it first
+        atexit.register(self.stop)
 
     def stop(self) -> None:
         """Stop the worker threads after the jobs queued so far; later windows wait in the queues, and
         detectors judge by energy once they are `MAX_BEHIND_WINDOWS` behind."""
+        if not self._workers:
+            return
         for jobs in self._queues:
             jobs.put(None)
         for worker in self._workers:
             worker.join()
         self._workers = []
+        atexit.unregister(self.stop)
 
     def wait_loaded(self, timeout_s: float = REPLAY_WAIT_S) -> bool:
         """Block until a worker has loaded the model (warm-up, off the event loop); False if it could not."""
