@@ -336,10 +336,9 @@ class AudioSocketSession:
                 due = start + index * self.params.frame_s
                 delay = due - loop.time()
                 if delay > 0:
-                    try:
-                        await asyncio.wait_for(self._stop.wait(), delay)
-                    except TimeoutError:
-                        pass
+                    # a plain sleep, then the stop check: a stop (barge-in) still sends no further frame,
+                    # and a wait_for(stop) per frame cost a task and a cancellation (docs/performance.md)
+                    await asyncio.sleep(delay)
                 if self._stop.is_set():
                     return False
                 lateness = loop.time() - due

@@ -23,6 +23,12 @@ class WriteStalled(ConnectionError):
 
 async def drain(writer: asyncio.StreamWriter, timeout_s: float = WRITE_TIMEOUT_S) -> None:
     """`writer.drain()` for at most `timeout_s`; then abort the connection and raise WriteStalled."""
+    transport = writer.transport
+    if not transport.is_closing() and transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[0]:
+        # At or under the low-water mark the writer is not paused, so drain() cannot wait: call it
+        # without the timeout's task and timer (a call sends 50 frames a second; see docs/performance.md).
+        await writer.drain()
+        return
     try:
         await asyncio.wait_for(writer.drain(), timeout_s)
     except TimeoutError:
