@@ -143,6 +143,9 @@ class CallSession:
         self._refused = False  # the utterance in progress is not decoded: the ASR queue was over its bound
         self._segment_closed = False  # the recognizer was asked to finish what it has (trailing silence)
         self._final_due: float | None = None  # deadline of the final queued behind this call's chunks
+        # from the trailing silence on: when the final will be due if the endpointer decides as expected;
+        # the chunks and the closing segment ahead of it are that urgent (a partial may wait a second)
+        self._segment_due: float | None = None
         self._open_turn: TurnLog | None = None  # decided but not yet answered
         self._reply_to: TurnLog | None = None  # the caller turn the next prompt answers (for its latency)
         self._said = ""  # everything said since the caller last spoke (the next turn's prompt)
@@ -410,6 +413,7 @@ class CallSession:
         quiet_ms = self._endpointer.trailing_silence_ms
         if quiet_ms == 0:
             self._segment_closed = False
+            self._segment_due = None
             if self._pause:  # speech resumed after a pause: its onset was kept aside
                 self._speech.extend(self._pause)
                 self._pause.clear()
@@ -418,7 +422,8 @@ class CallSession:
         if quiet_ms >= ASR_TRAILING_SILENCE_MS and not self._segment_closed and not self._refused:
             self._segment_closed = True  # the final starts now; it is ready when the endpointer decides
             decided_in_s = (self._endpointer.params.end_silence_ms - quiet_ms) / 1000
-            self._asr_jobs.put_nowait(("segment", decided_in_s))
+            self._segment_due = final_deadline(time.monotonic() + decided_in_s)
+            self._asr_jobs.put_nowait(("segment", self._segment_due))
 
     def _prompt_params(self) -> EndpointParams:
         """Endpointing while the assistant talks: the coming Listen's state settings (barge-in), no no-input."""
@@ -454,7 +459,7 @@ class CallSession:
                     self._inbox.put_nowait(_CallerInput("speech", job[3], AsrResult("", 0.0, True), barge_in=job[2]))
                 continue
             # a chunk queued ahead of a final is as urgent as the final (it must be decoded first)
-            due = self._final_due or partial_deadline()
+            due = self._final_due or self._segment_due or partial_deadline()
             try:
                 if job[0] == "start":
                     await decode(_start_turn, recognizer, job[1], job[2], deadline=due)
@@ -468,11 +473,10 @@ class CallSession:
                         await decode(close_segment, deadline=due)
                     elif early_turn is not None:  # on the loop: a copy of the buffer; no decode of this call runs
                         self._early_turn = early_turn()
-                        self._early = self.services.asr.early_final(
-                            self._early_turn, self._batch_decoder, final_deadline(time.monotonic() + job[1]))
+                        self._early = self.services.asr.early_final(self._early_turn, self._batch_decoder, job[1])
                 else:
                     _, endpoint_ms, barge, decided = job
-                    self._final_due = None
+                    self._final_due = self._segment_due = None
                     result, decode_s = await self._turn_final(recognizer, due)
                     self._inbox.put_nowait(_CallerInput(
                         "speech", decided, result, endpoint_ms=endpoint_ms, asr_ms=_ms_since(decided),

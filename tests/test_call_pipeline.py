@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ivr.asr.scheduler import FINAL_BUDGET_S, PARTIAL_BUDGET_S
 from ivr.audio.pcm import read_wav
+from ivr.audio.vad import DEFAULT_END_SILENCE_MS
+from ivr.call import ASR_TRAILING_SILENCE_MS
 from ivr.config import Settings
 from ivr.errors import EngineError
 from ivr.services import CallServices
@@ -76,6 +80,33 @@ def test_korean_roaming_is_heard_through_the_main_menu_grammar(settings: Setting
     assert result.turns[0].transcript == "해외 로밍"
     assert result.turns[0].intent == "roaming"
     assert "로밍" in result.turns[0].reply
+
+
+def test_once_the_caller_goes_quiet_the_work_ahead_of_the_final_is_as_urgent_as_the_final(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The closing segment (Vosk decodes what it has 300 ms into the silence) is queued with the final's
+    expected deadline, not a partial's second: across calls, a caller about to be answered goes first."""
+    services = CallServices.create(settings, with_records=False, engine_override={"ko": "vosk"})
+    asked: list[tuple[str, float]] = []
+    run_asr = services.run_asr
+
+    async def recording(func, *args, deadline=None):  # type: ignore[no-untyped-def]
+        asked.append((getattr(func, "__name__", ""), deadline - time.monotonic() if deadline else 0.0))
+        return await run_asr(func, *args, deadline=deadline)
+
+    monkeypatch.setattr(services, "run_asr", recording)
+    turns = [CallerTurn(pcm=read_wav(FIXTURES / "ko/roaming_1.wav"), barge_in_after_ms=500)]  # over the greeting
+    try:  # in real time: on the audio clock the end of speech is decided before the segment's job runs
+        result, _ = asyncio.run(run_call(services, "ko", turns, caller_id=CALLER, realtime=True))
+    finally:
+        services.close()
+    assert result.turns[0].intent == "roaming"
+    closing = [left for name, left in asked if name == "close_segment"]
+    assert len(closing) == 1
+    # due when the endpointer decides (800 - 300 ms from now) plus the final's budget; a partial: in 1 s
+    assert closing[0] <= (DEFAULT_END_SILENCE_MS - ASR_TRAILING_SILENCE_MS) / 1000 + FINAL_BUDGET_S
+    assert max(left for name, left in asked if name == "accept") > PARTIAL_BUDGET_S - 0.1  # speech still waits
 
 
 def test_keys_work_without_any_speech_model(settings: Settings) -> None:
