@@ -7,7 +7,8 @@ hold, all made with sox after a quiet lead) fed as a caller's line; counted are 
 (a false barge-in over a prompt, or a turn of nothing) and 20 ms frames the detector called speech.
 
 Missed speech and delay: every speech fixture of the manifest after 1 s of quiet line, clean, and
-with pink noise at 10 dB SNR over the whole line (lead included, as on a noisy line); counted are utterances not found (no start, or split), and the
+with pink noise at 10 dB SNR over the whole line (lead included, as on a noisy line); counted are
+utterances not found (no start, or split), and the
 end-of-speech decision's delay past the configured silence, measured from the end of the last
 frame of the clean fixture louder than the speech floor (so the reference is the same for both
 detectors and for the noisy copies). Goal: within the silence + 60 ms.

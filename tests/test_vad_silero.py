@@ -91,7 +91,8 @@ def test_speech_over_line_sounds_at_10db_is_found(pool: SileroPool, signals: dic
     missed = []
     for name, pcm in speech_fixtures():
         endpointer = silero(pool)
-        got = events(endpointer, mix_at_snr(quiet_line(0.5) + pcm + quiet_line(1.5), without_lead(signals[noise]), 10.0))
+        line = quiet_line(0.5) + pcm + quiet_line(1.5)
+        got = events(endpointer, mix_at_snr(line, without_lead(signals[noise]), 10.0))
         kinds = [type(e) for _, e in got]
         if kinds.count(SpeechStarted) != 1 or SpeechEnded not in kinds:  # found, as one utterance
             missed.append(name)
