@@ -13,7 +13,13 @@ import pytest
 
 from bench.line_signals import quiet_line
 from ivr.audio.pcm import frames, read_wav
-from ivr.audio.silero import MAX_BEHIND_WINDOWS, MAX_QUEUED_WINDOWS, SileroDetector, SileroPool
+from ivr.audio.silero import (
+    GATHER_MIN_STREAMS,
+    MAX_BEHIND_WINDOWS,
+    MAX_QUEUED_WINDOWS,
+    SileroDetector,
+    SileroPool,
+)
 from ivr.audio.vad import EndpointParams, EnergyDetector
 from ivr.testing.fixtures import load_manifest
 
@@ -180,6 +186,30 @@ def test_a_closed_call_has_its_queued_windows_skipped_and_the_next_starts_clean(
     pcm = fixture_pcm(1)
     assert window_probabilities(again, pcm) == pytest.approx(inline_probabilities(pcm), abs=1e-5)
     again.close()
+    pool.stop()
+
+
+def test_with_many_calls_open_the_worker_waits_a_moment_to_gather_their_windows() -> None:
+    """Few calls: every window runs at once. GATHER_MIN_STREAMS calls or more: the worker waits a moment
+    (GATHER_S) after the first window of a round so the others' windows of that moment share the run."""
+    pool = SileroPool()
+    pcm = fixture_pcm(0)
+    window = list(frames(pcm))[:2]  # 40 ms: one window each
+    few = [SileroDetector(pool, LISTEN) for _ in range(GATHER_MIN_STREAMS - 1)]
+    for frame in window:
+        for detector in few:
+            detector.is_speech(frame, False)
+    assert wait_until(lambda: all(d.windows == 1 for d in few))
+    assert pool.gathering_rounds == 0 and pool.streams == len(few)
+    many = [*few, SileroDetector(pool, LISTEN)]
+    for frame in window:
+        many[-1].is_speech(frame, False)
+    assert wait_until(lambda: many[-1].windows == 1)
+    assert pool.gathering_rounds >= 1
+    for detector in many:
+        detector.close()
+        detector.close()  # twice: counted once
+    assert pool.streams == 0
     pool.stop()
 
 
