@@ -178,3 +178,22 @@ def test_the_automatic_threshold_keeps_almost_every_right_held_out_answer(monkey
     wrong = in_right.copy()
     wrong[in_conf < 0.9] = False
     assert clf_mod._choose_threshold(in_conf, wrong, oos_conf) > 0.85
+
+
+def test_the_fusion_weight_is_the_calibration_rounds_best_and_the_final_model_uses_it(
+        shipped: dict[str, Nlu]) -> None:
+    """Each candidate weight is judged on the same rounds; the report keeps the winner, the model fuses
+    with it, and a weight the ops set is used as it is."""
+    for lang in ("en", "ru", "ko"):
+        clf = shipped[lang].classifier
+        assert clf.calibration.fusion_weight in clf_mod.FUSION_WEIGHTS
+        assert clf.model.fusion_weight == clf.calibration.fusion_weight
+    examples = {name: list(spec.phrases) for name, spec in shipped["en"].grammar.intents.items()}
+    embedder = load_embedder(threads=1)
+    assert embedder is not None
+    judged = {w: clf_mod.train(examples, ood_sentences("en"), ClassifierParams(fusion_weight=w), embedder)
+              for w in clf_mod.FUSION_WEIGHTS}
+    chosen = clf_mod.train(examples, ood_sentences("en"), ClassifierParams(), embedder).calibration
+    best = max(r.calibration.in_scope_accuracy + r.calibration.oos_recall for r in judged.values())
+    assert chosen.in_scope_accuracy + chosen.oos_recall == pytest.approx(best)
+    assert judged[0.5].model.fusion_weight == 0.5 and judged[0.5].calibration.fusion_weight == 0.5
