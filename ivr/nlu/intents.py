@@ -161,7 +161,7 @@ class Nlu:
         exact = self._exact.get(prepared)
         if exact is not None:
             # One of the grammar's own phrases (every final of a grammar-restricted recognizer is one):
-            # its intent, certain, without the classifier's ~15 ms of embedding, which 50 callers
+            # its intent, certain, without the classifier's embedding (5-16 ms by engine), which 50 callers
             # finishing at once would queue for (docs/performance.md).
             return _follow_polarity({exact: 1.0}, *read_yes_no(tokenize(text, self.lang), self.lang))
         scores: dict[str, float] = {}
