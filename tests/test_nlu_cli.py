@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ivr.config import PROJECT_ROOT
+from ivr.nlu.classifier import FUSION_WEIGHTS
 
 
 def run_ivr(args: list[str], stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -83,6 +84,7 @@ def test_nlu_eval_scores_a_tsv(tmp_path: Path) -> None:
     assert report["accuracy"] == 0.75 and report["oos_recall"] == 1.0  # the block_sim line is labelled wrong
     assert report["confused"] == [{"expected": "balance", "got": "block_sim", "count": 1}]
     assert report["per_intent"]["balance"]["recall"] == 0.5 and report["ms_per_utterance"] > 0
+    assert report["fusion_weight"] in FUSION_WEIGHTS  # chosen for the shipped grammar by its calibration
     assert "Most confused" in html.read_text(encoding="utf-8")
     tsv.write_text("no tab on this line\n", encoding="utf-8")
     bad = run_ivr(["nlu", "eval", str(tsv), "--lang", "en"])

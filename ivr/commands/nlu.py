@@ -101,7 +101,8 @@ def run_eval(args: argparse.Namespace, nlu: object) -> int:
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=1))
         return 0
-    console.print(f"{args.file} ({nlu.lang}, {report.lines} lines, threshold {report.threshold:.3f})")
+    console.print(f"{args.file} ({nlu.lang}, {report.lines} lines, threshold {report.threshold:.3f}, "
+                  f"fusion weight {report.fusion_weight:g})")
     console.print(f"  accuracy            {report.accuracy:6.1%}")
     console.print(f"  in-scope accuracy   {report.in_scope_accuracy:6.1%}  of {report.in_scope} "
                   f"(best-ranked intent right, threshold aside: {report.top1_accuracy:.1%})")

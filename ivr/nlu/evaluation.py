@@ -63,6 +63,7 @@ class EvalReport:
     ms_per_utterance: float = 0.0
     ms_p95: float = 0.0
     threshold: float = 0.0
+    fusion_weight: float = 0.0  # the embedding model's logits against the n-gram model's (classifier)
     per_intent: dict[str, IntentScore] = field(default_factory=dict)
     confused: list[tuple[str, str, int]] = field(default_factory=list)  # (expected, got, count)
     errors: list[tuple[str, str, str, float]] = field(default_factory=list)  # (text, expected, got, score)
@@ -105,7 +106,8 @@ def evaluate(nlu: Nlu, rows: Sequence[tuple[str, str]]) -> EvalReport:
         raise ConfigError(f"expected intents not in the {nlu.lang} grammar: {', '.join(unknown[:10])}",
                           fix="fix the TSV's intent names (or use 'none' for out-of-scope lines)")
     nlu.train()  # training is not part of the time per utterance
-    report = EvalReport(lines=len(rows), threshold=round(nlu.threshold, 4))
+    report = EvalReport(lines=len(rows), threshold=round(nlu.threshold, 4),
+                        fusion_weight=nlu.classifier.model.fusion_weight)
     times: list[float] = []
     confused: Counter[tuple[str, str]] = Counter()
     right = in_right = oos_right = rejected = top1_right = 0
@@ -153,6 +155,7 @@ def render_html(report: EvalReport, title: str) -> str:
                ("in-scope accuracy", f"{report.in_scope_accuracy:.1%} of {report.in_scope}"),
                ("out-of-scope recall", f"{report.oos_recall:.1%} of {report.out_of_scope}"),
                ("out-of-scope precision", f"{report.oos_precision:.1%}"), ("threshold", report.threshold),
+               ("fusion weight (embeddings : n-grams)", report.fusion_weight),
                ("ms per utterance", f"{report.ms_per_utterance} (p95 {report.ms_p95})")]
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in summary)
     confused = "".join(f"<tr><td>{esc(e)}</td><td>{esc(g)}</td><td>{n}</td></tr>" for e, g, n in report.confused)
