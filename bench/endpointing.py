@@ -40,6 +40,7 @@ from bench.harness import percentile  # noqa: E402
 from bench.line_signals import line_signals, mix_at_snr, quiet_line, without_lead  # noqa: E402
 from ivr.audio.pcm import FRAME_MS, frames, read_wav, rms  # noqa: E402
 from ivr.audio.vad import Endpointer, EndpointParams, EnergyDetector, SpeechEnded, SpeechStarted  # noqa: E402
+from ivr.call import ASR_TRAILING_SILENCE_MS  # noqa: E402
 from ivr.testing.fixtures import load_manifest  # noqa: E402
 
 PARAMS = EndpointParams(no_input_ms=0)
@@ -154,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             row[label] = {"utterances": len(fixtures), "missed": missed,
                           "delay_p50_ms": percentile(delays, 50), "delay_p95_ms": percentile(delays, 95),
                           "delay_max_ms": max(delays) if delays else None,
+                          "delay_min_ms": min(delays) if delays else None,
+                          # ended before the ASR heard all of it: the final is decoded 300 ms into the silence
+                          "early_over_asr_silence": sum(d < -ASR_TRAILING_SILENCE_MS for d in delays),
                           "within_goal": sum(d <= GOAL_EXTRA_MS for d in delays)}
         row["cpu_us_per_frame"] = cpu / max(1, nframes) * 1e6
         row["other_threads_cpu_us_per_frame"] = others / max(1, nframes) * 1e6
@@ -179,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             r = row[label]
             print(f"  {label:11} missed {len(r['missed'])}/{r['utterances']} {r['missed'][:4]}  end-of-speech "
                   f"delay past the silence p50 {r['delay_p50_ms']} p95 {r['delay_p95_ms']} max {r['delay_max_ms']} ms; "
-                  f"within +{GOAL_EXTRA_MS} ms: {r['within_goal']}/{r['utterances'] - len(r['missed'])}")
+                  f"within +{GOAL_EXTRA_MS} ms: {r['within_goal']}/{r['utterances'] - len(r['missed'])}; earliest "
+                  f"{r['delay_min_ms']} ms, over {ASR_TRAILING_SILENCE_MS} ms early: {r['early_over_asr_silence']}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0

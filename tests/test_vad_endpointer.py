@@ -86,6 +86,34 @@ def test_short_blip_is_not_barge_in() -> None:
     assert run(Endpointer(EndpointParams(no_input_ms=0)), silence(500) + blip + silence(1500)) == []
 
 
+def tone(ms: int) -> bytes:
+    return (np.sin(np.arange(ms * 8) / 3) * 8000).astype("<i2").tobytes()
+
+
+@pytest.mark.parametrize(("burst_ms", "restarts"), [(20, False), (40, True), (200, True)])
+def test_trailing_silence_restarts_only_on_speech_that_lasts(burst_ms: int, restarts: bool) -> None:
+    """Inside an utterance, a burst shorter than speech_resume_ms after a pause (a noise frame that passes the
+    detector while the word's tail fades) does not restart the end-of-speech silence; a resumed word does."""
+    params = EndpointParams(no_input_ms=0)
+    assert params.speech_resume_ms == 40
+    pcm = silence(500) + tone(400) + silence(300) + tone(burst_ms) + silence(2000)
+    events = run(Endpointer(params), pcm)
+    assert [type(e) for _, e in events] == [SpeechStarted, BargeIn, SpeechEnded]
+    ended = events[-1][1]
+    assert isinstance(ended, SpeechEnded)
+    last_speech_ms = 500 + 400 + (300 + burst_ms if restarts else 0)
+    assert ended.at_ms == last_speech_ms + params.end_silence_ms
+    assert ended.speech_ms == last_speech_ms - 500
+
+
+def test_speech_resume_is_a_setting() -> None:
+    """A flow state may ask for longer resumed speech (e.g. on a line known to crackle)."""
+    params = EndpointParams(no_input_ms=0).with_overrides({"speech_resume_ms": 100})
+    pcm = silence(500) + tone(400) + silence(300) + tone(80) + silence(2000)
+    ended = run(Endpointer(params), pcm)[-1][1]
+    assert isinstance(ended, SpeechEnded) and ended.at_ms == 900 + params.end_silence_ms
+
+
 def test_barge_in_after_min_speech() -> None:
     pcm = silence(500) + speech()
     events = run(Endpointer(EndpointParams(barge_in_min_speech_ms=600)), pcm)

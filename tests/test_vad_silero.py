@@ -136,3 +136,40 @@ def test_settings_choose_the_detector_and_a_missing_package_falls_back(
     assert "onnxruntime is not installed" in caplog.text
     for services in (energy, neural, without):
         services.close()
+
+
+# The goal of the endpointing work (docs/performance.md): under noise the end of speech is decided within the
+# configured silence + 60 ms of the last loud frame of the clean recording, as on a quiet line. Pink noise is
+# the benchmark's sound (bench/endpointing.py); the network's probability decays 100-250 ms after the last word
+# in noise, and before the line's noise level and speech_resume_ms, noise frames in that decay kept the turn open
+# (51 of 71 within +60 ms, the latest +240). The bar here: 95 % within +60 ms, none past +250.
+def test_end_of_speech_under_pink_noise_at_10db_is_on_time(pool: SileroPool, signals: dict[str, bytes]) -> None:
+    noise = without_lead(signals["pink_noise_-20dBFS"])
+    late = {}
+    fixtures = speech_fixtures()
+    for name, pcm in fixtures:
+        endpointer = silero(pool)
+        got = events(endpointer, mix_at_snr(quiet_line(1.0) + pcm + quiet_line(2.0, seed=2), noise, 10.0))
+        endpointer.detector.close()  # type: ignore[attr-defined]
+        ends = [e for _, e in got if isinstance(e, SpeechEnded)]
+        assert sum(isinstance(e, SpeechStarted) for _, e in got) == 1 and ends, f"{name}: {got}"
+        off = ends[0].at_ms - voiced_end_ms(pcm, 1000) - LISTEN.end_silence_ms
+        if off > 60:
+            late[name] = off
+    assert len(late) <= len(fixtures) // 20 and all(off <= 250 for off in late.values()), late
+
+
+# Low SNR: speech heard in short runs must stay one utterance (speech_resume_ms of 60 split some at 5 dB: the
+# first end of speech came while the caller was still talking).
+@pytest.mark.parametrize("noise", ["white_noise_-25dBFS", "music_on_hold"])
+def test_speech_at_5db_is_not_split(pool: SileroPool, signals: dict[str, bytes], noise: str) -> None:
+    split = []
+    for name, pcm in speech_fixtures():
+        endpointer = silero(pool)
+        line = quiet_line(1.0) + pcm + quiet_line(2.0, seed=2)
+        got = events(endpointer, mix_at_snr(line, without_lead(signals[noise]), 5.0))
+        endpointer.detector.close()  # type: ignore[attr-defined]
+        ends = [e for _, e in got if isinstance(e, SpeechEnded)]
+        if not ends or ends[0].at_ms < voiced_end_ms(pcm, 1000):
+            split.append(name)
+    assert split == []

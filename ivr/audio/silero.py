@@ -10,7 +10,10 @@ on a noisy line (pink noise, 10 dB SNR) the lower continue threshold put the end
 probability decays 100-250 ms after the last word (measured on audio_fixtures/), which would push
 every end of turn that much later, so inside an utterance a frame also has to pass the energy
 detector's continue test: the network decides that speech started (no tone or noise burst does),
-energy decides where it stopped. A start also needs the frame above a third of the absolute
+energy decides where it stopped. On a noisy line that test alone lets noise through (its floor is the
+quietest frame, which pink or brown noise frames clear), so a frame inside an utterance must also be
+louder than most of the line's own noise: NOISE_PEAK_PERCENTILE of the levels of the frames the
+network last called non-speech. A start also needs the frame above a third of the absolute
 `min_speech_rms` floor (100 RMS, about -50 dBFS): after tens of seconds of a near-silent line (RMS
 ~30) the network was seen to give 0.6 to a quiet frame (a call test's silent turns became empty
 utterances); the full floor would lose the quiet onset of short real words (ru/real_five_1.wav),
@@ -44,6 +47,7 @@ The session (~45 ms to load) is loaded by the first worker thread, never on the 
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import queue
 import threading
@@ -53,7 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ivr.audio.pcm import SAMPLE_WIDTH, rms
+from ivr.audio.pcm import FRAME_MS, SAMPLE_WIDTH, rms
 from ivr.audio.vad import EndpointParams, EnergyDetector
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,12 @@ MAX_BEHIND_WINDOWS = 4
 MAX_QUEUED_WINDOWS = 32
 # how long a replay waits for its window before calling the worker broken (it runs in ~0.1 ms)
 REPLAY_WAIT_S = 10.0
+# Inside an utterance a frame is speech only if it is louder than this percentile of the levels of the
+# frames the network last called non-speech (the line's own noise, over EndpointParams.noise_window_ms).
+# The energy detector's floor is the quietest frame of that window: under pink or brown noise most noise
+# frames clear 1.8x that floor, so while the network's probability decays after the last word (100-250 ms)
+# the noise kept the utterance going. 90: the first value tried (bench/endpointing.py, docs/performance.md).
+NOISE_PEAK_PERCENTILE = 90
 
 
 def model_path() -> Path:
@@ -314,6 +324,8 @@ class SileroDetector:
         self._wait = wait
         self._ran = threading.Condition() if wait else None
         self._energy = EnergyDetector(params)
+        self._noise_levels: collections.deque[float] = collections.deque(maxlen=1)  # sized by configure()
+        self._noise_peak: float | None = None  # NOISE_PEAK_PERCENTILE of _noise_levels, once per utterance
         self.configure(params or EndpointParams())
 
     def configure(self, params: EndpointParams) -> None:
@@ -321,6 +333,8 @@ class SileroDetector:
         self._floor = params.min_speech_rms * START_FLOOR_SHARE
         self._start = params.speech_probability
         self._continue = max(0.0, params.speech_probability - CONTINUE_MARGIN)
+        window = max(1, params.noise_window_ms // FRAME_MS)
+        self._noise_levels = collections.deque(list(self._noise_levels)[-window:], maxlen=window)
 
     @property
     def listening(self) -> bool:
@@ -338,8 +352,14 @@ class SileroDetector:
             self._pool.count_behind()
             return energy_says
         if not in_speech:
+            if probability < self._start:  # the line without the caller: its noise
+                self._noise_levels.append(level)
+                self._noise_peak = None
             return probability >= self._start and level >= self._floor
-        return probability >= self._continue and energy_says
+        if self._noise_peak is None:
+            levels = self._noise_levels
+            self._noise_peak = float(np.percentile(levels, NOISE_PEAK_PERCENTILE)) if levels else 0.0
+        return probability >= self._continue and energy_says and level > self._noise_peak
 
     def _latest_probability(self) -> float | None:
         """The probability of the last window run, or None if the worker is too far behind to use it."""

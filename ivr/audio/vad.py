@@ -41,6 +41,12 @@ DEFAULT_MAX_UTTERANCE_MS = 15000
 DEFAULT_BARGE_IN_MIN_SPEECH_MS = 300
 # Consecutive speech needed to declare "speech started" (Asterisk BackgroundDetect min=100 ms).
 DEFAULT_SPEECH_START_MS = 100
+# Once the utterance's trailing silence has begun, consecutive speech needed before it counts as the caller
+# talking again (the silence restarts). Under noise, single 20 ms noise frames passed the detector while the
+# network's probability decayed after the last word, and each one restarted the 800 ms. 40 ms, not more: with
+# 60 ms, speech at 5 dB SNR (white noise, music), heard in short runs, was split into two utterances
+# (bench/endpointing.py and docs/performance.md, "End of speech under noise").
+DEFAULT_SPEECH_RESUME_MS = 40
 # Absolute RMS floor for speech, in 16-bit sample units. Asterisk dsp.conf `silencethreshold=256`
 # is an average-magnitude threshold on the same scale; RMS of speech sits above it.
 DEFAULT_MIN_SPEECH_RMS = 300.0
@@ -66,6 +72,7 @@ class EndpointParams:
     max_utterance_ms: int = DEFAULT_MAX_UTTERANCE_MS
     barge_in_min_speech_ms: int = DEFAULT_BARGE_IN_MIN_SPEECH_MS
     speech_start_ms: int = DEFAULT_SPEECH_START_MS
+    speech_resume_ms: int = DEFAULT_SPEECH_RESUME_MS
     min_speech_rms: float = DEFAULT_MIN_SPEECH_RMS
     start_ratio: float = DEFAULT_START_RATIO
     continue_ratio: float = DEFAULT_CONTINUE_RATIO
@@ -214,7 +221,7 @@ class Endpointer:
         self.detector.configure(self.params)
         self.now_ms = 0
         self.state: Literal["waiting", "speaking", "done"] = "waiting"
-        self._run_start_ms: int | None = None  # start of the current run of speech frames (waiting)
+        self._run_start_ms: int | None = None  # start of the run of speech frames (waiting, or after a pause)
         self._speech_start_ms = 0
         self._last_speech_end_ms = 0
         self._voiced_ms = 0
@@ -252,6 +259,7 @@ class Endpointer:
                     self._speech_start_ms = self._run_start_ms
                     self._voiced_ms = self.now_ms - self._run_start_ms
                     self._last_speech_end_ms = self.now_ms
+                    self._run_start_ms = None
                     events.append(SpeechStarted(self._speech_start_ms))
             else:
                 self._run_start_ms = None
@@ -259,10 +267,18 @@ class Endpointer:
                     self.state = "done"
                     events.append(NoInputTimeout(self.now_ms))
                     return events
-        else:
-            if speech:
-                self._voiced_ms += self.now_ms - start_ms
+        elif not speech:
+            self._run_start_ms = None
+        elif start_ms <= self._last_speech_end_ms:  # the speech goes on: no silence before this frame
+            self._voiced_ms += self.now_ms - start_ms
+            self._last_speech_end_ms = self.now_ms
+        else:  # speech after some trailing silence: it restarts the silence once it has lasted speech_resume_ms
+            if self._run_start_ms is None:
+                self._run_start_ms = start_ms
+            if self.now_ms - self._run_start_ms >= p.speech_resume_ms:
+                self._voiced_ms += self.now_ms - self._run_start_ms
                 self._last_speech_end_ms = self.now_ms
+                self._run_start_ms = None
         if self.state != "speaking":
             return events
         if not self._barged_in and self._voiced_ms >= p.barge_in_min_speech_ms:
