@@ -173,3 +173,17 @@ def test_speech_at_5db_is_not_split(pool: SileroPool, signals: dict[str, bytes],
         if not ends or ends[0].at_ms < voiced_end_ms(pcm, 1000):
             split.append(name)
     assert split == []
+
+
+def test_a_caller_talking_from_the_first_frame_is_not_cut(pool: SileroPool, signals: dict[str, bytes]) -> None:
+    """No line heard before the speech: the line's noise level is not learned from the caller's own onset."""
+    noise = without_lead(signals["pink_noise_-20dBFS"])
+    cut = []
+    for name, pcm in speech_fixtures():
+        for line in (pcm + quiet_line(2.0, seed=2), mix_at_snr(pcm + quiet_line(2.0, seed=2), noise, 10.0)):
+            endpointer = silero(pool)
+            ends = [e for _, e in events(endpointer, line) if isinstance(e, SpeechEnded)]
+            endpointer.detector.close()  # type: ignore[attr-defined]
+            if not ends or ends[0].at_ms < voiced_end_ms(pcm, 0):
+                cut.append(name)
+    assert cut == []

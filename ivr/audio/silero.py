@@ -94,6 +94,9 @@ REPLAY_WAIT_S = 10.0
 # frames clear 1.8x that floor, so while the network's probability decays after the last word (100-250 ms)
 # the noise kept the utterance going. 90: the first value tried (bench/endpointing.py, docs/performance.md).
 NOISE_PEAK_PERCENTILE = 90
+# ... once the line has been heard this long without the caller (200 ms): a caller who talks from the call's
+# first frame would otherwise have the level of their own onset (frames before the network's verdict) as noise
+NOISE_MIN_FRAMES = 10
 
 
 def model_path() -> Path:
@@ -358,7 +361,8 @@ class SileroDetector:
             return probability >= self._start and level >= self._floor
         if self._noise_peak is None:
             levels = self._noise_levels
-            self._noise_peak = float(np.percentile(levels, NOISE_PEAK_PERCENTILE)) if levels else 0.0
+            enough = len(levels) >= NOISE_MIN_FRAMES
+            self._noise_peak = float(np.percentile(levels, NOISE_PEAK_PERCENTILE)) if enough else 0.0
         return probability >= self._continue and energy_says and level > self._noise_peak
 
     def _latest_probability(self) -> float | None:
