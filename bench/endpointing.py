@@ -15,6 +15,10 @@ detectors and for the noisy copies). Goal: within the silence + 60 ms.
 The replay waits for Silero's worker thread, so its decisions are those of a live call whose
 worker keeps up (one window later than running the network inline, when a frame completes one).
 
+With --noises, Silero also under pink, brown and white noise and music on hold at 10, 5 and 2 dB SNR: ends
+within the goal, utterances cut in two (the first end of speech came before the fixture's last loud frame),
+and ends more than the ASR's 300 ms of trailing silence early (the recognizer may miss a last fragment).
+
 Also the CPU per 20 ms frame of each detector: on the feeding thread (the event loop's share in a
 call) and on the other threads (Silero's worker); and a live run: `--live-calls` detectors fed
 one frame each every 20 ms of wall clock for `--live-seconds`, as the event loop feeds 50 calls
@@ -108,11 +112,44 @@ def feed(kind: str, pool: Any, pcm: bytes) -> tuple[list[tuple[int, Any]], int, 
     return events, speech_frames, cpu, others
 
 
+NOISES = ("pink_noise_-20dBFS", "brown_noise_-12dBFS", "white_noise_-25dBFS", "music_on_hold")
+SNRS_DB = (10.0, 5.0, 2.0)
+
+
+def under_noise(pool: Any, fixtures: list[tuple[str, bytes]], signals: dict[str, bytes]) -> dict[str, Any]:
+    """Silero, every fixture under each sound of NOISES at each SNR: ends within the goal, utterances split."""
+    out: dict[str, Any] = {}
+    for noise in NOISES:
+        sound = without_lead(signals[noise])
+        for snr in SNRS_DB:
+            within = split = early = lost = 0
+            for _, pcm in fixtures:
+                loud = [i for i, f in enumerate(frames(pcm)) if rms(f) >= PARAMS.min_speech_rms]
+                voiced_end = LEAD_MS + (loud[-1] + 1) * FRAME_MS
+                stream = mix_at_snr(quiet_line(LEAD_MS / 1000) + pcm + quiet_line(2.0, seed=2), sound, snr)
+                events, _, _, _ = feed("silero", pool, stream)
+                ends = [e.at_ms for _, e in events if isinstance(e, SpeechEnded)]
+                if not ends:  # never found, or never ended
+                    lost += 1
+                    continue
+                if ends[0] < voiced_end:  # cut while the caller was still talking
+                    split += 1
+                    continue
+                delay = ends[0] - voiced_end - PARAMS.end_silence_ms
+                within += delay <= GOAL_EXTRA_MS
+                early += delay < -ASR_TRAILING_SILENCE_MS
+            out[f"{noise} {snr:.0f} dB"] = {"within_goal": within, "split": split, "early_over_asr_silence": early,
+                                              "not_found": lost, "utterances": len(fixtures)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--live-calls", type=int, default=50)
     parser.add_argument("--live-seconds", type=float, default=4.0)
+    parser.add_argument("--noises", action="store_true",
+                        help=f"also Silero under {', '.join(NOISES)} at {SNRS_DB} dB SNR (a few minutes)")
     args = parser.parse_args(argv)
     from ivr.audio.silero import SileroPool
 
@@ -185,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"delay past the silence p50 {r['delay_p50_ms']} p95 {r['delay_p95_ms']} max {r['delay_max_ms']} ms; "
                   f"within +{GOAL_EXTRA_MS} ms: {r['within_goal']}/{r['utterances'] - len(r['missed'])}; earliest "
                   f"{r['delay_min_ms']} ms, over {ASR_TRAILING_SILENCE_MS} ms early: {r['early_over_asr_silence']}")
+    if args.noises:
+        out["silero_under_noise"] = under_noise(pool, fixtures, signals)
+        print(f"\nsilero under noise ({len(fixtures)} fixtures each): ends within +{GOAL_EXTRA_MS} ms / utterances cut "
+              f"in two (the first end came while the caller talked) / ends over {ASR_TRAILING_SILENCE_MS} ms early")
+        for label, r in out["silero_under_noise"].items():
+            print(f"  {label:26} within {r['within_goal']:3}  split {r['split']:2}  "
+                  f"early {r['early_over_asr_silence']:2}  not found {r['not_found']}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0
