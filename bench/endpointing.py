@@ -112,6 +112,13 @@ def feed(kind: str, pool: Any, pcm: bytes) -> tuple[list[tuple[int, Any]], int, 
     return events, speech_frames, cpu, others
 
 
+def voiced_end_ms(pcm: bytes, lead_ms: int) -> int:
+    """End of the last frame of `pcm` loud enough to be speech (the speech floor), on a clock with `lead_ms` of
+    line before it: the reference end of speech, the same for every detector and every noisy copy."""
+    loud = [i for i, frame in enumerate(frames(pcm)) if rms(frame) >= PARAMS.min_speech_rms]
+    return lead_ms + (loud[-1] + 1) * FRAME_MS
+
+
 NOISES = ("pink_noise_-20dBFS", "brown_noise_-12dBFS", "white_noise_-25dBFS", "music_on_hold")
 SNRS_DB = (10.0, 5.0, 2.0)
 
@@ -119,13 +126,12 @@ SNRS_DB = (10.0, 5.0, 2.0)
 def under_noise(pool: Any, fixtures: list[tuple[str, bytes]], signals: dict[str, bytes]) -> dict[str, Any]:
     """Silero, every fixture under each sound of NOISES at each SNR: ends within the goal, utterances split."""
     out: dict[str, Any] = {}
+    references = [(pcm, voiced_end_ms(pcm, LEAD_MS)) for _, pcm in fixtures]
     for noise in NOISES:
         sound = without_lead(signals[noise])
         for snr in SNRS_DB:
             within = split = early = lost = 0
-            for _, pcm in fixtures:
-                loud = [i for i, f in enumerate(frames(pcm)) if rms(f) >= PARAMS.min_speech_rms]
-                voiced_end = LEAD_MS + (loud[-1] + 1) * FRAME_MS
+            for pcm, voiced_end in references:
                 stream = mix_at_snr(quiet_line(LEAD_MS / 1000) + pcm + quiet_line(2.0, seed=2), sound, snr)
                 events, _, _, _ = feed("silero", pool, stream)
                 ends = [e.at_ms for _, e in events if isinstance(e, SpeechEnded)]
@@ -173,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, noisy in (("clean", False), ("pink 10 dB", True)):
             missed, delays = [], []
             for name, pcm in fixtures:
-                loud = [i for i, f in enumerate(frames(pcm)) if rms(f) >= PARAMS.min_speech_rms]
-                voiced_end = LEAD_MS + (loud[-1] + 1) * FRAME_MS
+                voiced_end = voiced_end_ms(pcm, LEAD_MS)
                 body = pcm + quiet_line(2.0, seed=2)
                 stream = quiet_line(LEAD_MS / 1000) + body
                 if noisy:  # a noisy line is noisy before the caller speaks too

@@ -27,18 +27,25 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from ivr.nlu.classifier import ood_sentences  # noqa: E402
+from ivr.nlu.grammar import load_grammar  # noqa: E402
+from ivr.testing.fixtures import load_manifest  # noqa: E402
+
 OUT_OF_SCOPE = ROOT / "bench/data/ko_dev/out_of_scope.txt"
 VOICES = (("a", "ko", 130), ("b", "ko+f3", 160))
 
 
 def manifest() -> dict[str, Any]:
-    grammar = yaml.safe_load((ROOT / "grammars/ko/support.yaml").read_text(encoding="utf-8"))
-    fixtures = yaml.safe_load((ROOT / "audio_fixtures/manifest.yaml").read_text(encoding="utf-8"))
-    taken = {f["transcript"] for f in fixtures["fixtures"] if f["lang"] == "ko"}
-    ood = {line.strip() for line in (ROOT / "ivr/nlu/data/ood_ko.txt").read_text(encoding="utf-8").splitlines()}
+    """The development set as a fixture manifest (scripts/make_fixtures.py's recipes)."""
+    grammar = load_grammar("ko", ROOT / "grammars")
+    replay = load_manifest(check_files=False)
+    taken = {f.transcript for f in replay.fixtures if f.lang == "ko"}
     oos = [line.strip() for line in OUT_OF_SCOPE.read_text(encoding="utf-8").splitlines()
            if line.strip() and not line.startswith("#")]
-    overlap = (set(oos) & ood) | (set(oos) & taken)
+    overlap = set(oos) & (set(ood_sentences("ko")) | taken)
     if overlap:
         raise SystemExit(f"{OUT_OF_SCOPE}: sentences also used elsewhere: {sorted(overlap)}")
     rows: list[dict[str, Any]] = []
@@ -48,14 +55,14 @@ def manifest() -> dict[str, Any]:
             rows.append({"file": f"ko/{name}{tag}.wav", "lang": "ko", "transcript": text, "intent": intent,
                          "source": f"espeak-ng {voice}", "recipe": {"tts": voice, "rate": rate, "pitch": 50}})
 
-    phrases = [(str(intent).lower() if isinstance(intent, bool) else intent, phrase)
-               for intent, spec in grammar["intents"].items() for phrase in spec["phrases"] if phrase not in taken]
+    phrases = [(intent, phrase) for intent, spec in grammar.intents.items() for phrase in spec.phrases
+               if phrase not in taken]
     for n, (intent, phrase) in enumerate(phrases, 1):
-        add(f"in_{n:02d}", phrase, {"true": "yes", "false": "no"}.get(intent, intent))
+        add(f"in_{n:02d}", phrase, intent)
     for n, text in enumerate(oos, 1):
         add(f"oos_{n:02d}", text, "none")
-    return {"espeak_ng_version": fixtures.get("espeak_ng_version"), "call_time": fixtures.get("call_time"),
-            "fixtures": rows, "calls": []}
+    return {"espeak_ng_version": replay.espeak_ng_version, "call_time": replay.call_time, "fixtures": rows,
+            "calls": []}
 
 
 def score(lines: list[dict[str, Any]]) -> dict[str, int]:

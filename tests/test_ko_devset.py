@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import yaml
-
 from bench.ko_devset import ROOT, manifest, score
+from ivr.nlu.classifier import ood_sentences
+from ivr.nlu.grammar import load_grammar
+from ivr.testing.fixtures import load_manifest
 
 
 def test_the_set_shares_no_text_with_the_replay_fixtures_or_the_classifiers_data() -> None:
     rows = manifest()["fixtures"]
-    fixtures = yaml.safe_load((ROOT / "audio_fixtures/manifest.yaml").read_text(encoding="utf-8"))["fixtures"]
-    replayed = {f["transcript"] for f in fixtures if f["lang"] == "ko"}
-    ood = set((ROOT / "ivr/nlu/data/ood_ko.txt").read_text(encoding="utf-8").splitlines())
+    replayed = {f.transcript for f in load_manifest(check_files=False).fixtures if f.lang == "ko"}
     assert not {r["transcript"] for r in rows} & replayed
-    assert not {r["transcript"] for r in rows if r["intent"] == "none"} & ood
-    grammar = yaml.safe_load((ROOT / "grammars/ko/support.yaml").read_text(encoding="utf-8"))
-    intents = {{True: "yes", False: "no"}.get(k, k) for k in grammar["intents"]}
-    assert {r["intent"] for r in rows} - {"none"} <= intents
+    assert not {r["transcript"] for r in rows if r["intent"] == "none"} & set(ood_sentences("ko"))
+    assert {r["intent"] for r in rows} - {"none"} <= set(load_grammar("ko", ROOT / "grammars").intents)
     assert len({r["file"] for r in rows}) == len(rows)  # two voices per text, every file named once
 
 

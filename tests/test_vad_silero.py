@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
+from bench.endpointing import voiced_end_ms
 from bench.line_signals import line_signals, mix_at_snr, quiet_line, without_lead
-from ivr.audio.pcm import FRAME_MS, frames, read_wav, rms
+from ivr.audio.pcm import FRAME_MS, frames, read_wav
 from ivr.audio.silero import SileroDetector, SileroPool
 from ivr.audio.vad import BargeIn, Endpointer, EndpointParams, EnergyDetector, SpeechEnded, SpeechStarted
 from ivr.config import Settings, VadSettings
@@ -45,12 +46,6 @@ def silero(pool: SileroPool, params: EndpointParams = LISTEN) -> Endpointer:
 
 def speech_fixtures() -> list[tuple[str, bytes]]:
     return [(f.file, read_wav(f.path)) for f in load_manifest().fixtures if not f.no_input]
-
-
-def voiced_end_ms(pcm: bytes, lead_ms: int) -> int:
-    """End of the last frame loud enough to be speech (RMS >= the default floor), on the fed clock."""
-    loud = [i for i, frame in enumerate(frames(pcm)) if rms(frame) >= LISTEN.min_speech_rms]
-    return lead_ms + (loud[-1] + 1) * FRAME_MS
 
 
 def test_no_false_speech_on_noise_tones_and_music(pool: SileroPool, signals: dict[str, bytes]) -> None:

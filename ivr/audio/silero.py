@@ -99,6 +99,7 @@ NOISE_PEAK_PERCENTILE = 95
 # verdict comes a window or two after the sound, several from the call's first frame), is not the line; and
 # only when that leaves NOISE_MIN_FRAMES (a caller talking from the first frame has no line heard at all)
 ONSET_MS = 200
+ONSET_FRAMES = ONSET_MS // FRAME_MS
 NOISE_MIN_FRAMES = 10
 
 
@@ -339,8 +340,7 @@ class SileroDetector:
         self._floor = params.min_speech_rms * START_FLOOR_SHARE
         self._start = params.speech_probability
         self._continue = max(0.0, params.speech_probability - CONTINUE_MARGIN)
-        self._onset_frames = ONSET_MS // FRAME_MS
-        window = max(1, params.noise_window_ms // FRAME_MS) + self._onset_frames
+        window = max(1, params.noise_window_ms // FRAME_MS) + ONSET_FRAMES
         self._noise_levels = collections.deque(list(self._noise_levels)[-window:], maxlen=window)
 
     @property
@@ -364,7 +364,7 @@ class SileroDetector:
                 self._noise_peak = None
             return probability >= self._start and level >= self._floor
         if self._noise_peak is None:  # the utterance's first frame: the line before its onset
-            line = list(self._noise_levels)[: -self._onset_frames or None]
+            line = list(self._noise_levels)[:-ONSET_FRAMES]
             enough = len(line) >= NOISE_MIN_FRAMES
             self._noise_peak = float(np.percentile(line, NOISE_PEAK_PERCENTILE)) if enough else 0.0
         return probability >= self._continue and energy_says and level > self._noise_peak
