@@ -157,6 +157,9 @@ def test_fail_open_when_handler_crashes_mid_call(sandbox: Sandbox) -> None:
     through the DTMF menu, with IVR_REASON=error; the caller is never hung up on."""
     sound = sandbox.install_sound(PROMPT)
     frames = []
+    delay_s, wait_s = 0.5, 4.0  # the simulated caller: silence, PROMPT, then listens wait_s and hangs up
+    caller_s = delay_s + len(read_wav(PROMPT)) / 16000 + wait_s  # 8 kHz 16-bit mono
+    times: dict[str, float] = {}
 
     async def crash(call: TelephonyCall) -> HandOff | None:
         async for event in call.audio.events():
@@ -166,19 +169,25 @@ def test_fail_open_when_handler_crashes_mid_call(sandbox: Sandbox) -> None:
         return None
 
     async def scenario(bridge: Bridge, ami: AmiClient) -> None:
-        call = await sandbox.originate_test_call(ami, [sound], record_as="crash", wait_s=4)
+        times["originated"] = time.monotonic()
+        call = await sandbox.originate_test_call(ami, [sound], record_as="crash", delay_s=delay_s, wait_s=wait_s)
+        caller_gone = ami.expect_event(lambda e: e.name == "Hangup" and e.get("Uniqueid") == call.caller_uniqueid)
+        caller_gone.add_done_callback(lambda _f: times.setdefault("caller_gone", time.monotonic()))
         join = await ami.wait_event(_join_of(call.ivr_uniqueid), 20)
-        hangup = ami.expect_event(lambda e: e.name == "Hangup" and e.get("Uniqueid") == call.ivr_uniqueid)
+        ivr_gone = ami.expect_event(lambda e: e.name == "Hangup" and e.get("Uniqueid") == call.ivr_uniqueid)
         await call.wait_ended(20)
-        ended = await asyncio.wait_for(hangup, 5)
-        frames.append((join, ended))
+        await asyncio.wait_for(asyncio.gather(caller_gone, ivr_gone), 5)
+        frames.append(join)
 
     asyncio.run(_with_bridge(sandbox, crash, scenario))
-    join, ended = frames[-1]
+    join = frames[-1]
     assert join.variables["IVR_REASON"] == "error"
     assert join.variables["IVR_ROUTE"] == "queue"  # menu timed out -> live line
-    # the IVR side hung up only because the simulated caller did (cause 16 = normal clearing)
-    assert ended.get("Cause") == "16"
+    # Never hung up on: the simulated caller stayed for its whole part (it hangs up itself at the end of
+    # its dialplan), and the IVR side ended too. Not the IVR side's Hangup cause: a Local channel reports
+    # 16 or 0 depending on which application it is in when the other half hangs up (here the queue times
+    # out into the menu and back every few seconds), and under load that flipped to 0 in the full suite.
+    assert times["caller_gone"] - times["originated"] >= caller_s - 0.3
 
 
 def test_audiosocket_unreachable_fails_open(sandbox: Sandbox) -> None:
