@@ -198,20 +198,25 @@ def test_model_info_from_list_entry() -> None:
 
 
 # --- engine choice ----------------------------------------------------------------------------------
-def test_factory_auto_vosk_whisper_and_missing(tmp_path: Path) -> None:
+def test_factory_auto_vosk_whisper_and_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_with(tmp_path / "models")
     ko = engine_for("ko", settings)
     assert ko.name == "vosk" and ko.streaming
     assert engine_for("ko", settings) is ko  # cached per process
-    en = engine_for("en", settings)  # no English Vosk model here: Whisper
+    en = engine_for("en", settings)  # no English Vosk model here: Whisper (tiny.en)
     assert en.name == "whisper" and not en.streaming
-    with pytest.raises(ModelNotFoundError) as info:
-        engine_for("ru", settings)
-    assert "ivr models pull ru" in str(info.value)
-    with pytest.raises(ModelNotFoundError, match="English-only"):
-        engine_for("ko", settings, "whisper")
+    ru = engine_for("ru", settings)  # no Russian Vosk model: the bundled multilingual Whisper
+    assert ru.name == "whisper" and ru.params.language == "ru"  # type: ignore[attr-defined]
+    assert engine_for("ko", settings, "whisper").params.language == "ko"  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="unknown ASR engine"):
         engine_for("ko", settings, "kaldi")
+    # without the multilingual packages (not installed), Russian has nothing: the error names both fixes
+    from ivr.asr import factory, whisper
+
+    monkeypatch.setattr(whisper, "multilingual_parts", lambda: None)
+    with pytest.raises(ModelNotFoundError) as info:
+        factory._build("ru", settings, "auto", None)  # engine_for() would answer from its per-process cache
+    assert "ivr models pull ru" in str(info.value) and "ivr[whisper]" in str(info.value)
 
 
 def test_auto_never_swaps_an_explicit_model_for_another(tmp_path: Path) -> None:

