@@ -117,7 +117,10 @@ class AsrSettings(BaseModel):
     models_dir: Path = Path(os.path.expanduser("~/.cache/ivr/models"))
     # explicit model path or name per language, e.g. {"en": "/srv/models/vosk-model-en-us-0.22"}
     model: dict[str, str] = Field(default_factory=dict)
-    whisper_model: str = ""  # path or name; empty: the bundled tiny.en if installed
+    whisper_model: str = ""  # path or name; empty: the bundled model for the language (tiny.en for English)
+    # when a Vosk grammar rejects a turn, decode the same audio with Whisper for the language and take its reading
+    # if it snaps onto a phrase (ivr/asr/second_opinion.py); costs a Whisper decode on those turns only
+    second_opinion: bool = True
     # Whisper decodes that run at once (model replicas; 0: one per core) and threads each (0: cores / replicas)
     whisper_replicas: int = Field(default=0, ge=0)
     whisper_threads: int = Field(default=0, ge=0)
@@ -210,6 +213,7 @@ ENV_OVERRIDES = {
     "IVR_WHISPER_REPLICAS": "asr.whisper_replicas",
     "IVR_WHISPER_THREADS": "asr.whisper_threads",
     "IVR_ASR_MAX_BATCH": "asr.max_batch",
+    "IVR_ASR_SECOND_OPINION": "asr.second_opinion",
     "IVR_CALL_TIME": "call_time",
     "IVR_VAD_DETECTOR": "vad.detector",
 }

