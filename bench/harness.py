@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ivr.config import Settings
+from ivr.config import ENV_OVERRIDES, Settings, load_settings
 from ivr.services import CallServices
 from ivr.telephony.audiosocket import AudioSocketStats
 from ivr.telephony.bridge import Bridge, HandOff, TelephonyCall
@@ -39,13 +39,10 @@ def bench_settings(data_dir: Path, *, storage_url: str = "", max_calls: int = 10
     settings.server.first_message_timeout_s = first_message_timeout_s
     settings.paths.data = data_dir
     settings.storage.url = storage_url or f"sqlite:///{data_dir / 'calls.sqlite3'}"
-    # the Whisper layout to measure (asr.whisper_replicas / asr.whisper_threads), as `ivr serve` reads them
-    if "IVR_WHISPER_REPLICAS" in os.environ:
-        settings.asr.whisper_replicas = int(os.environ["IVR_WHISPER_REPLICAS"])
-    if "IVR_WHISPER_THREADS" in os.environ:
-        settings.asr.whisper_threads = int(os.environ["IVR_WHISPER_THREADS"])
-    if "IVR_ASR_MAX_BATCH" in os.environ:
-        settings.asr.max_batch = int(os.environ["IVR_ASR_MAX_BATCH"])
+    # the ASR layout to measure (IVR_WHISPER_REPLICAS, IVR_ASR_SECOND_OPINION, ...), read as `ivr serve` reads them
+    asr_env = {var: value for var, value in os.environ.items() if ENV_OVERRIDES.get(var, "").startswith("asr.")}
+    if asr_env:
+        settings.asr = load_settings(env=asr_env).asr
     return settings
 
 

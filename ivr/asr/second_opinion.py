@@ -4,24 +4,41 @@ phrases, and its reading is taken if it snaps.
 
 Why: the two recognizers miss different utterances. On the Korean development set kept apart from the
 replay fixtures (`bench/ko_devset.py`, 88 in-grammar espeak-ng utterances and 40 out-of-scope ones),
-Vosk alone: right 9, wrong 4, rejected 75; Whisper base alone: right 27, wrong 10, rejected 51; Vosk then
-Whisper: right 29, wrong 12, rejected 47; every out-of-scope utterance rejected in all three. Vosk stays
-first: it streams (partials, barge-in words) and costs ~1 % of a core per call, where a Whisper decode
-costs ~0.4 s of a core, paid only on the turns Vosk rejects.
+through the whole pipeline: Vosk alone right 9, wrong 4, rejected 75; Whisper base alone right 27, wrong 10,
+rejected 51; Vosk then Whisper (this) right 28, wrong 12, rejected 48; every out-of-scope utterance rejected in
+all three. Vosk stays first: it streams (partials, barge-in words) and costs ~1 % of a core per call, where a
+Whisper decode costs ~0.4-1 s of a core, paid only on the turns Vosk rejects.
 
-`asr.second_opinion: false` turns it off (capacity before understanding).
+Under load it steps aside: at most SLOTS Whisper decodes run at once in the process, and a rejected turn that
+finds them all taken keeps Vosk's rejection (the caller is asked again, as without a second opinion). Unbounded,
+Poisson traffic of ~50 concurrent Korean calls on 2 cores collapsed: a third of the turns went to Whisper
+(~0.5-1 s of a core each), the ASR pool's queue grew to 14 s and 79 of 109 calls got no reply, against 109 of
+109 and a compute p95 of 10 ms without the second opinion; bounded and started early (below), 109 of 109 and
+598 ms (bench/traffic.py --rates 2.4, docs/performance.md).
+`asr.second_opinion: false` turns it off entirely.
+
+The Whisper decode starts early when it can: the call closes Vosk's segment 300 ms into the caller's silence
+(`close_segment`), while the endpointer still waits out the rest of it; if Vosk's reading of the closed
+segments is already a rejection, Whisper decodes that audio then, and the final uses the result when no audio
+came after it. Whisper decodes on the call path's fitted window (`final_batch`, 20 s instead of 30 s).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Sequence
 
 from ivr.asr.base import AsrResult
 from ivr.asr.vosk import VoskEngine, VoskRecognizer
-from ivr.asr.whisper import WhisperEngine, WhisperRecognizer
+from ivr.asr.whisper import EarlyTurn, WhisperEngine, WhisperRecognizer
 
 log = logging.getLogger(__name__)
+
+# Whisper decodes at once for second opinions, per process: one per two cores leaves the other core(s) to the
+# calls' streaming Vosk, Silero and the event loop
+SLOTS = max(1, (os.cpu_count() or 2) // 2)
 
 
 class SecondOpinionEngine:
@@ -30,20 +47,25 @@ class SecondOpinionEngine:
     name = "vosk"
     streaming = True
 
-    def __init__(self, first: VoskEngine, second: WhisperEngine) -> None:
+    def __init__(self, first: VoskEngine, second: WhisperEngine, slots: int = SLOTS) -> None:
         self.first = first
         self.second = second
+        self.slot_count = slots
+        self.slots = threading.BoundedSemaphore(slots)
+        self.skipped = 0  # rejected turns that found every slot taken (kept Vosk's rejection); a rough count
 
     def recognizer(self) -> SecondOpinionRecognizer:
-        return SecondOpinionRecognizer(self.first.recognizer(), self.second.recognizer())
+        return SecondOpinionRecognizer(self, self.first.recognizer(), self.second.recognizer())
 
 
 class SecondOpinionRecognizer:
     """One call's pair; implements `ivr.asr.base.Recognizer` plus Vosk's `close_segment` and `close`."""
 
-    def __init__(self, first: VoskRecognizer, second: WhisperRecognizer) -> None:
+    def __init__(self, engine: SecondOpinionEngine, first: VoskRecognizer, second: WhisperRecognizer) -> None:
+        self.engine = engine
         self.first = first
         self.second = second  # only buffers the turn's audio until asked
+        self._early: tuple[int, AsrResult] | None = None  # (bytes it heard, Whisper's result) from close_segment
 
     def set_grammar(self, phrases: Sequence[str] | None) -> None:
         self.first.set_grammar(phrases)
@@ -55,22 +77,47 @@ class SecondOpinionRecognizer:
 
     def close_segment(self) -> None:
         self.first.close_segment()
+        reading = self.first.closed_reading()
+        if reading is None or reading.text or self.first.phrases is None or not self.second.buffered_bytes:
+            return
+        heard = self.second.buffered_bytes
+        result = self._whisper(self.second.early_turn())
+        if result is not None:
+            self._early = heard, result
 
     def final(self) -> AsrResult:
         first = self.first.final()
-        grammar = self.first.phrases is not None
-        if first.text or not grammar or not self.second.buffered_bytes:
+        early, self._early = self._early, None
+        if first.text or self.first.phrases is None or not self.second.buffered_bytes:
             self.second.reset()
             return first
-        second = self.second.final()  # snapped to the same phrases, or rejected ("")
-        if second.text:
+        if early is not None and early[0] == self.second.buffered_bytes:  # nothing came after the early decode
+            self.second.reset()
+            second: AsrResult | None = early[1]
+        else:
+            second = self._whisper(self.second)
+            self.second.reset()
+        if second is not None and second.text:  # snapped onto a phrase
             log.info("second opinion: Vosk rejected the turn, Whisper heard %r (%.2f)", second.text, second.confidence)
             return second
         return first
 
+    def _whisper(self, turn: WhisperRecognizer | EarlyTurn) -> AsrResult | None:
+        """Whisper's reading of `turn`, or None when every slot is taken."""
+        engine = self.engine
+        if not engine.slots.acquire(blocking=False):
+            engine.skipped += 1
+            log.debug("second opinion skipped: %d Whisper decodes already running", engine.slot_count)
+            return None
+        try:
+            return engine.second.final_batch([turn])[0]  # snapped to the same phrases, or rejected ("")
+        finally:
+            engine.slots.release()
+
     def reset(self) -> None:
         self.first.reset()
         self.second.reset()
+        self._early = None
 
     @property
     def phrases(self) -> list[str] | None:

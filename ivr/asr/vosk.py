@@ -277,6 +277,13 @@ class VoskRecognizer:
                 self._segments.append(json.loads(self._kaldi().FinalResult()))
                 self._open_segment = False
 
+    def closed_reading(self) -> AsrResult | None:
+        """What `final` would answer if nothing more is fed (None while a segment is still open)."""
+        with self._lock:
+            if self._closed or self._open_segment or not self._segments:
+                return None
+            return self._decide(_combine(_parse_segments(self._segments)), _speech_seconds(self._levels))
+
     def _final(self) -> AsrResult:
         if self._open_segment or not self._segments:
             self._segments.append(json.loads(self._kaldi().FinalResult()))
