@@ -75,3 +75,45 @@ def test_off_by_setting_is_plain_vosk() -> None:
     settings = Settings(asr=AsrSettings(second_opinion=False))
     assert isinstance(_build("ko", settings, "auto", None), VoskEngine)
     assert isinstance(_build("ko", settings, "vosk", None), VoskEngine)
+
+
+def feed(rec: SecondOpinionRecognizer, pcm: bytes) -> None:
+    for i in range(0, len(pcm), FRAME_BYTES):
+        rec.accept(pcm[i : i + FRAME_BYTES])
+
+
+def test_whisper_starts_at_the_closing_segment(engine: SecondOpinionEngine, phrases: list[str]) -> None:
+    rec = engine.recognizer()
+    rec.set_grammar(phrases)
+    feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
+    rec.close_segment()  # Vosk's reading is already a rejection: Whisper decodes now
+    for _ in range(engine.slot_count):  # from here on no decode could start
+        assert engine.slots.acquire(blocking=False)
+    try:
+        result = rec.final()  # the early reading: no audio came after it
+    finally:
+        for _ in range(engine.slot_count):
+            engine.slots.release()
+    assert (result.engine, result.text) == ("whisper", "데이터 선물")
+    # speech after the early decode: it no longer holds, the final decodes the whole turn again
+    feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
+    rec.close_segment()
+    feed(rec, silence(200))
+    assert rec.final().engine == "whisper"
+    rec.close()
+
+
+def test_busy_slots_keep_vosks_rejection(engine: SecondOpinionEngine, phrases: list[str]) -> None:
+    rec = engine.recognizer()
+    rec.set_grammar(phrases)
+    skipped = engine.skipped
+    for _ in range(engine.slot_count):  # every slot taken by other calls' second opinions
+        assert engine.slots.acquire(blocking=False)
+    try:
+        assert turn(rec, read_wav(FIXTURES / "share_data_1.wav")) == "vosk:"
+    finally:
+        for _ in range(engine.slot_count):
+            engine.slots.release()
+    assert engine.skipped == skipped + 2  # at the closing segment and at the final
+    assert rec.second.buffered_bytes == 0  # ready for the next turn
+    rec.close()
