@@ -7,7 +7,6 @@ by nobody here.
 
 from __future__ import annotations
 
-import gzip
 import re
 from pathlib import Path
 
@@ -18,9 +17,10 @@ from ivr.asr.whisper import WhisperEngine
 from ivr.asr.whisper_models import tiny_en_path
 from ivr.audio.pcm import FRAME_BYTES, read_wav, silence
 from ivr.errors import ModelNotFoundError
+from ivr.testing.core_sounds import transcripts, transcripts_file
 
 SOUNDS = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
-TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+TRANSCRIPTS = transcripts_file("en")
 # 20 prompts: every 11th of the 238 with a plain transcript of 2-14 words (no digits, no [tones])
 PROMPTS = [
     "agent-incorrect", "call-forwarding", "conf-getchannel", "conf-muted", "conf-thereare",
@@ -45,16 +45,6 @@ def normalize(text: str) -> list[str]:
     return re.sub(r"[^\w\s']", " ", text.lower().replace("-", " ")).split()
 
 
-def transcripts() -> dict[str, str]:
-    out = {}
-    with gzip.open(TRANSCRIPTS, "rt", errors="replace") as handle:
-        for line in handle:
-            if ":" in line and not line.startswith(";"):
-                name, text = line.split(":", 1)
-                out[name.strip()] = text.strip()
-    return out
-
-
 @pytest.fixture(scope="module")
 def engine() -> WhisperEngine:
     return WhisperEngine()
@@ -70,7 +60,7 @@ def decode(engine: WhisperEngine, pcm: bytes, phrases: list[str] | None = None):
 
 @pytest.mark.slow
 def test_wer_on_recorded_prompts(engine: WhisperEngine) -> None:
-    refs = transcripts()
+    refs = transcripts(TRANSCRIPTS)
     errors = words = 0
     for name in PROMPTS:
         result = decode(engine, read_wav(SOUNDS / f"{name}.wav", target_rate=None))

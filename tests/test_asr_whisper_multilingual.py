@@ -7,7 +7,6 @@ asterisk-core-sounds-ru (core-sounds-ru.txt.gz), a professional voice, written b
 
 from __future__ import annotations
 
-import gzip
 import re
 from pathlib import Path
 
@@ -20,9 +19,10 @@ from ivr.asr.whisper import WhisperEngine, WhisperParams, whisper_available
 from ivr.audio.pcm import FRAME_BYTES, read_wav
 from ivr.config import Settings
 from ivr.errors import ModelNotFoundError
+from ivr.testing.core_sounds import transcripts, transcripts_file
 
 SOUNDS = Path("/usr/share/asterisk/sounds/ru_RU_f_IvrvoiceRU")
-TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-ru/core-sounds-ru.txt.gz")
+TRANSCRIPTS = transcripts_file("ru")
 # 24 prompts: every 11th of the 254 with a plain transcript of 2-14 words (no digits, no [tones]),
 # the rule the English test uses
 PROMPTS = [
@@ -44,16 +44,6 @@ needs_model = pytest.mark.skipif(
 
 def normalize(text: str) -> list[str]:
     return re.sub(r"[^\w\s]", " ", text.lower().replace("ё", "е").replace("-", " ")).split()
-
-
-def transcripts() -> dict[str, str]:
-    out = {}
-    with gzip.open(TRANSCRIPTS, "rt", errors="replace") as handle:
-        for line in handle:
-            if ":" in line and not line.startswith(";"):
-                name, text = line.split(":", 1)
-                out[name.strip()] = text.strip()
-    return out
 
 
 @needs_model
@@ -95,7 +85,7 @@ def test_auto_engine_for_russian_is_the_bundled_multilingual_whisper() -> None:
 @pytest.mark.slow
 def test_russian_wer_on_recorded_prompts() -> None:
     engine = WhisperEngine("", WhisperParams(language="ru"))
-    refs = transcripts()
+    refs = transcripts(TRANSCRIPTS)
     errors = words = 0
     for name in PROMPTS:
         pcm = read_wav(SOUNDS / f"{name}.wav")
