@@ -211,9 +211,9 @@ def test_factory_auto_vosk_whisper_and_missing(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(ConfigError, match="unknown ASR engine"):
         engine_for("ko", settings, "kaldi")
     # without the multilingual packages (not installed), Russian has nothing: the error names both fixes
-    from ivr.asr import factory, whisper
+    from ivr.asr import factory, whisper_models
 
-    monkeypatch.setattr(whisper, "multilingual_parts", lambda: None)
+    monkeypatch.setattr(whisper_models, "multilingual_parts", lambda: None)
     with pytest.raises(ModelNotFoundError) as info:
         factory._build("ru", settings, "auto", None)  # engine_for() would answer from its per-process cache
     assert "ivr models pull ru" in str(info.value) and "ivr[whisper]" in str(info.value)

@@ -33,13 +33,7 @@ from ivr.asr.whisper_decoding import (
     WHISPER_RATE,
     bias_prompt,
 )
-from ivr.asr.whisper_models import (
-    bundled_model_name,
-    bundled_model_path,
-    bundled_packages,
-    multilingual_parts,
-    tiny_en_path,
-)
+from ivr.asr.whisper_models import bundled_installed, bundled_model_name, bundled_model_path, bundled_packages
 from ivr.audio.pcm import SAMPLE_RATE, resample
 from ivr.errors import AudioError, EngineError, ModelNotFoundError
 
@@ -95,7 +89,7 @@ def whisper_available(lang: str = "en") -> bool:
         import faster_whisper  # noqa: F401
     except ImportError:
         return False
-    return (tiny_en_path() if lang == "en" else multilingual_parts()) is not None
+    return bundled_installed(lang)
 
 
 def _load(model: str, params: WhisperParams) -> Any:

