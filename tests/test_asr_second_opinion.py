@@ -37,9 +37,13 @@ def phrases() -> list[str]:
     return [p for spec in grammar.intents.values() for p in spec.phrases]
 
 
-def turn(rec: SecondOpinionRecognizer, pcm: bytes) -> str:
+def feed(rec: SecondOpinionRecognizer, pcm: bytes) -> None:
     for i in range(0, len(pcm), FRAME_BYTES):
         rec.accept(pcm[i : i + FRAME_BYTES])
+
+
+def turn(rec: SecondOpinionRecognizer, pcm: bytes) -> str:
+    feed(rec, pcm)
     rec.close_segment()  # as the call does when the caller goes quiet
     result = rec.final()
     assert result.is_final
@@ -75,11 +79,6 @@ def test_off_by_setting_is_plain_vosk() -> None:
     settings = Settings(asr=AsrSettings(second_opinion=False))
     assert isinstance(_build("ko", settings, "auto", None), VoskEngine)
     assert isinstance(_build("ko", settings, "vosk", None), VoskEngine)
-
-
-def feed(rec: SecondOpinionRecognizer, pcm: bytes) -> None:
-    for i in range(0, len(pcm), FRAME_BYTES):
-        rec.accept(pcm[i : i + FRAME_BYTES])
 
 
 def test_whisper_starts_at_the_closing_segment(engine: SecondOpinionEngine, phrases: list[str]) -> None:

@@ -78,7 +78,7 @@ class SecondOpinionRecognizer:
     def close_segment(self) -> None:
         self.first.close_segment()
         reading = self.first.closed_reading()
-        if reading is None or reading.text or self.first.phrases is None or not self.second.buffered_bytes:
+        if reading is None or not self._asks_whisper(reading):
             return
         heard = self.second.buffered_bytes
         result = self._whisper(self.second.early_turn())
@@ -88,19 +88,22 @@ class SecondOpinionRecognizer:
     def final(self) -> AsrResult:
         first = self.first.final()
         early, self._early = self._early, None
-        if first.text or self.first.phrases is None or not self.second.buffered_bytes:
+        if not self._asks_whisper(first):
             self.second.reset()
             return first
         if early is not None and early[0] == self.second.buffered_bytes:  # nothing came after the early decode
-            self.second.reset()
             second: AsrResult | None = early[1]
         else:
             second = self._whisper(self.second)
-            self.second.reset()
+        self.second.reset()
         if second is not None and second.text:  # snapped onto a phrase
             log.info("second opinion: Vosk rejected the turn, Whisper heard %r (%.2f)", second.text, second.confidence)
             return second
         return first
+
+    def _asks_whisper(self, vosk: AsrResult) -> bool:
+        """Vosk's grammar rejected a turn that has audio: the case for a second opinion."""
+        return not vosk.text and self.first.phrases is not None and self.second.buffered_bytes > 0
 
     def _whisper(self, turn: WhisperRecognizer | EarlyTurn) -> AsrResult | None:
         """Whisper's reading of `turn`, or None when every slot is taken."""

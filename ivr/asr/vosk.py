@@ -282,16 +282,18 @@ class VoskRecognizer:
         with self._lock:
             if self._closed or self._open_segment or not self._segments:
                 return None
-            return self._decide(_combine(_parse_segments(self._segments)), _speech_seconds(self._levels))
+            return self._reading()
 
     def _final(self) -> AsrResult:
         if self._open_segment or not self._segments:
             self._segments.append(json.loads(self._kaldi().FinalResult()))
-        hyps = _combine(_parse_segments(self._segments))
-        speech_s = _speech_seconds(self._levels)
-        result = self._decide(hyps, speech_s)
+        result = self._reading()
         self._begin_turn()
         return result
+
+    def _reading(self) -> AsrResult:
+        """The decision over this turn's closed segments."""
+        return self._decide(_combine(_parse_segments(self._segments)), _speech_seconds(self._levels))
 
     def reset(self) -> None:
         """Forget this turn's audio; a grammar set since the last turn takes effect now."""
