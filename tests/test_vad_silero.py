@@ -139,7 +139,8 @@ def test_settings_choose_the_detector_and_a_missing_package_falls_back(
 # configured silence + 60 ms of the last loud frame of the clean recording, as on a quiet line. Pink noise is
 # the benchmark's sound (bench/endpointing.py); the network's probability decays 100-250 ms after the last word
 # in noise, and before the line's noise level and speech_resume_ms, noise frames in that decay kept the turn open
-# (51 of 71 within +60 ms, the latest +240). The bar here: 95 % within +60 ms, none past +250.
+# (51 of 71 within +60 ms, the latest +240); a burst of two noise frames over the line's 95th percentile restarted
+# it once more (70 of 71, +100 ms) until resumed speech had to clear its 99th. Every end within +60 ms.
 def test_end_of_speech_under_pink_noise_at_10db_is_on_time(pool: SileroPool, signals: dict[str, bytes]) -> None:
     noise = without_lead(signals["pink_noise_-20dBFS"])
     late = {}
@@ -153,7 +154,7 @@ def test_end_of_speech_under_pink_noise_at_10db_is_on_time(pool: SileroPool, sig
         off = ends[0].at_ms - voiced_end_ms(pcm, 1000) - LISTEN.end_silence_ms
         if off > 60:
             late[name] = off
-    assert len(late) <= len(fixtures) // 20 and all(off <= 250 for off in late.values()), late
+    assert late == {}
 
 
 # Low SNR: speech heard in short runs must stay one utterance (speech_resume_ms of 60 split some at 5 dB: the

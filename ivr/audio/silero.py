@@ -13,7 +13,8 @@ detector's continue test: the network decides that speech started (no tone or no
 energy decides where it stopped. On a noisy line that test alone lets noise through (its floor is the
 quietest frame, which pink or brown noise frames clear), so a frame inside an utterance must also be
 louder than most of the line's own noise: NOISE_PEAK_PERCENTILE of the levels of the frames the
-network last called non-speech. A start also needs the frame above a third of the absolute
+network last called non-speech (NOISE_RESUME_PERCENTILE for a frame after one judged quiet, so a noise
+burst in the pause does not restart the silence). A start also needs the frame above a third of the absolute
 `min_speech_rms` floor (100 RMS, about -50 dBFS): after tens of seconds of a near-silent line (RMS
 ~30) the network was seen to give 0.6 to a quiet frame (a call test's silent turns became empty
 utterances); the full floor would lose the quiet onset of short real words (ru/real_five_1.wav),
@@ -95,6 +96,12 @@ REPLAY_WAIT_S = 10.0
 # the noise kept the utterance going. 95: 90 (the first value tried) left 2 of 71 ends late under pink noise
 # at 10 dB; with 99 utterances at 10 dB were cut in two (bench/endpointing.py, docs/performance.md).
 NOISE_PEAK_PERCENTILE = 95
+# Speech that resumes after a frame judged quiet (inside the utterance's trailing silence) must clear a higher bar:
+# this percentile of the same levels. Pink noise at 10 dB has short bursts over its 95th percentile, and two such
+# frames in a row, while the network still decayed after the last word, restarted the silence (+100 ms on
+# ko/long_tariff_change_1.wav). With 99: pink 10 dB 71/71 ends within +60 ms (70/71 with 95 alone), the same
+# splits on bench/endpointing.py --noises; ends over 300 ms early at 2 dB SNR 3 -> 6 (pink) and 14 -> 15 (white).
+NOISE_RESUME_PERCENTILE = 99
 # ... leaving out the last ONSET_MS of them: the caller's onset, heard before the network said speech (its
 # verdict comes a window or two after the sound, several from the call's first frame), is not the line; and
 # only when that leaves NOISE_MIN_FRAMES (a caller talking from the first frame has no line heard at all)
@@ -333,6 +340,8 @@ class SileroDetector:
         self._energy = EnergyDetector(params)
         self._noise_levels: collections.deque[float] = collections.deque(maxlen=1)  # sized by configure()
         self._noise_peak: float | None = None  # NOISE_PEAK_PERCENTILE of _noise_levels, once per utterance
+        self._noise_top = 0.0  # NOISE_RESUME_PERCENTILE of them: the bar for speech after a quiet frame
+        self._was_speech = False  # this detector's verdict on the frame before, inside the utterance
         self.configure(params or EndpointParams())
 
     def configure(self, params: EndpointParams) -> None:
@@ -362,12 +371,16 @@ class SileroDetector:
             if probability < self._start:  # the line without the caller: its noise
                 self._noise_levels.append(level)
                 self._noise_peak = None
+            self._was_speech = True  # an utterance's first frame goes on from its onset
             return probability >= self._start and level >= self._floor
         if self._noise_peak is None:  # the utterance's first frame: the line before its onset
             line = list(self._noise_levels)[:-ONSET_FRAMES]
             enough = len(line) >= NOISE_MIN_FRAMES
             self._noise_peak = float(np.percentile(line, NOISE_PEAK_PERCENTILE)) if enough else 0.0
-        return probability >= self._continue and energy_says and level > self._noise_peak
+            self._noise_top = float(np.percentile(line, NOISE_RESUME_PERCENTILE)) if enough else 0.0
+        bar = self._noise_peak if self._was_speech else self._noise_top
+        self._was_speech = probability >= self._continue and energy_says and level > bar
+        return self._was_speech
 
     def _latest_probability(self) -> float | None:
         """The probability of the last window run, or None if the worker is too far behind to use it."""
