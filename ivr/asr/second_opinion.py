@@ -9,8 +9,9 @@ rejected 51; Vosk then Whisper (this) right 28, wrong 12, rejected 48; every out
 all three. Vosk stays first: it streams (partials, barge-in words) and costs ~1 % of a core per call, where a
 Whisper decode costs ~0.4-1 s of a core, paid only on the turns Vosk rejects.
 
-Under load it steps aside: at most SLOTS Whisper decodes run at once in the process, and a rejected turn that
-finds them all taken keeps Vosk's rejection (the caller is asked again, as without a second opinion). Unbounded,
+Under load it steps aside: at most SLOTS Whisper decodes run at once in the process. The early decode (below)
+waits up to EARLY_WAIT_S for a slot; at the decision a rejected turn that finds them all taken keeps Vosk's
+rejection (the caller is asked again, as without a second opinion). Unbounded,
 Poisson traffic of ~50 concurrent Korean calls on 2 cores collapsed: a third of the turns went to Whisper
 (~0.5-1 s of a core each), the ASR pool's queue grew to 14 s and 79 of 109 calls got no reply, against 109 of
 109 and a compute p95 of 10 ms without the second opinion; bounded and started early (below), 109 of 109 and
@@ -20,7 +21,7 @@ Poisson traffic of ~50 concurrent Korean calls on 2 cores collapsed: a third of 
 The Whisper decode starts early when it can: the call closes Vosk's segment 300 ms into the caller's silence
 (`close_segment`), while the endpointer still waits out the rest of it; if Vosk's reading of the closed
 segments is already a rejection, Whisper decodes that audio then, and the final uses the result when no audio
-came after it. Whisper decodes on the call path's fitted window (`final_batch`, 20 s instead of 30 s).
+came after it. Whisper decodes on a 10 s window (`final_batch`, WINDOW_S; Whisper's own is 30 s).
 """
 
 from __future__ import annotations
@@ -39,6 +40,17 @@ log = logging.getLogger(__name__)
 # Whisper decodes at once for second opinions, per process: one per two cores leaves the other core(s) to the
 # calls' streaming Vosk, Silero and the event loop
 SLOTS = max(1, (os.cpu_count() or 2) // 2)
+# How long the early decode, started 300 ms into the caller's silence (500 ms before the decision with the default
+# 800 ms), waits for a slot. Without a wait, at ~37 concurrent Korean calls (bench/traffic.py --rates 2.4
+# --duration 30) a third of the early decodes found the slot taken and were decoded after the decision instead:
+# compute p95 281 ms; waiting 0.3 s, 103 ms. Two slots instead of one: 380 ms (the decodes slowed each other).
+EARLY_WAIT_S = 0.3
+# Whisper's encoder window for second opinions (the English default is 20 s: shorter lost tiny.en intents). The
+# encoder's cost follows the window: Whisper base on 12 Korean fixtures, one thread, 366 ms per decode at 20 s,
+# 232 at 15 s, 130 at 10 s, so at 10 s the decode started at the closing segment is done before the endpointer's
+# decision (500 ms later) instead of after it. bench/ko_devset.py, one sitting (2026-12-04): 20 s right 27 / wrong
+# 9 / rejected 52, 15 s 26 / 10 / 52, 10 s 28 / 9 / 51; out of scope 39 of 40 rejected in all three.
+WINDOW_S = 10.0
 
 
 class SecondOpinionEngine:
@@ -81,7 +93,7 @@ class SecondOpinionRecognizer:
         if reading is None or not self._asks_whisper(reading):
             return
         heard = self.second.buffered_bytes
-        result = self._whisper(self.second.early_turn())
+        result = self._whisper(self.second.early_turn(), wait_s=EARLY_WAIT_S)
         if result is not None:
             self._early = heard, result
 
@@ -105,10 +117,10 @@ class SecondOpinionRecognizer:
         """Vosk's grammar rejected a turn that has audio: the case for a second opinion."""
         return not vosk.text and self.first.phrases is not None and self.second.buffered_bytes > 0
 
-    def _whisper(self, turn: WhisperRecognizer | EarlyTurn) -> AsrResult | None:
-        """Whisper's reading of `turn`, or None when every slot is taken."""
+    def _whisper(self, turn: WhisperRecognizer | EarlyTurn, *, wait_s: float = 0.0) -> AsrResult | None:
+        """Whisper's reading of `turn`, or None when every slot stays taken for `wait_s`."""
         engine = self.engine
-        if not engine.slots.acquire(blocking=False):
+        if not engine.slots.acquire(timeout=wait_s):
             engine.skipped += 1
             log.debug("second opinion skipped: %d Whisper decodes already running", engine.slot_count)
             return None
