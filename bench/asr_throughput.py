@@ -39,7 +39,7 @@ from rapidfuzz.distance import Levenshtein  # noqa: E402
 from bench.concurrency import conditions  # noqa: E402
 from bench.harness import cpu_seconds  # noqa: E402
 from ivr.audio.pcm import FRAME_BYTES, frames, read_wav, rms, silence  # noqa: E402
-from ivr.config import Settings  # noqa: E402
+from ivr.config import AsrSettings, Settings  # noqa: E402
 from ivr.testing.fixtures import load_manifest  # noqa: E402
 
 CHUNK = 5 * FRAME_BYTES  # the call pipeline's 100 ms feeds
@@ -112,7 +112,8 @@ def vosk_rows(rounds: int) -> list[dict[str, Any]]:
     from ivr.asr.factory import engine_for
     from ivr.dialog.registry import FlowRegistry
 
-    settings = Settings()
+    # Vosk's own cost: without the second opinion (Whisper on the turns Vosk rejects, measured by bench/traffic.py)
+    settings = Settings(asr=AsrSettings(second_opinion=False))
     engine: Any = engine_for("ko", settings, "vosk")
     loaded = FlowRegistry(settings).get("support", "ko")
     # two listening states' phrase lists: the grammar changes from one turn to the next, as in a call
