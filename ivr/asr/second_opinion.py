@@ -6,8 +6,8 @@ Why: the two recognizers miss different utterances. On the Korean development se
 replay fixtures (`bench/ko_devset.py`, 88 in-grammar espeak-ng utterances and 40 out-of-scope ones),
 through the whole pipeline: Vosk alone right 9, wrong 4, rejected 75; Whisper base alone right 27, wrong 10,
 rejected 51; Vosk then Whisper (this) right 28, wrong 12, rejected 48; every out-of-scope utterance rejected in
-all three. Vosk stays first: it streams (partials, barge-in words) and costs ~1 % of a core per call, where a
-Whisper decode costs ~0.4-1 s of a core, paid only on the turns Vosk rejects.
+all three (on WINDOW_S, below: 28 / 9 / 51). Vosk stays first: it streams (partials, barge-in words) and costs
+~1 % of a core per call, where a Whisper decode costs ~0.2 s of a core, paid only on the turns Vosk rejects.
 
 Under load it steps aside: at most SLOTS Whisper decodes run at once in the process. The early decode (below)
 waits up to EARLY_WAIT_S for a slot; at the decision a rejected turn that finds them all taken keeps Vosk's
@@ -15,7 +15,8 @@ rejection (the caller is asked again, as without a second opinion). Unbounded,
 Poisson traffic of ~50 concurrent Korean calls on 2 cores collapsed: a third of the turns went to Whisper
 (~0.5-1 s of a core each), the ASR pool's queue grew to 14 s and 79 of 109 calls got no reply, against 109 of
 109 and a compute p95 of 10 ms without the second opinion; bounded and started early (below), 109 of 109 and
-598 ms (bench/traffic.py --rates 2.4, docs/performance.md).
+598 ms on a 20 s window; on 10 s, the early decode waiting for its slot, 157-200 ms (8 ms without the second
+opinion, same sitting; bench/traffic.py --rates 2.4, docs/performance.md).
 `asr.second_opinion: false` turns it off entirely.
 
 The Whisper decode starts early when it can: the call closes Vosk's segment 300 ms into the caller's silence
@@ -43,7 +44,8 @@ SLOTS = max(1, (os.cpu_count() or 2) // 2)
 # How long the early decode, started 300 ms into the caller's silence (500 ms before the decision with the default
 # 800 ms), waits for a slot. Without a wait, at ~37 concurrent Korean calls (bench/traffic.py --rates 2.4
 # --duration 30) a third of the early decodes found the slot taken and were decoded after the decision instead:
-# compute p95 281 ms; waiting 0.3 s, 103 ms. Two slots instead of one: 380 ms (the decodes slowed each other).
+# compute p95 281 ms; waiting 0.3 s, 103 ms; 0.45 s at ~50 concurrent: 210 and 219 ms against 200 and 157 ms for
+# 0.3. Two slots instead of one: 380 ms (the decodes slowed each other). All on the 10 s window below.
 EARLY_WAIT_S = 0.3
 # Whisper's encoder window for second opinions (the English default is 20 s: shorter lost tiny.en intents). The
 # encoder's cost follows the window: Whisper base on 12 Korean fixtures, one thread, 366 ms per decode at 20 s,
