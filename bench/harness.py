@@ -43,15 +43,17 @@ def bench_settings(data_dir: Path, *, storage_url: str = "", max_calls: int = 10
     settings.server.first_message_timeout_s = first_message_timeout_s
     settings.paths.data = data_dir
     settings.storage.url = storage_url or f"sqlite:///{data_dir / 'calls.sqlite3'}"
-    # the ASR layout to measure (IVR_WHISPER_REPLICAS, IVR_ASR_SECOND_OPINION, ...), read as `ivr serve` reads them
-    asr_env = {var: value for var, value in os.environ.items() if ENV_OVERRIDES.get(var, "").startswith("asr.")}
-    if asr_env:
-        settings.asr = load_settings(env=asr_env).asr
+    # What a run may vary through the environment, read as `ivr serve` reads it: the ASR layout
+    # (IVR_WHISPER_REPLICAS, IVR_ASR_SECOND_OPINION, ...) and IVR_CALL_TIME.
+    env = {var: value for var, value in os.environ.items()
+           if ENV_OVERRIDES.get(var, "").startswith("asr.") or ENV_OVERRIDES.get(var) == "call_time"}
+    if env:
+        loaded = load_settings(env=env)
+        settings.asr, settings.call_time = loaded.asr, loaded.call_time
     # The demo flow's business hours change what callers hear (after 20:00 the greeting adds an after-hours
-    # notice: a 50-caller burst then played 40 % more reply audio), so every call is placed on a weekday
-    # morning and runs at any hour compare; IVR_CALL_TIME places them elsewhere.
-    call_time = os.environ.get("IVR_CALL_TIME")
-    settings.call_time = load_settings(env={"IVR_CALL_TIME": call_time}).call_time if call_time else BENCH_CALL_TIME
+    # notice: a 50-caller burst then played 40 % more reply audio), so unless IVR_CALL_TIME says otherwise every
+    # call is placed on a weekday morning and runs at any hour compare.
+    settings.call_time = settings.call_time or BENCH_CALL_TIME
     return settings
 
 

@@ -376,8 +376,8 @@ class SileroDetector:
         if self._noise_peak is None:  # the utterance's first frame: the line before its onset
             line = list(self._noise_levels)[:-ONSET_FRAMES]
             enough = len(line) >= NOISE_MIN_FRAMES
-            self._noise_peak = float(np.percentile(line, NOISE_PEAK_PERCENTILE)) if enough else 0.0
-            self._noise_top = float(np.percentile(line, NOISE_RESUME_PERCENTILE)) if enough else 0.0
+            peak, top = np.percentile(line, (NOISE_PEAK_PERCENTILE, NOISE_RESUME_PERCENTILE)) if enough else (0, 0)
+            self._noise_peak, self._noise_top = float(peak), float(top)
         bar = self._noise_peak if self._was_speech else self._noise_top
         self._was_speech = probability >= self._continue and energy_says and level > bar
         return self._was_speech
