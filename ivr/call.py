@@ -320,9 +320,11 @@ class CallSession:
         started = time.perf_counter()
         if result.text:
             alternatives = [(alt.text, alt.confidence) for alt in result.nbest]
-            # off the event loop: the classifier embeds the readings (a few ms each, more on a busy machine)
-            understanding = await asyncio.to_thread(self._loaded.nlu.understand, alternatives,
-                                                    action.expected_intents or None)
+            nlu, expected = self._loaded.nlu, action.expected_intents or None
+            if nlu.understands_at_once(alternatives):  # grammar phrases: a lookup, no thread hand-off
+                understanding = nlu.understand(alternatives, expected)
+            else:  # off the event loop: the classifier embeds the readings (a few ms each, more on a busy machine)
+                understanding = await asyncio.to_thread(nlu.understand, alternatives, expected)
             # the record keeps what the decision was made from (the transcript is only the top reading)
             self.services.record_event(self, NBEST_EVENT, {
                 "turn": turn.index, "nbest": [[t, round(c, 3)] for t, c in alternatives],
@@ -497,6 +499,12 @@ class CallSession:
             return await early
         if early is not None:
             self.services.asr.discard_early(early)
+        decoded_final = getattr(recognizer, "decoded_final", None)  # Vosk: the segment was decoded early
+        if decoded_final is not None:
+            started = time.perf_counter()
+            ready: AsrResult | None = decoded_final()
+            if ready is not None:  # on the loop: 50 callers deciding at once queued for the pool's threads
+                return ready, time.perf_counter() - started
         result: tuple[AsrResult, float] = await self.services.asr.final(recognizer, self._batch_decoder, due)
         return result
 

@@ -104,6 +104,48 @@ def test_whisper_starts_at_the_closing_segment(engine: SecondOpinionEngine, phra
     rec.close()
 
 
+def test_a_decided_turn_needs_no_decode_once_its_segment_is_closed(engine: SecondOpinionEngine,
+                                                                  phrases: list[str]) -> None:
+    """`decoded_final` (taken on the event loop by the call): the final when nothing is left to decode,
+    else None (the final goes to the ASR pool)."""
+    vosk = engine.first.recognizer()
+    vosk.set_grammar(phrases)
+    feed(vosk, read_wav(FIXTURES / "roaming_1.wav"))
+    assert vosk.decoded_final() is None  # the segment is open: Kaldi has audio to finish
+    vosk.close_segment()
+    assert vosk.decoded_final().text == "해외 로밍"
+    assert vosk.decoded_final() is None  # the turn was taken
+    feed(vosk, read_wav(FIXTURES / "roaming_1.wav"))
+    vosk.close_segment()
+    feed(vosk, silence(200))  # audio after the closed segment
+    assert vosk.decoded_final() is None
+    assert vosk.final().text == "해외 로밍"
+    vosk.close()
+
+    rec = engine.recognizer()
+    rec.set_grammar(phrases)
+    feed(rec, read_wav(FIXTURES / "roaming_1.wav"))
+    rec.close_segment()
+    understood = rec.decoded_final()  # Vosk understood: no Whisper
+    assert understood is not None and (understood.engine, understood.text) == ("vosk", "해외 로밍")
+    assert rec.second.buffered_bytes == 0
+    feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
+    rec.close_segment()  # Vosk rejects: Whisper's early decode of exactly this audio is in hand
+    early = rec.decoded_final()
+    assert early is not None and (early.engine, early.text) == ("whisper", "데이터 선물")
+    for _ in range(engine.slot_count):  # no early decode now: the final must decode Whisper on the pool
+        assert engine.slots.acquire(blocking=False)
+    try:
+        feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
+        rec.close_segment()
+        assert rec.decoded_final() is None
+    finally:
+        for _ in range(engine.slot_count):
+            engine.slots.release()
+    assert rec.final().engine == "whisper"
+    rec.close()
+
+
 def test_busy_slots_keep_vosks_rejection(engine: SecondOpinionEngine, phrases: list[str]) -> None:
     rec = engine.recognizer()
     rec.set_grammar(phrases)

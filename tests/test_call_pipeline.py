@@ -80,6 +80,8 @@ def test_korean_roaming_is_heard_through_the_main_menu_grammar(settings: Setting
     assert result.turns[0].transcript == "해외 로밍"
     assert result.turns[0].intent == "roaming"
     assert "로밍" in result.turns[0].reply
+    # decided on the event loop: the closing segment had decoded the turn, no final went to the ASR pool
+    assert services.asr.stats.finals == 0
 
 
 def test_once_the_caller_goes_quiet_the_work_ahead_of_the_final_is_as_urgent_as_the_final(

@@ -221,6 +221,19 @@ def test_a_phrase_of_the_grammar_is_its_intent_without_the_classifier(monkeypatc
     assert nlu.understand("잔액 좀 확인해 줘").intent == "balance" and asked == ["잔액 좀 확인해 줘"]
 
 
+def test_the_call_understands_grammar_phrases_on_the_event_loop() -> None:
+    """`understands_at_once` says when `understand` is a lookup (the call then skips the thread hand-off):
+    only for readings that are all grammar phrases, and never before the classifier is loaded (its
+    threshold would train it on the event loop)."""
+    nlu = Nlu.load("ko", GRAMMARS)
+    phrases = [("잔액 확인", 0.9), ("상담원 연결", 0.4)]
+    assert not nlu.understands_at_once(phrases)  # not trained yet
+    nlu.train()
+    assert nlu.understands_at_once(phrases)
+    assert nlu.understands_at_once([("잔액 확인", 0.9), ("", 0.1)])  # empty readings are dropped by understand too
+    assert not nlu.understands_at_once([("잔액 확인", 0.9), ("잔액 좀 확인해 줘", 0.4)])  # one needs the classifier
+
+
 def test_empty_input_is_none(nlu: dict[str, Nlu]) -> None:
     assert nlu["en"].understand("").intent == "none"
     assert nlu["en"].understand([]).intent == "none"

@@ -115,6 +115,17 @@ class SecondOpinionRecognizer:
             return second
         return first
 
+    def decoded_final(self) -> AsrResult | None:
+        """`final` when it needs no decode: Vosk's closed segments are all there is, and either Vosk
+        understood them or Whisper's early decode of exactly this audio is in hand. None otherwise."""
+        reading = self.first.closed_reading()
+        if reading is None:
+            return None
+        early = self._early
+        if self._asks_whisper(reading) and (early is None or early[0] != self.second.buffered_bytes):
+            return None
+        return self.final()
+
     def _asks_whisper(self, vosk: AsrResult) -> bool:
         """Vosk's grammar rejected a turn that has audio: the case for a second opinion."""
         return not vosk.text and self.first.phrases is not None and self.second.buffered_bytes > 0

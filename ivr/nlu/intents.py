@@ -175,6 +175,13 @@ class Nlu:
         return _follow_polarity(scores, *read_yes_no(tokenize(text, self.lang), self.lang))
 
     # ---- public API ---------------------------------------------------------------------------
+    def understands_at_once(self, alternatives: Sequence[tuple[str, float]]) -> bool:
+        """`understand` needs no classifier for these readings: each is one of the grammar's own
+        phrases (every final of a grammar-restricted recognizer is) and the classifier is loaded (its
+        threshold is read). Then it is a lookup (~0.1 ms), cheap enough for the event loop."""
+        ready = self._classifier is not None or self.params.threshold is not None or self.grammar.threshold is not None
+        return ready and all(self._prepare(text) in self._exact for text, _ in alternatives if text and text.strip())
+
     def understand(
         self,
         alternatives: Sequence[tuple[str, float]] | str,
