@@ -94,6 +94,17 @@ class RecordWriter(Generic[StoreT]):
                 log.exception("call record %s failed", name)
 
 
+def one_blas_thread() -> None:
+    """numpy's matrix products (Whisper's mel filter bank, the intent classifier) run on OpenBLAS, which by
+    default splits them over every core, and whose threads then spin about 0.1 s waiting for more work. A
+    Whisper final thus cost 320 ms of CPU for 215 ms of decode, the rest spun away on the other core, which
+    the other Whisper replica, the calls' streaming and the event loop needed (docs/performance.md). A call
+    server's parallelism is its calls: one BLAS thread for the process."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 @dataclass
 class CallServices:
     settings: Settings
@@ -125,6 +136,7 @@ class CallServices:
         from ivr.tts.cache import PromptCache
         from ivr.tts.engine import DEFAULT_VOICES, TtsEngine, TtsParams
 
+        one_blas_thread()
         records: RecordWriter[CallStore] | None = None
         if with_records:
             from ivr.storage.records import CallStore

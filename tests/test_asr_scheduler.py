@@ -210,3 +210,20 @@ def test_finals_queued_for_an_engine_with_two_replicas_are_shared_out_and_decode
     assert texts == [f"text of c{i}" for i in range(4)]
     assert len(decoder.batches) == 2 and sum(decoder.batches) == 4  # one batch per replica, not one of 4
     assert decoder.most_at_once == 2
+
+
+def test_a_call_server_runs_numpy_matrix_products_on_one_thread() -> None:
+    """OpenBLAS's own threads spin after each product (a Whisper final's mel filter bank): a serving process
+    keeps one, so decodes do not burn the cores the other calls need (ivr/services.py one_blas_thread)."""
+    import numpy as np  # noqa: F401  (loads the BLAS threadpoolctl inspects)
+    from threadpoolctl import threadpool_info
+
+    from ivr.config import Settings
+    from ivr.services import CallServices
+
+    services = CallServices.create(Settings(), with_records=False)
+    try:
+        blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+        assert blas and all(pool["num_threads"] == 1 for pool in blas)
+    finally:
+        services.close()
