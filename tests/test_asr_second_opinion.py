@@ -120,6 +120,14 @@ def test_a_decided_turn_needs_no_decode_once_its_segment_is_closed(engine: Secon
     feed(vosk, silence(200))  # audio after the closed segment
     assert vosk.decoded_final() is None
     assert vosk.final().text == "해외 로밍"
+    # the phrase choice made at the closing segment belongs to its turn: a next turn of the same length reads anew
+    said = read_wav(FIXTURES / "roaming_1.wav")
+    feed(vosk, said)
+    vosk.close_segment()
+    assert vosk.decoded_final().text == "해외 로밍"
+    feed(vosk, bytes(len(said)))  # as many bytes of digital silence
+    vosk.close_segment()
+    assert vosk.decoded_final().text == ""
     vosk.close()
 
     rec = engine.recognizer()

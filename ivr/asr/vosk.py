@@ -211,6 +211,7 @@ class VoskRecognizer:
         self._fed_bytes = 0
         self._open_segment = False  # audio fed since the last closed segment
         self._last_partial = ""
+        self._memo: tuple[tuple[int, int], AsrResult] | None = None  # _reading's answer and the turn state it read
         self._lock = threading.Lock()  # close() may come from another thread than a decode in flight
         self._grammar_key = ""
         self._closed = False
@@ -276,6 +277,7 @@ class VoskRecognizer:
             if not self._closed and self._open_segment:
                 self._segments.append(json.loads(self._kaldi().FinalResult()))
                 self._open_segment = False
+                self._reading()  # the phrase choice too, here on the pool: the decision takes it from the loop
 
     def closed_reading(self) -> AsrResult | None:
         """What `final` would answer if nothing more is fed (None while a segment is still open)."""
@@ -301,8 +303,12 @@ class VoskRecognizer:
         return result
 
     def _reading(self) -> AsrResult:
-        """The decision over this turn's closed segments."""
-        return self._decide(_combine(_parse_segments(self._segments)), _speech_seconds(self._levels))
+        """The decision over this turn's closed segments, made once per state of the turn (the second
+        opinion asks `closed_reading` and then `final` on the event loop: one phrase choice, not two)."""
+        key = (len(self._segments), self._fed_bytes)
+        if self._memo is None or self._memo[0] != key:
+            self._memo = key, self._decide(_combine(_parse_segments(self._segments)), _speech_seconds(self._levels))
+        return self._memo[1]
 
     def reset(self) -> None:
         """Forget this turn's audio; a grammar set since the last turn takes effect now."""
@@ -326,6 +332,7 @@ class VoskRecognizer:
         return self._phrases
 
     def _begin_turn(self) -> None:
+        self._memo = None
         self._segments = []
         self._levels = []
         self._fed_bytes = 0
