@@ -31,6 +31,7 @@ better of the two scores (at least ANSWER_ONLY_SCORE when the utterance is nothi
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -54,6 +55,7 @@ PHRASE_MATCH = 0.9  # an utterance this similar to one phrase (whole-string) sco
 AMBIGUITY_MARGIN = 0.15  # the two best intents closer than this (and both plausible): ask which one
 HINT_MIN_CHARS = 4  # domain words for a recognizer prompt: shorter ones are mostly function words
 AMBIGUITY_FLOOR = 0.25  # ... where "plausible" is at least this probability each
+PREPARED_CACHE_SIZE = 4096  # prepared readings kept per grammar (strings; a few hundred KB at most)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class Nlu:
         self.grammar = grammar
         self.lang = grammar.lang
         self.params = params or NluParams()
+        # Readings are prepared more than once per turn (understands_at_once on the event loop, then _scores,
+        # then entities for the chosen one), and callers say the same few phrases: one preparation each.
+        self._prepare = functools.lru_cache(maxsize=PREPARED_CACHE_SIZE)(self._prepare_text)
         # longest variants first, so "credit left" wins over "credit"
         self._synonyms = sorted(
             ((normalize(v), canon.lower()) for canon, variants in grammar.synonyms.items() for v in variants),
@@ -127,14 +132,15 @@ class Nlu:
     @property
     def threshold(self) -> float:
         """Below this probability the answer is "none": set by ops (params, grammar) or chosen from the data."""
-        if self.params.threshold is not None:
-            return self.params.threshold
-        if self.grammar.threshold is not None:
-            return self.grammar.threshold
-        return self.classifier.threshold
+        chosen = self._chosen_threshold()
+        return chosen if chosen is not None else self.classifier.threshold
+
+    def _chosen_threshold(self) -> float | None:
+        """The threshold ops set (params, then the grammar); None: the classifier's, chosen from the data."""
+        return self.params.threshold if self.params.threshold is not None else self.grammar.threshold
 
     # ---- text preparation ---------------------------------------------------------------------
-    def _prepare(self, text: str) -> str:
+    def _prepare_text(self, text: str) -> str:
         # numbers become one "#" so a long phone number or amount does not drown the words around it
         tokens = normalize(text).split()
         for number in reversed(find_numbers(tokens, self.lang)):
@@ -179,7 +185,7 @@ class Nlu:
         """`understand` needs no classifier for these readings: each is one of the grammar's own
         phrases (every final of a grammar-restricted recognizer is) and the classifier is loaded (its
         threshold is read). Then it is a lookup (~0.1 ms), cheap enough for the event loop."""
-        ready = self._classifier is not None or self.params.threshold is not None or self.grammar.threshold is not None
+        ready = self._classifier is not None or self._chosen_threshold() is not None
         return ready and all(self._prepare(text) in self._exact for text, _ in alternatives if text and text.strip())
 
     def understand(
