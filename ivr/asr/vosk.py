@@ -282,18 +282,18 @@ class VoskRecognizer:
     def closed_reading(self) -> AsrResult | None:
         """What `final` would answer if nothing more is fed (None while a segment is still open)."""
         with self._lock:
-            if self._closed or self._open_segment or not self._segments:
-                return None
-            return self._reading()
+            return self._reading() if self._turn_decoded() else None
 
     def decoded_final(self) -> AsrResult | None:
         """`final` when nothing is left to decode (close_segment ran and no audio came after it): the
         phrase choice close_segment made (~0.01 ms), cheap enough for the event loop, so a decided
         turn skips the ASR pool's queue and thread hand-offs. None while audio is still undecoded."""
         with self._lock:
-            if self._closed or self._open_segment or not self._segments:
-                return None
-            return self._final()
+            return self._final() if self._turn_decoded() else None
+
+    def _turn_decoded(self) -> bool:
+        """The turn has segments and all are closed (decoded): nothing is left for Kaldi."""
+        return not self._closed and not self._open_segment and bool(self._segments)
 
     def _final(self) -> AsrResult:
         if self._open_segment or not self._segments:
