@@ -225,7 +225,6 @@ async def bench(engines: list[str], counts: list[int], fixtures: dict[str, str],
     data_dir = temp_data_dir()
     settings = bench_settings(data_dir, max_calls=max(counts) + 10)
     settings.vad.detector = vad  # type: ignore[assignment]
-    settings.asr.workers = int(os.environ.get("IVR_BENCH_ASR_WORKERS", "0"))
     services = CallServices.create(settings, with_records=True, engine_override={"en": "whisper"})
     results: list[BatchResult] = []
     async with InProcessServer(settings, services) as server:

@@ -502,6 +502,9 @@ class CallSession:
         decoded_final = getattr(recognizer, "decoded_final", None)  # Vosk: the segment was decoded early
         if decoded_final is not None:
             started = time.perf_counter()
+            pending = getattr(recognizer, "pending_decode", lambda: None)()
+            if pending is not None:  # the second opinion's early Whisper decode, on its own thread
+                await asyncio.wait([asyncio.wrap_future(pending)])  # an error surfaces from decoded_final
             ready: AsrResult | None = decoded_final()
             if ready is not None:  # on the loop: 50 callers deciding at once queued for the pool's threads
                 return ready, time.perf_counter() - started

@@ -213,6 +213,7 @@ ENV_OVERRIDES = {
     "IVR_WHISPER_REPLICAS": "asr.whisper_replicas",
     "IVR_WHISPER_THREADS": "asr.whisper_threads",
     "IVR_ASR_MAX_BATCH": "asr.max_batch",
+    "IVR_ASR_WORKERS": "asr.workers",
     "IVR_ASR_SECOND_OPINION": "asr.second_opinion",
     "IVR_CALL_TIME": "call_time",
     "IVR_VAD_DETECTOR": "vad.detector",

@@ -3,7 +3,6 @@ real Korean models on the project's Korean caller fixtures."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -87,7 +86,10 @@ def test_whisper_starts_at_the_closing_segment(engine: SecondOpinionEngine, phra
     rec = engine.recognizer()
     rec.set_grammar(phrases)
     feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
-    rec.close_segment()  # Vosk's reading is already a rejection: Whisper decodes now
+    rec.close_segment()  # Vosk's reading is already a rejection: Whisper decodes now, on its own thread
+    pending = rec.pending_decode()
+    assert pending is not None and pending.result(timeout=60) is not None  # what the call awaits
+    assert rec.pending_decode() is None  # done: nothing left to await
     for _ in range(engine.slot_count):  # from here on no decode could start
         assert engine.slots.acquire(blocking=False)
     try:
@@ -138,7 +140,10 @@ def test_a_decided_turn_needs_no_decode_once_its_segment_is_closed(engine: Secon
     assert understood is not None and (understood.engine, understood.text) == ("vosk", "해외 로밍")
     assert rec.second.buffered_bytes == 0
     feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
-    rec.close_segment()  # Vosk rejects: Whisper's early decode of exactly this audio is in hand
+    rec.close_segment()  # Vosk rejects: Whisper's early decode of exactly this audio starts
+    pending = rec.pending_decode()
+    assert pending is not None and rec.decoded_final() is None  # still decoding: the call awaits it first
+    pending.result(timeout=60)
     early = rec.decoded_final()
     assert early is not None and (early.engine, early.text) == ("whisper", "데이터 선물")
     for _ in range(engine.slot_count):  # no early decode now: the final must decode Whisper on the pool
@@ -180,8 +185,12 @@ def test_the_early_decode_waits_a_moment_for_a_slot(engine: SecondOpinionEngine,
     skipped = engine.skipped
     for _ in range(engine.slot_count):  # every slot taken; one frees well within the early decode's wait
         assert engine.slots.acquire(blocking=False)
-    threading.Timer(0.2, engine.slots.release).start()
-    rec.close_segment()  # waited for that slot, decoded, gave it back
+    rec.close_segment()  # returns at once: the early decode waits for its slot on its own thread, not this one
+    pending = rec.pending_decode()
+    assert pending is not None and not pending.done()
+    assert rec.decoded_final() is None  # nothing to take yet: the call awaits `pending` first
+    engine.slots.release()
+    assert pending.result(timeout=60) is not None  # took that slot, decoded, gave it back
     assert engine.skipped == skipped
     assert engine.slots.acquire(blocking=False)  # all taken again: only the early reading can answer
     try:

@@ -54,10 +54,16 @@ DEFAULT_MAX_BATCH = 1  # asr.max_batch: a batch's results all come at its end (1
 # jobs waiting before new speech is refused: 2 cores decode ~30 Vosk finals or ~10 Whisper ones a
 # second, so 64 waiting jobs are seconds of backlog already
 DEFAULT_MAX_QUEUE = 64
-# Worker threads: 4 per core (Vosk and CTranslate2 release the GIL). Measured in one sitting, 50-caller
-# Vosk burst, energy VAD, load ~5.5: compute p95 3418 ms with 8 threads against 4795 ms with 3 (cores + 1);
-# the queue still hands out the earliest deadline first, the extra threads only keep the cores busy.
-DEFAULT_WORKERS = 4 * (os.cpu_count() or 2)
+# Worker threads: one per core. Vosk decodes in the worker thread itself (the GIL released), so every worker
+# beyond the cores only time-slices the same cores, and the event loop and Silero get a smaller share of them:
+# with 4 per core (8 on 2 cores) a 50-caller Vosk burst kept all 8 runnable for its whole 3 s of speech and the
+# loop waited 30-40 ms of every 100 on the run queue. 2026-12-05, 2-core AMD EPYC VM, alternating: compute p95
+# 17, 20 ms with 8 against 9, 6 with 2 and 11, 7 with 3 (`bench/concurrency.py --calls 50 --engine vosk`), ten
+# English callers' heard p95 1554, 1475 ms with 8 against 1440, 1410 with 2 and 1531, 1479 with 3. (Before the
+# second opinion's Whisper moved to its own thread, ivr/asr/second_opinion.py, a worker waited for its slot and
+# 2 workers were too few: Korean Poisson traffic 963 ms against 140 with 8.) Whisper's own CPU is CTranslate2's
+# threads (the worker waits for them), so one worker per core still keeps the cores busy with one job each.
+DEFAULT_WORKERS = os.cpu_count() or 2
 # ...at a lower CPU priority than the event loop, whose 20 ms frame pacing must not wait for a decode
 WORKER_NICENESS = 5
 # an engine counts as busy for batching when another final reached it this recently

@@ -21,8 +21,10 @@ opinion, same sitting; bench/traffic.py --rates 2.4, docs/performance.md).
 
 The Whisper decode starts early when it can: the call closes Vosk's segment 300 ms into the caller's silence
 (`close_segment`), while the endpointer still waits out the rest of it; if Vosk's reading of the closed
-segments is already a rejection, Whisper decodes that audio then, and the final uses the result when no audio
-came after it. Whisper decodes on a 10 s window (`final_batch`, WINDOW_S; Whisper's own is 30 s).
+segments is already a rejection, Whisper decodes that audio then, on the engine's own thread (`early_decoder`, one
+per slot, so no ASR pool thread waits for a slot or for Whisper), and the final uses the result when no audio came
+after it (the call awaits it on the event loop: `pending_decode`). Whisper decodes on a 10 s window
+(`final_batch`, WINDOW_S; Whisper's own is 30 s).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from ivr.asr.base import AsrResult
 from ivr.asr.vosk import VoskEngine, VoskRecognizer
@@ -66,6 +70,10 @@ class SecondOpinionEngine:
         self.second = second
         self.slot_count = slots
         self.slots = threading.BoundedSemaphore(slots)
+        # The early decodes run here, not on the ASR pool: a pool thread that waited for a slot and then for
+        # Whisper (up to 0.3 + ~0.15 s) was a thread the calls' streaming Vosk could not use, so the pool needed
+        # many more threads than cores, and those threads took the cores from the event loop (docs/performance.md).
+        self.early_decoder = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="second-opinion")
         self.skipped = 0  # rejected turns that found every slot taken (kept Vosk's rejection); a rough count
 
     def recognizer(self) -> SecondOpinionRecognizer:
@@ -79,7 +87,8 @@ class SecondOpinionRecognizer:
         self.engine = engine
         self.first = first
         self.second = second  # only buffers the turn's audio until asked
-        self._early: tuple[int, AsrResult] | None = None  # (bytes it heard, Whisper's result) from close_segment
+        # from close_segment: (bytes it heard, Whisper's early decode of them; None when no slot came free)
+        self._early: tuple[int, Future[AsrResult | None]] | None = None
 
     def set_grammar(self, phrases: Sequence[str] | None) -> None:
         self.first.set_grammar(phrases)
@@ -94,20 +103,32 @@ class SecondOpinionRecognizer:
         reading = self.first.closed_reading()
         if reading is None or not self._asks_whisper(reading):
             return
-        heard = self.second.buffered_bytes
-        result = self._whisper(self.second.early_turn(), wait_s=EARLY_WAIT_S)
-        if result is not None:
-            self._early = heard, result
+        self._drop_early()
+        turn, until = self.second.early_turn(), time.monotonic() + EARLY_WAIT_S
+        self._early = self.second.buffered_bytes, self.engine.early_decoder.submit(self._early_whisper, turn, until)
+
+    def pending_decode(self) -> Future[AsrResult | None] | None:
+        """Whisper's early decode of this turn while it is still running on its own thread: the call awaits it
+        (no ASR pool thread waits) before `decoded_final`."""
+        early = self._early
+        if early is None or early[1].done() or early[0] != self.second.buffered_bytes:
+            return None
+        return early[1]
 
     def final(self) -> AsrResult:
         first = self.first.final()
         early, self._early = self._early, None
         if not self._asks_whisper(first):
+            self._drop(early)
             self.second.reset()
             return first
+        second: AsrResult | None = None
         if early is not None and early[0] == self.second.buffered_bytes:  # nothing came after the early decode
-            second: AsrResult | None = early[1]
-        else:
+            second = early[1].result()  # None: no slot came free in time
+        elif early is not None:  # the caller spoke after it: a stale decode still running holds the slot needed now
+            self._drop(early)
+            wait([early[1]])
+        if second is None:
             second = self._whisper(self.second)
         self.second.reset()
         if second is not None and second.text:  # snapped onto a phrase
@@ -122,13 +143,23 @@ class SecondOpinionRecognizer:
         if reading is None:
             return None
         early = self._early
-        if self._asks_whisper(reading) and (early is None or early[0] != self.second.buffered_bytes):
+        if self._asks_whisper(reading) and (early is None or early[0] != self.second.buffered_bytes
+                                            or not early[1].done() or early[1].result() is None):
             return None
         return self.final()
 
     def _asks_whisper(self, vosk: AsrResult) -> bool:
         """Vosk's grammar rejected a turn that has audio: the case for a second opinion."""
         return not vosk.text and self.first.phrases is not None and self.second.buffered_bytes > 0
+
+    def _early_whisper(self, turn: EarlyTurn, until: float) -> AsrResult | None:
+        """On the early decoder's thread: `_whisper`, unless it is past `until` (time.monotonic) already,
+        having waited in this thread's queue behind other calls' decodes."""
+        wait_s = until - time.monotonic()
+        if wait_s <= 0:
+            self.engine.skipped += 1
+            return None
+        return self._whisper(turn, wait_s=wait_s)
 
     def _whisper(self, turn: WhisperRecognizer | EarlyTurn, *, wait_s: float = 0.0) -> AsrResult | None:
         """Whisper's reading of `turn`, or None when every slot stays taken for `wait_s`."""
@@ -145,12 +176,23 @@ class SecondOpinionRecognizer:
     def reset(self) -> None:
         self.first.reset()
         self.second.reset()
-        self._early = None
+        self._drop_early()
+
+    def _drop_early(self) -> None:
+        early, self._early = self._early, None
+        self._drop(early)
+
+    @staticmethod
+    def _drop(early: tuple[int, Future[AsrResult | None]] | None) -> None:
+        """An early decode no longer wanted: not started, it never runs; under way, its result is ignored."""
+        if early is not None:
+            early[1].cancel()
 
     @property
     def phrases(self) -> list[str] | None:
         return self.first.phrases
 
     def close(self) -> None:
+        self._drop_early()
         self.first.close()
         self.second.reset()
