@@ -95,6 +95,8 @@ class SecondOpinionRecognizer:
         self.second.set_grammar(phrases)
 
     def accept(self, pcm: bytes) -> AsrResult | None:
+        if self._early is not None:  # the caller spoke again: the early decode no longer holds the turn (if it
+            self._early[1].cancel()    # has not started it never will; under way, the final waits for its slot)
         self.second.accept(pcm)
         return self.first.accept(pcm)
 
@@ -109,11 +111,10 @@ class SecondOpinionRecognizer:
 
     def pending_decode(self) -> Future[AsrResult | None] | None:
         """Whisper's early decode of this turn while it is still running on its own thread: the call awaits it
-        (no ASR pool thread waits) before `decoded_final`."""
+        (no ASR pool thread waits) before `decoded_final`, whose reading it is, or, when the caller spoke after
+        it, before the final, which needs its slot."""
         early = self._early
-        if early is None or early[1].done() or early[0] != self.second.buffered_bytes:
-            return None
-        return early[1]
+        return early[1] if early is not None and not early[1].done() else None
 
     def final(self) -> AsrResult:
         first = self.first.final()
