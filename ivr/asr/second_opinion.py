@@ -95,8 +95,8 @@ class SecondOpinionRecognizer:
         self.second.set_grammar(phrases)
 
     def accept(self, pcm: bytes) -> AsrResult | None:
-        if self._early is not None:  # the caller spoke again: the early decode no longer holds the turn (if it
-            self._early[1].cancel()    # has not started it never will; under way, the final waits for its slot)
+        if self._early is not None and pcm:  # the caller spoke again: the early decode no longer holds the turn
+            self._early[1].cancel()  # (not started, it never will; under way, the final waits for its slot)
         self.second.accept(pcm)
         return self.first.accept(pcm)
 
