@@ -87,8 +87,8 @@ class SecondOpinionRecognizer:
         self.engine = engine
         self.first = first
         self.second = second  # only buffers the turn's audio until asked
-        # from close_segment: (bytes it heard, Whisper's early decode of them; None when no slot came free)
-        self._early: tuple[int, Future[AsrResult | None]] | None = None
+        # from close_segment: (the turn as it was then, Whisper's early decode of it; None when no slot came free)
+        self._early: tuple[EarlyTurn, Future[AsrResult | None]] | None = None
 
     def set_grammar(self, phrases: Sequence[str] | None) -> None:
         self.first.set_grammar(phrases)
@@ -107,7 +107,7 @@ class SecondOpinionRecognizer:
             return
         self._drop_early()
         turn, until = self.second.early_turn(), time.monotonic() + EARLY_WAIT_S
-        self._early = self.second.buffered_bytes, self.engine.early_decoder.submit(self._early_whisper, turn, until)
+        self._early = turn, self.engine.early_decoder.submit(self._early_whisper, turn, until)
 
     def pending_decode(self) -> Future[AsrResult | None] | None:
         """Whisper's early decode of this turn while it is still running on its own thread: the call awaits it
@@ -124,7 +124,7 @@ class SecondOpinionRecognizer:
             self.second.reset()
             return first
         second: AsrResult | None = None
-        if early is not None and early[0] == self.second.buffered_bytes:  # nothing came after the early decode
+        if early is not None and early[0].holds_turn_of(self.second):  # nothing came after the early decode
             second = early[1].result()  # None: no slot came free in time
         elif early is not None:  # the caller spoke after it: a stale decode still running holds the slot needed now
             self._drop(early)
@@ -144,7 +144,7 @@ class SecondOpinionRecognizer:
         if reading is None:
             return None
         early = self._early
-        if self._asks_whisper(reading) and (early is None or early[0] != self.second.buffered_bytes
+        if self._asks_whisper(reading) and (early is None or not early[0].holds_turn_of(self.second)
                                             or not early[1].done() or early[1].result() is None):
             return None
         return self.final()
@@ -184,7 +184,7 @@ class SecondOpinionRecognizer:
         self._drop(early)
 
     @staticmethod
-    def _drop(early: tuple[int, Future[AsrResult | None]] | None) -> None:
+    def _drop(early: tuple[EarlyTurn, Future[AsrResult | None]] | None) -> None:
         """An early decode no longer wanted: not started, it never runs; under way, its result is ignored."""
         if early is not None:
             early[1].cancel()
