@@ -39,6 +39,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,19 +217,22 @@ def conversations(engines: list[str]) -> list[dict[str, Any]]:
 
     manifest = load_manifest()
     langs = {ENGINE_LANG[e] for e in engines}
+    intent_of = {f.file: f.intent for f in manifest.fixtures}
     out: list[dict[str, Any]] = []
     for call in manifest.calls:
         if call.lang in langs and all(t.file for t in call.turns):
             out.append({"name": call.name, "lang": call.lang,
-                        "turns": [{"file": t.file, "barge_in": t.barge_in} for t in call.turns]})
+                        "turns": [{"file": t.file, "barge_in": t.barge_in,
+                                   "intent": t.intent if t.intent is not None else intent_of.get(t.file or "")}
+                                  for t in call.turns]})
     for lang in sorted(langs):
         goodbye = next((f.file for f in manifest.for_lang(lang) if f.intent == "goodbye"), None)
         for fixture in manifest.for_lang(lang):
             if fixture.no_input or not fixture.intent or fixture.intent in ("goodbye", "yes", "no"):
                 continue
-            turns = [{"file": fixture.file, "barge_in": False}]
+            turns = [{"file": fixture.file, "barge_in": False, "intent": fixture.intent}]
             if goodbye:
-                turns.append({"file": goodbye, "barge_in": False})
+                turns.append({"file": goodbye, "barge_in": False, "intent": "goodbye"})
             out.append({"name": f"{lang}_{Path(fixture.file).stem}", "lang": lang, "turns": turns})
     return out
 
@@ -271,6 +275,11 @@ class LoadResult:
     callers_cpu_per_call: float = 0.0  # the callers' processes (fake channels, or SIPp + the capture) / call-seconds
     asr_early: int = 0  # finals started during the trailing silence (Whisper), of which discarded: resumed speech
     asr_early_discarded: int = 0
+    # turns Vosk's grammar rejected, by what the second opinion did (ivr/asr/second_opinion.py): "whisper" decoded
+    # in time, "busy" every slot taken, "late" no decode could be done by the time the answer was due
+    second_opinion: dict[str, int] = field(default_factory=dict)
+    intents_right: int = 0  # replied turns whose intent is the fixture's (of those whose fixture names one)
+    intents_checked: int = 0
 
 
 def _pcts(values: list[float]) -> dict[str, float | None]:
@@ -289,7 +298,7 @@ def plan_calls(rate: float, duration_s: float, pool: list[dict[str, Any]], rng: 
         for k, turn in enumerate(conv["turns"]):
             barge = turn["barge_in"] or (k == 0 and rng.random() < BARGE_IN_SHARE)
             turns.append({"pcm_file": str(ROOT / "audio_fixtures" / turn["file"]), "barge_in": barge,
-                          "pause_s": rng.uniform(*PAUSE_S)})
+                          "pause_s": rng.uniform(*PAUSE_S), "intent": turn["intent"]})
         calls.append({"at_s": at, "lang": conv["lang"], "channel": f"Local/traffic-{tag}-{i}", "turns": turns,
                       "tag": f"t{tag}-{i}"})
     return calls
@@ -319,6 +328,7 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
     stats = services.asr.stats
     before = (stats.batches, stats.batched_finals, stats.rejected, stats.early_finals, stats.early_discarded)
     stats.max_batch = 0
+    opinions_before = _second_opinions(services, {c["lang"] for c in calls})
     cpu_before, callers_before = cpu_seconds(), _children_cpu_s()
     asterisk_before = sip.asterisk_cpu_s() if sip is not None else 0.0
     with RssSampler() as sampler:
@@ -341,7 +351,9 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
     heard: list[float] = []
     split: dict[str, list[float]] = {k: [] for k in
                                      ("endpointing", "asr_queue", "asr_decode", "nlu", "dialog", "prompt", "compute")}
-    no_reply = 0
+    no_reply = right = checked = 0
+    # the planned turns by the report's name for the call: its channel (fake channels) or tag (SIP callers)
+    planned = {**{c["channel"]: c["turns"] for c in calls}, **{c["tag"]: c["turns"] for c in calls}}
     talked_over = sum(r.get("overlapped", 0) for r in reports)
     for report in reports:
         server_turns = [t for t in server.taps.turns.get(report["channel"], []) if not t.no_input and not t.dtmf]
@@ -352,6 +364,11 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
             heard.append(latency)
             if k < len(server_turns):
                 t = server_turns[k]
+                script = planned.get(report.get("tag") or report["channel"], [])
+                expected = script[k]["intent"] if k < len(script) else None
+                if expected is not None:
+                    checked += 1
+                    right += t.intent == expected
                 if t.latency_ms:
                     split["endpointing"].append(max(0.0, latency - t.latency_ms))
                     split["compute"].append(t.latency_ms)
@@ -380,7 +397,21 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
         greeting_after_ms=_pcts([r["greeting_after_s"] * 1000 for r in reports
                                  if r.get("greeting_after_s") is not None])["p50"],
         asr_early=stats.early_finals - before[3], asr_early_discarded=stats.early_discarded - before[4],
+        second_opinion=dict(_second_opinions(services, {c["lang"] for c in calls}) - opinions_before),
+        intents_right=right, intents_checked=checked,
     )
+
+
+def _second_opinions(services: Any, langs: set[str]) -> Counter[str]:
+    """The second opinion's outcomes so far (`SecondOpinionEngine.outcomes`) over these languages' engines."""
+    from ivr.asr.second_opinion import SecondOpinionEngine
+
+    total: Counter[str] = Counter()
+    for lang in langs:
+        engine = services.asr_engine(lang)
+        if isinstance(engine, SecondOpinionEngine):
+            total += engine.outcomes
+    return total
 
 
 async def bench(engines: list[str], rates: list[float], duration_s: float, seed: int,
@@ -427,8 +458,11 @@ async def bench(engines: list[str], rates: list[float], duration_s: float, seed:
                 result = await run_load(server, services, rate, duration_s, pool, rng, f"{rate}", sip)
                 print(f"  {result.calls} calls, {result.concurrent_mean:.1f} concurrent on average, "
                       f"compute p95 {_f(result.split_ms['compute']['p95'])} ms, "
-                      f"heard p95 {_f(result.heard_ms['p95'])} ms, early finals {result.asr_early} "
-                      f"({result.asr_early_discarded} dropped: speech resumed)", flush=True)
+                      f"heard p95 {_f(result.heard_ms['p95'])} ms, intents right {result.intents_right} of "
+                      f"{result.intents_checked}, early finals {result.asr_early} "
+                      f"({result.asr_early_discarded} dropped: speech resumed)"
+                      + (", second opinion " + ", ".join(f"{k} {n}" for k, n in sorted(result.second_opinion.items()))
+                         if result.second_opinion else ""), flush=True)
                 results.append(result)
     finally:
         services.close()

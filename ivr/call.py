@@ -124,9 +124,10 @@ class CallSession:
         self._base_params: EndpointParams = services.endpoint_params
         # between turns the endpointer only watches for barge-in: no-input counts while listening
         self._between_turns = self._base_params.with_overrides({"no_input_ms": 0})
-        # a simulated line on the audio clock (`ivr replay`, tests) feeds frames faster than real time
-        self._endpointer = Endpointer(self._between_turns,
-                                      services.speech_detector(realtime=getattr(line, "realtime", True)))
+        # a simulated line on the audio clock (`ivr replay`, tests) feeds frames faster than real time: wall-clock
+        # deadlines say nothing about how long its caller waits
+        self._realtime: bool = getattr(line, "realtime", True)
+        self._endpointer = Endpointer(self._between_turns, services.speech_detector(realtime=self._realtime))
         self._inbox: asyncio.Queue[_CallerInput] = asyncio.Queue()
         self._asr_jobs: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._preroll: collections.deque[bytes] = collections.deque(maxlen=PREROLL_FRAMES)
@@ -471,8 +472,8 @@ class CallSession:
                 elif job[0] == "segment":
                     close_segment = getattr(recognizer, "close_segment", None)
                     early_turn = getattr(recognizer, "early_turn", None)
-                    if close_segment is not None:
-                        await decode(close_segment, deadline=due)
+                    if close_segment is not None:  # when the turn's answer is wanted (none on the audio clock)
+                        await decode(close_segment, due if self._realtime else None, deadline=due)
                     elif early_turn is not None:  # on the loop: a copy of the buffer; no decode of this call runs
                         self._early_turn = early_turn()
                         self._early = self.services.asr.early_final(self._early_turn, self._batch_decoder, job[1])
@@ -503,8 +504,10 @@ class CallSession:
         if decoded_final is not None:
             started = time.perf_counter()
             pending = getattr(recognizer, "pending_decode", lambda: None)()
-            if pending is not None:  # the second opinion's early Whisper decode, on its own thread
-                await asyncio.wait([asyncio.wrap_future(pending)])  # an error surfaces from decoded_final
+            if pending is not None:  # the second opinion's early Whisper decode, on its own thread, until due:
+                # not done by then, the final goes on without it; an error surfaces from decoded_final
+                timeout = max(0.0, due - time.monotonic()) if self._realtime else None
+                await asyncio.wait([asyncio.wrap_future(pending)], timeout=timeout)
             ready: AsrResult | None = decoded_final()
             if ready is not None:  # on the loop: 50 callers deciding at once queued for the pool's threads
                 return ready, time.perf_counter() - started

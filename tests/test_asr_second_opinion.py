@@ -3,14 +3,15 @@ real Korean models on the project's Korean caller fixtures."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import wait
 from pathlib import Path
 
 import pytest
 
-from ivr.asr import second_opinion
 from ivr.asr.factory import _build
 from ivr.asr.second_opinion import SecondOpinionEngine, SecondOpinionRecognizer
-from ivr.asr.vosk import VoskEngine
+from ivr.asr.vosk import VoskEngine, VoskRecognizer
 from ivr.asr.whisper import whisper_available
 from ivr.audio.pcm import FRAME_BYTES, read_wav, silence
 from ivr.config import AsrSettings, Settings
@@ -38,14 +39,14 @@ def phrases() -> list[str]:
     return [p for spec in grammar.intents.values() for p in spec.phrases]
 
 
-def feed(rec: SecondOpinionRecognizer, pcm: bytes) -> None:
+def feed(rec: SecondOpinionRecognizer | VoskRecognizer, pcm: bytes) -> None:
     for i in range(0, len(pcm), FRAME_BYTES):
         rec.accept(pcm[i : i + FRAME_BYTES])
 
 
-def turn(rec: SecondOpinionRecognizer, pcm: bytes) -> str:
+def turn(rec: SecondOpinionRecognizer | VoskRecognizer, pcm: bytes) -> str:
     feed(rec, pcm)
-    rec.close_segment()  # as the call does when the caller goes quiet
+    rec.close_segment()  # as the call does when the caller goes quiet; no deadline: the final waits for Whisper
     result = rec.final()
     assert result.is_final
     return f"{result.engine}:{result.text}"
@@ -101,7 +102,7 @@ def test_whisper_starts_at_the_closing_segment(engine: SecondOpinionEngine, phra
     # speech after the early decode: it no longer holds, the final decodes the whole turn again
     feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
     rec.close_segment()
-    feed(rec, silence(200))
+    feed(rec, silence(200))  # (cancels the early decode if it has not started)
     assert rec.final().engine == "whisper"
     rec.close()
 
@@ -146,15 +147,10 @@ def test_a_decided_turn_needs_no_decode_once_its_segment_is_closed(engine: Secon
     pending.result(timeout=60)
     early = rec.decoded_final()
     assert early is not None and (early.engine, early.text) == ("whisper", "데이터 선물")
-    for _ in range(engine.slot_count):  # no early decode now: the final must decode Whisper on the pool
-        assert engine.slots.acquire(blocking=False)
-    try:
-        feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
-        rec.close_segment()
-        assert rec.decoded_final() is None
-    finally:
-        for _ in range(engine.slot_count):
-            engine.slots.release()
+    feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
+    rec.close_segment(answer_by=time.monotonic())  # already due: no early decode, the final decodes on the pool
+    assert rec.decoded_final() is None
+    engine.decode_s = 0.0  # a decode fits the final's budget
     assert rec.final().engine == "whisper"
     rec.close()
 
@@ -162,36 +158,40 @@ def test_a_decided_turn_needs_no_decode_once_its_segment_is_closed(engine: Secon
 def test_busy_slots_keep_vosks_rejection(engine: SecondOpinionEngine, phrases: list[str]) -> None:
     rec = engine.recognizer()
     rec.set_grammar(phrases)
-    skipped = engine.skipped
+    busy = engine.outcomes["busy"]
+    engine.decode_s = 0.0  # a decode would fit the final's budget
     for _ in range(engine.slot_count):  # every slot taken by other calls' second opinions
         assert engine.slots.acquire(blocking=False)
     try:
-        assert turn(rec, read_wav(FIXTURES / "share_data_1.wav")) == "vosk:"
+        feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
+        rec.close_segment(answer_by=time.monotonic() + 0.3)
+        pending = rec.pending_decode()  # waits for a slot while a decode could still be done in time
+        assert pending is not None and pending.result(timeout=60) is None
+        result = rec.final()  # does not wait for a slot
+        assert (result.engine, result.text) == ("vosk", "")
     finally:
         for _ in range(engine.slot_count):
             engine.slots.release()
-    assert engine.skipped == skipped + 2  # at the closing segment and at the final
+    assert engine.outcomes["busy"] == busy + 1
     assert rec.second.buffered_bytes == 0  # ready for the next turn
     rec.close()
 
 
-def test_the_early_decode_waits_a_moment_for_a_slot(engine: SecondOpinionEngine, phrases: list[str],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    # a long wait here, so a slow machine's late timer cannot fail the test; the rule is the same for 0.3 s
-    monkeypatch.setattr(second_opinion, "EARLY_WAIT_S", 30.0)
+def test_the_early_decode_waits_for_a_slot_while_it_can_still_be_in_time(engine: SecondOpinionEngine,
+                                                                        phrases: list[str]) -> None:
     rec = engine.recognizer()
     rec.set_grammar(phrases)
     feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
-    skipped = engine.skipped
+    answered = engine.outcomes["whisper"]
     for _ in range(engine.slot_count):  # every slot taken; one frees well within the early decode's wait
         assert engine.slots.acquire(blocking=False)
-    rec.close_segment()  # returns at once: the early decode waits for its slot on its own thread, not this one
+    # due in 30 s here, so a slow machine's late timer cannot fail the test; the rule is the same for 0.65 s
+    rec.close_segment(answer_by=time.monotonic() + 30)  # returns at once: the early decode waits on its own thread
     pending = rec.pending_decode()
     assert pending is not None and not pending.done()
     assert rec.decoded_final() is None  # nothing to take yet: the call awaits `pending` first
     engine.slots.release()
     assert pending.result(timeout=60) is not None  # took that slot, decoded, gave it back
-    assert engine.skipped == skipped
     assert engine.slots.acquire(blocking=False)  # all taken again: only the early reading can answer
     try:
         result = rec.final()
@@ -199,4 +199,39 @@ def test_the_early_decode_waits_a_moment_for_a_slot(engine: SecondOpinionEngine,
         for _ in range(engine.slot_count):
             engine.slots.release()
     assert (result.engine, result.text) == ("whisper", "데이터 선물")
+    rec.close()
+    assert engine.outcomes["whisper"] == answered + 1
+
+
+def test_the_final_does_not_wait_for_a_decode_that_missed_its_time(engine: SecondOpinionEngine,
+                                                                   phrases: list[str]) -> None:
+    """The call waits for the early decode only until the answer is due; then the final keeps Vosk's
+    rejection rather than wait for Whisper, and does not start a decode that would not fit the final's budget."""
+    rec = engine.recognizer()
+    rec.set_grammar(phrases)
+    late = engine.outcomes["late"]
+    feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
+    for _ in range(engine.slot_count):  # the early decode cannot start yet
+        assert engine.slots.acquire(blocking=False)
+    try:
+        rec.close_segment(answer_by=time.monotonic() + 30)
+        pending = rec.pending_decode()
+        assert pending is not None and not pending.done()
+        started = time.monotonic()
+        result = rec.final()  # as after the call stopped waiting: the early decode is still under way
+        assert time.monotonic() - started < 5  # it did not wait for a slot (this one frees in 30 s)
+    finally:
+        for _ in range(engine.slot_count):
+            engine.slots.release()
+    assert (result.engine, result.text) == ("vosk", "")
+    assert engine.outcomes["late"] == late + 1
+    wait([pending], timeout=60)  # (its result is not used)
+    # no early decode, and one of the recent length would take longer than the final's budget: none at all
+    engine.decode_s = 10.0
+    feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
+    rec.close_segment(answer_by=time.monotonic() + 1)  # a decode of 10 s cannot be done by then: none starts
+    assert rec.pending_decode() is None
+    assert rec.final().engine == "vosk"
+    assert engine.outcomes["late"] == late + 2
+    engine.decode_s = 0.0
     rec.close()

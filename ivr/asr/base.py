@@ -3,10 +3,12 @@
 Engines have a synchronous core: `Recognizer.accept` and `.final` may take tens of
 milliseconds (Vosk) or hundreds (Whisper), so the pipeline runs them on the ASR pool's threads
 (ivr/asr/scheduler.py) and the event loop never decodes. Optional hooks the call looks for:
-`close_segment` (decode what was fed, 300 ms into the caller's silence), `decoded_final` (the final
-when nothing is left to decode, cheap enough for the event loop; None otherwise), `pending_decode` (a
+`close_segment(answer_by)` (decode what was fed, 300 ms into the caller's silence; `answer_by`,
+time.monotonic, is when the call wants the turn's answer), `decoded_final` (the final when nothing is
+left to decode, cheap enough for the event loop; None otherwise), `pending_decode` (a
 `concurrent.futures.Future` of a decode running off the ASR pool that `decoded_final` will use: the call
-awaits it first) and `early_turn` (Whisper: the turn so far, decoded while the endpointer still waits).
+awaits it first, until the answer is due, then goes on to `final`, which must not wait for it) and
+`early_turn` (Whisper: the turn so far, decoded while the endpointer still waits).
 """
 
 from __future__ import annotations

@@ -9,22 +9,24 @@ rejected 51; Vosk then Whisper (this) right 28, wrong 12, rejected 48; every out
 all three (on WINDOW_S, below: 28 / 9 / 51). Vosk stays first: it streams (partials, barge-in words) and costs
 ~1 % of a core per call, where a Whisper decode costs ~0.2 s of a core, paid only on the turns Vosk rejects.
 
-Under load it steps aside: at most SLOTS Whisper decodes run at once in the process. The early decode (below)
-waits up to EARLY_WAIT_S for a slot; at the decision a rejected turn that finds them all taken keeps Vosk's
-rejection (the caller is asked again, as without a second opinion). Unbounded,
+Under load it steps aside: at most SLOTS Whisper decodes run at once in the process, and the second opinion
+keeps to the final's budget (FINAL_BUDGET_S after the decision, the compute goal): a decode starts only
+while one of the recent length can be done by then, and nothing waits for it longer. A rejected turn it
+cannot serve in time keeps Vosk's rejection (the caller is asked again, as without a second opinion);
+`SecondOpinionEngine.outcomes` counts how often. Unbounded,
 Poisson traffic of ~50 concurrent Korean calls on 2 cores collapsed: a third of the turns went to Whisper
 (~0.5-1 s of a core each), the ASR pool's queue grew to 14 s and 79 of 109 calls got no reply, against 109 of
-109 and a compute p95 of 10 ms without the second opinion; bounded and started early (below), 109 of 109 and
-598 ms on a 20 s window; on 10 s, the early decode waiting for its slot, 157-200 ms (8 ms without the second
-opinion, same sitting; bench/traffic.py --rates 2.4, docs/performance.md).
+109 and a compute p95 of 10 ms without the second opinion; bounded by slots and started early (below), 109 of
+109 and 598 ms on a 20 s window; on 10 s, the early decode waiting up to 0.3 s for its slot, 195-285 ms; keeping
+to the budget, see docs/performance.md (bench/traffic.py --rates 2.4).
 `asr.second_opinion: false` turns it off entirely.
 
 The Whisper decode starts early when it can: the call closes Vosk's segment 300 ms into the caller's silence
 (`close_segment`), while the endpointer still waits out the rest of it; if Vosk's reading of the closed
 segments is already a rejection, Whisper decodes that audio then, on the engine's own thread (`early_decoder`, one
 per slot, so no ASR pool thread waits for a slot or for Whisper), and the final uses the result when no audio came
-after it (the call awaits it on the event loop: `pending_decode`). Whisper decodes on a 10 s window
-(`final_batch`, WINDOW_S; Whisper's own is 30 s).
+after it (the call awaits it on the event loop, `pending_decode`, until the answer is due). Whisper decodes on a
+10 s window (`final_batch`, WINDOW_S; Whisper's own is 30 s).
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from ivr.asr.base import AsrResult
+from ivr.asr.scheduler import FINAL_BUDGET_S
 from ivr.asr.vosk import VoskEngine, VoskRecognizer
 from ivr.asr.whisper import EarlyTurn, WhisperEngine, WhisperRecognizer
 
@@ -45,12 +49,14 @@ log = logging.getLogger(__name__)
 # Whisper decodes at once for second opinions, per process: one per two cores leaves the other core(s) to the
 # calls' streaming Vosk, Silero and the event loop
 SLOTS = max(1, (os.cpu_count() or 2) // 2)
-# How long the early decode, started 300 ms into the caller's silence (500 ms before the decision with the default
-# 800 ms), waits for a slot. Without a wait, at ~37 concurrent Korean calls (bench/traffic.py --rates 2.4
-# --duration 30) a third of the early decodes found the slot taken and were decoded after the decision instead:
-# compute p95 281 ms; waiting 0.3 s, 103 ms; 0.45 s at ~50 concurrent: 210 and 219 ms against 200 and 157 ms for
-# 0.3. Two slots instead of one: 380 ms (the decodes slowed each other). All on the 10 s window below.
-EARLY_WAIT_S = 0.3
+# The early decode's answer is due when the final is (`answer_by`: the endpointer's expected decision plus
+# FINAL_BUDGET_S); it starts only while a decode of the recent length can still finish by then, and the call
+# waits for it no longer (section "The second opinion keeps to the final's budget", docs/performance.md).
+# Before, it waited up to 0.3 s for a slot however long Whisper then took, and a turn it missed was decoded
+# again after the decision: ~46 concurrent Korean calls (bench/traffic.py --rates 2.4) had a compute p95 of
+# 195-285 ms. Two slots instead of one: 380 ms (the decodes slowed each other).
+# weight of the newest decode in the running estimate of a decode's wall time (it doubles under load)
+DECODE_S_WEIGHT = 0.25
 # Whisper's encoder window for second opinions (the English default is 20 s: shorter lost tiny.en intents). The
 # encoder's cost follows the window: Whisper base on 12 Korean fixtures, one thread, 366 ms per decode at 20 s,
 # 232 at 15 s, 130 at 10 s, so at 10 s the decode started at the closing segment is done before the endpointer's
@@ -74,10 +80,31 @@ class SecondOpinionEngine:
         # Whisper (up to 0.3 + ~0.15 s) was a thread the calls' streaming Vosk could not use, so the pool needed
         # many more threads than cores, and those threads took the cores from the event loop (docs/performance.md).
         self.early_decoder = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="second-opinion")
-        self.skipped = 0  # rejected turns that found every slot taken (kept Vosk's rejection); a rough count
+        # a Whisper decode's recent wall time, seconds (0 until the first: the first decodes are tried)
+        self.decode_s = 0.0
+        # per turn Vosk rejected: "whisper" (Whisper decoded it in time), "busy" (every slot taken), "late" (no
+        # decode could be done by the time the answer was due)
+        self.outcomes: Counter[str] = Counter()
 
     def recognizer(self) -> SecondOpinionRecognizer:
         return SecondOpinionRecognizer(self, self.first.recognizer(), self.second.recognizer())
+
+    def fits(self, answer_by: float) -> bool:
+        """Whether a decode of the recent length, started now, is done by `answer_by` (time.monotonic)."""
+        return time.monotonic() + self.decode_s <= answer_by
+
+    def decode(self, turn: WhisperRecognizer | EarlyTurn, *, wait_s: float | None = 0.0) -> AsrResult | None:
+        """Whisper's reading of `turn`, snapped to the same phrases or rejected (""); None when every slot
+        stays taken for `wait_s` (None: waits until one frees)."""
+        if not self.slots.acquire(timeout=wait_s):
+            return None
+        try:
+            started = time.perf_counter()
+            reading = self.second.final_batch([turn])[0]
+            self.decode_s += DECODE_S_WEIGHT * (time.perf_counter() - started - self.decode_s)
+            return reading
+        finally:
+            self.slots.release()
 
 
 class SecondOpinionRecognizer:
@@ -87,8 +114,10 @@ class SecondOpinionRecognizer:
         self.engine = engine
         self.first = first
         self.second = second  # only buffers the turn's audio until asked
-        # from close_segment: (the turn as it was then, Whisper's early decode of it; None when no slot came free)
+        # from close_segment: (the turn as it was then, Whisper's early decode of it; None when it could not
+        # start in time)
         self._early: tuple[EarlyTurn, Future[AsrResult | None]] | None = None
+        self._answer_by: float | None = None  # this turn's deadline, from close_segment (None: none)
 
     def set_grammar(self, phrases: Sequence[str] | None) -> None:
         self.first.set_grammar(phrases)
@@ -96,45 +125,68 @@ class SecondOpinionRecognizer:
 
     def accept(self, pcm: bytes) -> AsrResult | None:
         if self._early is not None and pcm:  # the caller spoke again: the early decode no longer holds the turn
-            self._early[1].cancel()  # (not started, it never will; under way, the final waits for its slot)
+            self._early[1].cancel()  # (not started, it never will; under way, its result will be ignored)
         self.second.accept(pcm)
         return self.first.accept(pcm)
 
-    def close_segment(self) -> None:
+    def close_segment(self, answer_by: float | None = None) -> None:
+        """Vosk's `close_segment`; when its reading is a rejection, Whisper's decode of the turn starts on the
+        engine's thread. `answer_by` (time.monotonic) is when the call wants the turn's answer: the decode starts
+        only while it can be done by then, and the final keeps to it too. None: no deadline, Whisper always
+        decodes (a replay on the audio clock, where wall time says nothing about how long a caller waits)."""
         self.first.close_segment()
+        self._answer_by = answer_by
         reading = self.first.closed_reading()
         if reading is None or not self._asks_whisper(reading):
             return
         self._drop_early()
-        turn, until = self.second.early_turn(), time.monotonic() + EARLY_WAIT_S
-        self._early = turn, self.engine.early_decoder.submit(self._early_whisper, turn, until)
+        if answer_by is not None and not self.engine.fits(answer_by):  # a decode started now would be late
+            return
+        turn = self.second.early_turn()
+        self._early = turn, self.engine.early_decoder.submit(self._early_whisper, turn, answer_by)
 
     def pending_decode(self) -> Future[AsrResult | None] | None:
         """Whisper's early decode of this turn while it is still running on its own thread: the call awaits it
-        (no ASR pool thread waits) before `decoded_final`, whose reading it is, or, when the caller spoke after
-        it, before the final, which needs its slot."""
+        (no ASR pool thread waits) before `decoded_final`, whose reading it is, until the answer is due."""
         early = self._early
         return early[1] if early is not None and not early[1].done() else None
 
     def final(self) -> AsrResult:
+        """Vosk's final, or Whisper's reading when Vosk rejected the turn and Whisper's snaps onto a phrase.
+        With a deadline (`close_segment`) it never waits for Whisper: the early decode counts only if done, and a
+        decode starts here only when a slot is free and one of the recent length fits the final's budget
+        (FINAL_BUDGET_S). Without one it waits for both."""
         first = self.first.final()
         early, self._early = self._early, None
+        timed, self._answer_by = self._answer_by is not None, None
         if not self._asks_whisper(first):
             self._drop(early)
             self.second.reset()
             return first
         second: AsrResult | None = None
+        outcome = "busy"
         if early is not None and early[0].holds_turn_of(self.second):  # nothing came after the early decode
-            second = early[1].result()  # None: no slot came free in time
-        elif early is not None:  # the caller spoke after it: a stale decode still running holds the slot needed now
+            if timed and not early[1].done():  # the call stopped waiting for it: the answer was due
+                self._drop(early)
+                outcome = "late"
+            else:
+                second = early[1].result()  # None: it could not start in time
+        else:  # none, or the caller spoke after it (a stale one still running keeps its slot)
             self._drop(early)
-            wait([early[1]])
-        if second is None:
-            second = self._whisper(self.second)
+        if second is None and outcome != "late":
+            if timed and not self.engine.fits(time.monotonic() + FINAL_BUDGET_S):
+                outcome = "late"
+            else:
+                second = self.engine.decode(self.second, wait_s=0.0 if timed else None)
+        if second is not None:
+            outcome = "whisper"
+        self.engine.outcomes[outcome] += 1
         self.second.reset()
         if second is not None and second.text:  # snapped onto a phrase
             log.info("second opinion: Vosk rejected the turn, Whisper heard %r (%.2f)", second.text, second.confidence)
             return second
+        if second is None:
+            log.debug("second opinion: none in time (%s); Vosk's rejection stands", outcome)
         return first
 
     def decoded_final(self) -> AsrResult | None:
@@ -153,31 +205,21 @@ class SecondOpinionRecognizer:
         """Vosk's grammar rejected a turn that has audio: the case for a second opinion."""
         return not vosk.text and self.first.phrases is not None and self.second.buffered_bytes > 0
 
-    def _early_whisper(self, turn: EarlyTurn, until: float) -> AsrResult | None:
-        """On the early decoder's thread: `_whisper`, unless it is past `until` (time.monotonic) already,
-        having waited in this thread's queue behind other calls' decodes."""
-        wait_s = until - time.monotonic()
-        if wait_s <= 0:
-            self.engine.skipped += 1
-            return None
-        return self._whisper(turn, wait_s=wait_s)
-
-    def _whisper(self, turn: WhisperRecognizer | EarlyTurn, *, wait_s: float = 0.0) -> AsrResult | None:
-        """Whisper's reading of `turn`, or None when every slot stays taken for `wait_s`."""
+    def _early_whisper(self, turn: EarlyTurn, answer_by: float | None) -> AsrResult | None:
+        """On the early decoder's thread, having waited in its queue behind other calls' decodes: Whisper's
+        reading of `turn` if a decode can still be done by `answer_by`; it waits for a slot as long as that holds
+        (without a deadline, until one frees)."""
         engine = self.engine
-        if not engine.slots.acquire(timeout=wait_s):
-            engine.skipped += 1
-            log.debug("second opinion skipped: %d Whisper decodes already running", engine.slot_count)
-            return None
-        try:
-            return engine.second.final_batch([turn])[0]  # snapped to the same phrases, or rejected ("")
-        finally:
-            engine.slots.release()
+        if answer_by is None:
+            return engine.decode(turn, wait_s=None)
+        wait_s = answer_by - time.monotonic() - engine.decode_s
+        return engine.decode(turn, wait_s=wait_s) if wait_s > 0 else None
 
     def reset(self) -> None:
         self.first.reset()
         self.second.reset()
         self._drop_early()
+        self._answer_by = None
 
     def _drop_early(self) -> None:
         early, self._early = self._early, None

@@ -269,10 +269,11 @@ class VoskRecognizer:
                 raise EngineError("the recognizer was closed (the call ended)")
             return self._final()
 
-    def close_segment(self) -> None:
+    def close_segment(self, answer_by: float | None = None) -> None:
         """The caller went quiet: decode what was fed so far now, while the endpointer still waits
         out its silence, so the final has (almost) nothing left to do. Speech that resumes becomes
-        a next segment, joined to this one as Vosk's own pauses are."""
+        a next segment, joined to this one as Vosk's own pauses are. (`answer_by`, when the call wants
+        the turn's answer, is for engines that start more work here: this decode is done on return.)"""
         with self._lock:
             if not self._closed and self._open_segment:
                 self._segments.append(json.loads(self._kaldi().FinalResult()))
