@@ -18,7 +18,8 @@ Poisson traffic of ~50 concurrent Korean calls on 2 cores collapsed: a third of 
 (~0.5-1 s of a core each), the ASR pool's queue grew to 14 s and 79 of 109 calls got no reply, against 109 of
 109 and a compute p95 of 10 ms without the second opinion; bounded by slots and started early (below), 109 of
 109 and 598 ms on a 20 s window; on 10 s, the early decode waiting up to 0.3 s for its slot, 195-285 ms; keeping
-to the budget, see docs/performance.md (bench/traffic.py --rates 2.4).
+to the budget, 90 and 111 ms against 258 and 262 (one in five rejected turns re-asked; intents right 126 against 130
+of 202; bench/traffic.py --rates 2.4, docs/performance.md).
 `asr.second_opinion: false` turns it off entirely.
 
 The Whisper decode starts early when it can: the call closes Vosk's segment 300 ms into the caller's silence
