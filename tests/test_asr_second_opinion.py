@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ivr.asr import second_opinion
 from ivr.asr.factory import _build
 from ivr.asr.second_opinion import SecondOpinionEngine, SecondOpinionRecognizer
 from ivr.asr.vosk import VoskEngine, VoskRecognizer
@@ -227,11 +228,18 @@ def test_the_final_does_not_wait_for_a_decode_that_missed_its_time(engine: Secon
     assert engine.outcomes["late"] == late + 1
     wait([pending], timeout=60)  # (its result is not used)
     # no early decode, and one of the recent length would take longer than the final's budget: none at all
-    engine.decode_s = 10.0
+    engine.decode_s, engine.measured_at = 10.0, time.monotonic()
     feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
     rec.close_segment(answer_by=time.monotonic() + 1)  # a decode of 10 s cannot be done by then: none starts
     assert rec.pending_decode() is None
     assert rec.final().engine == "vosk"
     assert engine.outcomes["late"] == late + 2
-    engine.decode_s = 0.0
+    # measured long ago, that estimate says nothing about the load now: a decode is tried again
+    engine.measured_at = time.monotonic() - second_opinion.DECODE_S_TTL_S - 1
+    feed(rec, read_wav(FIXTURES / "share_data_1.wav"))
+    rec.close_segment(answer_by=time.monotonic() + 30)
+    pending = rec.pending_decode()
+    assert pending is not None and pending.result(timeout=60) is not None
+    assert rec.final().engine == "whisper"
+    assert engine.decode_s < 10.0  # the estimate started afresh from that decode
     rec.close()

@@ -58,6 +58,9 @@ SLOTS = max(1, (os.cpu_count() or 2) // 2)
 # 195-285 ms. Two slots instead of one: 380 ms (the decodes slowed each other).
 # weight of the newest decode in the running estimate of a decode's wall time (it doubles under load)
 DECODE_S_WEIGHT = 0.25
+# An estimate this old says nothing about the load now; without it the first decode is tried again. (A load peak
+# could otherwise leave an estimate no deadline fits, and then no decode would ever run to lower it.)
+DECODE_S_TTL_S = 5.0
 # Whisper's encoder window for second opinions (the English default is 20 s: shorter lost tiny.en intents). The
 # encoder's cost follows the window: Whisper base on 12 Korean fixtures, one thread, 366 ms per decode at 20 s,
 # 232 at 15 s, 130 at 10 s, so at 10 s the decode started at the closing segment is done before the endpointer's
@@ -81,8 +84,9 @@ class SecondOpinionEngine:
         # Whisper (up to 0.3 + ~0.15 s) was a thread the calls' streaming Vosk could not use, so the pool needed
         # many more threads than cores, and those threads took the cores from the event loop (docs/performance.md).
         self.early_decoder = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="second-opinion")
-        # a Whisper decode's recent wall time, seconds (0 until the first: the first decodes are tried)
+        # a Whisper decode's recent wall time, seconds, and when it was last measured (time.monotonic)
         self.decode_s = 0.0
+        self.measured_at = 0.0
         # per turn Vosk rejected: "whisper" (Whisper decoded it in time), "busy" (every slot taken), "late" (no
         # decode could be done by the time the answer was due)
         self.outcomes: Counter[str] = Counter()
@@ -90,9 +94,14 @@ class SecondOpinionEngine:
     def recognizer(self) -> SecondOpinionRecognizer:
         return SecondOpinionRecognizer(self, self.first.recognizer(), self.second.recognizer())
 
+    def expected_decode_s(self) -> float:
+        """How long a decode started now should take: the recent decodes' running average, or 0 (try one) when
+        the last was measured more than DECODE_S_TTL_S ago."""
+        return self.decode_s if time.monotonic() - self.measured_at < DECODE_S_TTL_S else 0.0
+
     def fits(self, answer_by: float) -> bool:
         """Whether a decode of the recent length, started now, is done by `answer_by` (time.monotonic)."""
-        return time.monotonic() + self.decode_s <= answer_by
+        return time.monotonic() + self.expected_decode_s() <= answer_by
 
     def decode(self, turn: WhisperRecognizer | EarlyTurn, *, wait_s: float | None = 0.0) -> AsrResult | None:
         """Whisper's reading of `turn`, snapped to the same phrases or rejected (""); None when every slot
@@ -100,9 +109,13 @@ class SecondOpinionEngine:
         if not self.slots.acquire(timeout=wait_s):
             return None
         try:
-            started = time.perf_counter()
+            started = time.monotonic()
             reading = self.second.final_batch([turn])[0]
-            self.decode_s += DECODE_S_WEIGHT * (time.perf_counter() - started - self.decode_s)
+            finished = time.monotonic()
+            took = finished - started
+            recent = finished - self.measured_at < DECODE_S_TTL_S  # else this decode starts the estimate afresh
+            self.decode_s = self.decode_s + DECODE_S_WEIGHT * (took - self.decode_s) if recent else took
+            self.measured_at = finished
             return reading
         finally:
             self.slots.release()
@@ -213,7 +226,7 @@ class SecondOpinionRecognizer:
         engine = self.engine
         if answer_by is None:
             return engine.decode(turn, wait_s=None)
-        wait_s = answer_by - time.monotonic() - engine.decode_s
+        wait_s = answer_by - time.monotonic() - engine.expected_decode_s()
         return engine.decode(turn, wait_s=wait_s) if wait_s > 0 else None
 
     def reset(self) -> None:
