@@ -16,7 +16,9 @@ Per load it reports: mean and peak concurrent calls; turn latency p50/p95/p99 as
 it (end of its speech -> first reply sound) and split into endpointing (that minus the server's
 compute), ASR queue, ASR decode, NLU, dialog and prompt (the server's turn records); CPU per call
 (server process CPU / call-seconds), peak RSS, and paced reply frames that came late (> 40 ms gap,
-seen by the callers; > 10 ms, the server's own pacing). Then the load at which the compute p95
+seen by the callers; > 10 ms, the server's own pacing); intents right (replied turns whose intent is the
+fixture's: what load shedding costs in understanding) and what the Korean second opinion did with the
+turns Vosk rejected (decoded in time, slot busy, late). Then the load at which the compute p95
 (decision -> first reply frame) and the heard p95 cross 1 s. A table on the terminal, JSON, and an
 HTML page with the latency-vs-concurrency plot.
 
