@@ -472,8 +472,8 @@ class CallSession:
                 elif job[0] == "segment":
                     close_segment = getattr(recognizer, "close_segment", None)
                     early_turn = getattr(recognizer, "early_turn", None)
-                    if close_segment is not None:  # when the turn's answer is wanted (none on the audio clock)
-                        await decode(close_segment, due if self._realtime else None, deadline=due)
+                    if close_segment is not None:
+                        await decode(close_segment, self._answer_by(due), deadline=due)
                     elif early_turn is not None:  # on the loop: a copy of the buffer; no decode of this call runs
                         self._early_turn = early_turn()
                         self._early = self.services.asr.early_final(self._early_turn, self._batch_decoder, job[1])
@@ -506,13 +506,19 @@ class CallSession:
             pending = getattr(recognizer, "pending_decode", lambda: None)()
             if pending is not None:  # the second opinion's early Whisper decode, on its own thread, until due:
                 # not done by then, the final goes on without it; an error surfaces from decoded_final
-                timeout = max(0.0, due - time.monotonic()) if self._realtime else None
+                answer_by = self._answer_by(due)
+                timeout = None if answer_by is None else max(0.0, answer_by - time.monotonic())
                 await asyncio.wait([asyncio.wrap_future(pending)], timeout=timeout)
             ready: AsrResult | None = decoded_final()
             if ready is not None:  # on the loop: 50 callers deciding at once queued for the pool's threads
                 return ready, time.perf_counter() - started
         result: tuple[AsrResult, float] = await self.services.asr.final(recognizer, self._batch_decoder, due)
         return result
+
+    def _answer_by(self, due: float) -> float | None:
+        """When the turn's answer is wanted (time.monotonic): the final's deadline `due` on a real line; none on
+        the audio clock, where wall time says nothing about how long the caller waits."""
+        return due if self._realtime else None
 
     def _discard_early(self) -> None:
         early, self._early = self._early, None

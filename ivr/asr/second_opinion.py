@@ -111,11 +111,9 @@ class SecondOpinionEngine:
         try:
             started = time.monotonic()
             reading = self.second.final_batch([turn])[0]
-            finished = time.monotonic()
-            took = finished - started
-            recent = finished - self.measured_at < DECODE_S_TTL_S  # else this decode starts the estimate afresh
-            self.decode_s = self.decode_s + DECODE_S_WEIGHT * (took - self.decode_s) if recent else took
-            self.measured_at = finished
+            took, previous = time.monotonic() - started, self.expected_decode_s()
+            self.decode_s = previous + DECODE_S_WEIGHT * (took - previous) if previous else took  # 0: afresh
+            self.measured_at = time.monotonic()
             return reading
         finally:
             self.slots.release()
@@ -177,23 +175,7 @@ class SecondOpinionRecognizer:
             self._drop(early)
             self.second.reset()
             return first
-        second: AsrResult | None = None
-        outcome = "busy"
-        if early is not None and early[0].holds_turn_of(self.second):  # nothing came after the early decode
-            if timed and not early[1].done():  # the call stopped waiting for it: the answer was due
-                self._drop(early)
-                outcome = "late"
-            else:
-                second = early[1].result()  # None: it could not start in time
-        else:  # none, or the caller spoke after it (a stale one still running keeps its slot)
-            self._drop(early)
-        if second is None and outcome != "late":
-            if timed and not self.engine.fits(time.monotonic() + FINAL_BUDGET_S):
-                outcome = "late"
-            else:
-                second = self.engine.decode(self.second, wait_s=0.0 if timed else None)
-        if second is not None:
-            outcome = "whisper"
+        second, outcome = self._whisper_reading(early, timed)
         self.engine.outcomes[outcome] += 1
         self.second.reset()
         if second is not None and second.text:  # snapped onto a phrase
@@ -202,6 +184,24 @@ class SecondOpinionRecognizer:
         if second is None:
             log.debug("second opinion: none in time (%s); Vosk's rejection stands", outcome)
         return first
+
+    def _whisper_reading(self, early: tuple[EarlyTurn, Future[AsrResult | None]] | None,
+                         timed: bool) -> tuple[AsrResult | None, str]:
+        """For `final` of a turn Vosk rejected: Whisper's reading (None: none in time) and the outcome to count
+        ("whisper", "busy", "late"; `SecondOpinionEngine.outcomes`)."""
+        if early is not None and early[0].holds_turn_of(self.second):  # nothing came after the early decode
+            if timed and not early[1].done():  # the call stopped waiting for it: the answer was due
+                self._drop(early)
+                return None, "late"
+            reading = early[1].result()  # None: it could not start in time
+            if reading is not None:
+                return reading, "whisper"
+        else:  # none, or the caller spoke after it (a stale one still running keeps its slot)
+            self._drop(early)
+        if timed and not self.engine.fits(time.monotonic() + FINAL_BUDGET_S):
+            return None, "late"
+        reading = self.engine.decode(self.second, wait_s=0.0 if timed else None)
+        return reading, "whisper" if reading is not None else "busy"
 
     def decoded_final(self) -> AsrResult | None:
         """`final` when it needs no decode: Vosk's closed segments are all there is, and either Vosk
