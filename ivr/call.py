@@ -132,6 +132,9 @@ class CallSession:
         self._asr_jobs: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._preroll: collections.deque[bytes] = collections.deque(maxlen=PREROLL_FRAMES)
         self._speech: list[bytes] = []
+        # the audio of the feed job at the tail of _asr_jobs: speech flushed while it waits joins it, so a call
+        # whose decoding is behind catches up in one job instead of one per 100 ms chunk
+        self._unfed: list[bytes] | None = None
         self._pause: collections.deque[bytes] = collections.deque(maxlen=RESUME_PREROLL_FRAMES)
         # a buffered recognizer's final started before the end of speech was decided, and the turn it decodes
         self._early: asyncio.Future[tuple[AsrResult, float]] | None = None
@@ -388,7 +391,7 @@ class CallSession:
                 else:
                     phrases = self._listen.phrases if self._listen else None
                     hints = self._listen.hints if self._listen else None
-                    self._asr_jobs.put_nowait(("start", phrases, hints))
+                    self._queue_asr(("start", phrases, hints))
             elif isinstance(event, BargeIn):
                 if self.playing and self._say_barge_in:
                     self.line.stop_playback()
@@ -405,7 +408,7 @@ class CallSession:
                                                         endpoint_ms=endpoint_ms, barge_in=self._speech_barge))
                 else:
                     self._final_due = final_deadline(time.monotonic())
-                    self._asr_jobs.put_nowait(("final", endpoint_ms, self._speech_barge, time.perf_counter()))
+                    self._queue_asr(("final", endpoint_ms, self._speech_barge, time.perf_counter()))
             elif isinstance(event, NoInputTimeout):
                 if self.listening.is_set():
                     self._inbox.put_nowait(_CallerInput("noinput", time.perf_counter()))
@@ -426,7 +429,7 @@ class CallSession:
             self._segment_closed = True  # the final starts now; it is ready when the endpointer decides
             decided_in_s = (self._endpointer.params.end_silence_ms - quiet_ms) / 1000
             self._segment_due = final_deadline(time.monotonic() + decided_in_s)
-            self._asr_jobs.put_nowait(("segment", self._segment_due))
+            self._queue_asr(("segment", self._segment_due))
 
     def _prompt_params(self) -> EndpointParams:
         """Endpointing while the assistant talks: the coming Listen's state settings (barge-in), no no-input."""
@@ -438,15 +441,27 @@ class CallSession:
         if self._refused:
             self._speech = []
         elif self._speech:
-            self._asr_jobs.put_nowait(("feed", b"".join(self._speech)))
+            if self._unfed is None:  # no feed job waits at the queue's tail: queue one
+                self._unfed = []
+                self._asr_jobs.put_nowait(("feed", self._unfed))
+            self._unfed.extend(self._speech)  # ...else the audio joins it: one decode, one trip to the pool
             self._speech = []
+
+    def _queue_asr(self, job: tuple[Any, ...]) -> None:
+        """Queue a recognizer job other than feeding audio; it is the queue's hurry now too: the jobs ahead
+        of it (this call's chunks waiting on the pool) are due by its deadline."""
+        self._unfed = None  # audio from now on is fed after this job
+        self._asr_jobs.put_nowait(job)
+        due = self._final_due or self._segment_due
+        if due is not None:
+            self.services.asr.expedite(self.call_id, due)
 
     # ---- ASR worker ---------------------------------------------------------------------------
     async def _asr_worker(self) -> None:
         """Runs the recognizer's jobs in order on the ASR threads; finals go to the inbox."""
         decode = self.services.run_asr
         if self._engine is not None:
-            self._recognizer = await decode(self._engine.recognizer)
+            self._recognizer = await decode(self._engine.recognizer, lane=self.call_id)
         recognizer = self._recognizer
         try:
             await self._run_asr_jobs(recognizer)
@@ -465,15 +480,17 @@ class CallSession:
             due = self._final_due or self._segment_due or partial_deadline()
             try:
                 if job[0] == "start":
-                    await decode(_start_turn, recognizer, job[1], job[2], deadline=due)
+                    await decode(_start_turn, recognizer, job[1], job[2], deadline=due, lane=self.call_id)
                 elif job[0] == "feed":
                     self._discard_early()  # the caller spoke again: the turn is longer than the early final's
-                    await decode(recognizer.accept, job[1], deadline=due)
+                    if job[1] is self._unfed:  # audio arriving from now on goes into a next job
+                        self._unfed = None
+                    await decode(recognizer.accept, b"".join(job[1]), deadline=due, lane=self.call_id)
                 elif job[0] == "segment":
                     close_segment = getattr(recognizer, "close_segment", None)
                     early_turn = getattr(recognizer, "early_turn", None)
                     if close_segment is not None:
-                        await decode(close_segment, self._answer_by(due), deadline=due)
+                        await decode(close_segment, self._answer_by(due), deadline=due, lane=self.call_id)
                     elif early_turn is not None:  # on the loop: a copy of the buffer; no decode of this call runs
                         self._early_turn = early_turn()
                         self._early = self.services.asr.early_final(self._early_turn, self._batch_decoder, job[1])

@@ -245,9 +245,11 @@ class CallServices:
             steps["asr_s"] = time.perf_counter() - started
         return timings
 
-    async def run_asr(self, func: Callable[..., T], *args: Any, deadline: float | None = None) -> T:
-        """Run a (blocking) recognizer call on the ASR pool; `deadline` (time.monotonic) orders it."""
-        return await self.asr.run(func, *args, deadline=deadline)
+    async def run_asr(self, func: Callable[..., T], *args: Any, deadline: float | None = None,
+                      lane: object = None) -> T:
+        """Run a (blocking) recognizer call on the ASR pool; `deadline` (time.monotonic) orders it, `lane`
+        (a call's id) lets the call make it more urgent while it waits (`AsrScheduler.expedite`)."""
+        return await self.asr.run(func, *args, deadline=deadline, lane=lane)
 
     async def prompt_audio(self, text: str, lang: str) -> bytes:
         return await self.prompts.get(text, lang)

@@ -49,6 +49,30 @@ def test_jobs_run_earliest_deadline_first_whatever_the_arrival_order() -> None:
     assert asyncio.run(scenario()) == ["partial-old", "final", "other", "partial-late"]
 
 
+def test_a_call_going_quiet_hurries_its_chunk_already_waiting_on_the_pool() -> None:
+    """A chunk queued while the caller talked waits with a partial's second; once the caller goes quiet the
+    call's answer waits behind it, so `expedite` makes it as urgent as the call's final (and no one else's)."""
+    async def scenario() -> list[str]:
+        pool = AsrScheduler(workers=1)
+        gate, order = Gate(), []
+        busy = asyncio.ensure_future(pool.run(gate.hold))
+        await asyncio.to_thread(gate.entered.wait, 5)
+        now = time.monotonic()
+        jobs = [pool.run(order.append, name, deadline=now + due, lane=lane)
+                for name, due, lane in [("chunk of call A", 1.0, "A"), ("final of call B", 0.5, "B"),
+                                        ("chunk of call C", 0.9, "C")]]
+        tasks = [asyncio.ensure_future(job) for job in jobs]
+        await asyncio.sleep(0.05)
+        pool.expedite("A", final_deadline(time.monotonic()))  # call A's caller went quiet: due in 150 ms
+        pool.expedite("C", now + 2.0)  # a later deadline never delays a job
+        gate.release.set()
+        await asyncio.gather(busy, *tasks)
+        pool.close()
+        return order
+
+    assert asyncio.run(scenario()) == ["chunk of call A", "final of call B", "chunk of call C"]
+
+
 class CountingDecoder:
     """A batch decoder recording the batches it was given (the real Whisper one is tested below)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -13,9 +14,9 @@ import numpy as np
 import pytest
 
 from ivr.asr.scheduler import FINAL_BUDGET_S, PARTIAL_BUDGET_S
-from ivr.audio.pcm import read_wav
+from ivr.audio.pcm import FRAME_BYTES, read_wav
 from ivr.audio.vad import DEFAULT_END_SILENCE_MS
-from ivr.call import ASR_TRAILING_SILENCE_MS
+from ivr.call import ASR_CHUNK_FRAMES, ASR_TRAILING_SILENCE_MS, PREROLL_FRAMES
 from ivr.config import Settings
 from ivr.errors import EngineError
 from ivr.services import CallServices
@@ -93,9 +94,9 @@ def test_once_the_caller_goes_quiet_the_work_ahead_of_the_final_is_as_urgent_as_
     asked: list[tuple[str, float]] = []
     run_asr = services.run_asr
 
-    async def recording(func, *args, deadline=None):  # type: ignore[no-untyped-def]
+    async def recording(func, *args, deadline=None, lane=None):  # type: ignore[no-untyped-def]
         asked.append((getattr(func, "__name__", ""), deadline - time.monotonic() if deadline else 0.0))
-        return await run_asr(func, *args, deadline=deadline)
+        return await run_asr(func, *args, deadline=deadline, lane=lane)
 
     monkeypatch.setattr(services, "run_asr", recording)
     turns = [CallerTurn(pcm=read_wav(FIXTURES / "ko/roaming_1.wav"), barge_in_after_ms=500)]  # over the greeting
@@ -109,6 +110,41 @@ def test_once_the_caller_goes_quiet_the_work_ahead_of_the_final_is_as_urgent_as_
     # due when the endpointer decides (800 - 300 ms from now) plus the final's budget; a partial: in 1 s
     assert closing[0] <= (DEFAULT_END_SILENCE_MS - ASR_TRAILING_SILENCE_MS) / 1000 + FINAL_BUDGET_S
     assert max(left for name, left in asked if name == "accept") > PARTIAL_BUDGET_S - 0.1  # speech still waits
+
+
+def test_speech_that_arrives_while_the_pool_is_busy_is_fed_in_one_job_not_one_per_chunk(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call whose decoding is behind catches up in one trip to the ASR pool: the 100 ms chunks flushed while
+    its feed job waits join that job, in order, and nothing is lost (the turn is still understood)."""
+    settings.asr.workers = 1
+    services = CallServices.create(settings, with_records=False, engine_override={"ko": "vosk"})
+    fed: list[int] = []
+    run_asr = services.run_asr
+    release = threading.Event()
+    held: list[asyncio.Future[bool]] = []
+
+    async def recording(func, *args, deadline=None, lane=None):  # type: ignore[no-untyped-def]
+        name = getattr(func, "__name__", "")
+        if name == "recognizer":  # the call begins: its only worker is kept busy for the next 2 s
+            held.append(asyncio.ensure_future(services.asr.run(release.wait, 10)))
+            threading.Timer(2.0, release.set).start()
+        elif name == "accept":
+            fed.append(len(args[0]))
+        return await run_asr(func, *args, deadline=deadline, lane=lane)
+
+    monkeypatch.setattr(services, "run_asr", recording)
+    pcm = read_wav(FIXTURES / "ko/roaming_1.wav")
+    try:
+        result, _ = asyncio.run(run_call(services, "ko", [CallerTurn(pcm=pcm, barge_in_after_ms=500)],
+                                         caller_id=CALLER, realtime=True))
+    finally:
+        services.close()
+    assert result.turns[0].intent == "roaming" and held[0].result() is True
+    # chunk by chunk, the first job would be the pre-roll and one chunk, every other one chunk; the speech of the
+    # busy seconds (from 0.5 s into the greeting, less the detector's onset) went in one job
+    one_chunk, preroll = ASR_CHUNK_FRAMES * FRAME_BYTES, PREROLL_FRAMES * FRAME_BYTES
+    assert max(fed) >= preroll + 5 * one_chunk
 
 
 def test_keys_work_without_any_speech_model(settings: Settings) -> None:
