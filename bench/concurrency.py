@@ -1,7 +1,7 @@
 """N simultaneous callers through the real server: turn latency, CPU, memory, late frames.
 
     python bench/concurrency.py [--calls 1,10,50] [--engine vosk|whisper|both] [--lang ko|en]
-                                [--fixture ko/balance_1.wav] [--json out.json]
+                                [--fixture ko/balance_1.wav] [--json out.json] [--trace jobs.json]
 
 The server (`ivr.server.run_server`, what `ivr serve` runs) starts in this process on free
 loopback ports with records in a temporary SQLite file. The callers are fake Asterisk channels
@@ -15,6 +15,10 @@ Per N the table shows: that latency (p50/p95/max), the server's own split from t
 compute = decision -> first reply frame handed to the socket), CPU per call (server process CPU
 time / call-seconds), RSS per extra call (peak RSS during the batch - RSS before, / N), and paced
 playback frames late by more than 40 ms (seen by the callers) and by more than 10 ms (server stats).
+
+`--trace` records every ASR pool job of each batch (kind, call, queued / started / ended, deadline, thread
+CPU; `AsrScheduler.trace`), writes them to the file and prints per kind the jobs, their CPU and queue wait, and
+how many waited at the busiest moment: where a slow batch's time went.
 
 Vosk runs on the Korean fixtures, Whisper on the English ones (the only models installed here).
 One warm-up call per engine runs first (model load, prompt cache), outside the figures.
@@ -53,6 +57,7 @@ from bench.harness import (  # noqa: E402
     rss_bytes,
     temp_data_dir,
 )
+from ivr.asr.scheduler import JobTrace  # noqa: E402
 from ivr.services import CallServices  # noqa: E402
 
 ENGINE_LANG = {"vosk": "ko", "whisper": "en"}  # the models installed here: Vosk Korean, Whisper tiny.en
@@ -217,8 +222,24 @@ def print_table(results: list[BatchResult], cond: dict[str, Any], console: Conso
                           f"{r.client_send_lag_max_ms:.0f} ms late (client CPU contention)")
 
 
+def trace_summary(jobs: list[JobTrace]) -> str:
+    """Per job kind: count, thread CPU, queue wait p50 / p95; and the most jobs waiting at one time."""
+    parts = []
+    for kind in sorted({j.kind for j in jobs}):
+        mine = [j for j in jobs if j.kind == kind]
+        waits = [1000 * (j.started - j.queued) for j in mine]
+        parts.append(f"{kind} {len(mine)} jobs, CPU {sum(j.cpu_s for j in mine):.2f} s, queue p50/p95 "
+                     f"{_fmt(percentile(waits, 50))}/{_fmt(percentile(waits, 95))} ms")
+    events = sorted([(j.queued, 1) for j in jobs] + [(j.started, -1) for j in jobs])
+    waiting = peak = 0
+    for _, step in events:
+        waiting += step
+        peak = max(peak, waiting)
+    return "; ".join(parts) + f"; at most {peak} waiting at once"
+
+
 async def bench(engines: list[str], counts: list[int], fixtures: dict[str, str], stagger_s: float,
-                console: Console, vad: str = "silero") -> list[BatchResult]:
+                console: Console, vad: str = "silero", trace: Path | None = None) -> list[BatchResult]:
     from ivr.testing.fixtures import load_manifest
 
     manifest = load_manifest(check_files=False)
@@ -227,6 +248,7 @@ async def bench(engines: list[str], counts: list[int], fixtures: dict[str, str],
     settings.vad.detector = vad  # type: ignore[assignment]
     services = CallServices.create(settings, with_records=True, engine_override={"en": "whisper"})
     results: list[BatchResult] = []
+    traces: list[dict[str, Any]] = []
     async with InProcessServer(settings, services) as server:
         for engine in engines:
             lang = ENGINE_LANG[engine]
@@ -240,10 +262,17 @@ async def bench(engines: list[str], counts: list[int], fixtures: dict[str, str],
                 console.print(f"[red]warm-up call failed: {warm.error}")
             for n in counts:
                 console.print(f"{engine}: {n} simultaneous call(s)...")
+                services.asr.trace = [] if trace else None
                 result = await run_batch(server, engine, lang, fixture, n, expected, stagger_s)
                 console.print(f"  done in {result.wall_s:.1f} s: e2e p95 {_fmt(result.latency_p95_ms)} ms, "
                               f"compute p95 {_fmt(result.compute_p95_ms)} ms")
+                if services.asr.trace is not None:
+                    console.print(f"  ASR pool: {trace_summary(services.asr.trace)}")
+                    traces.append({"engine": engine, "calls": n, "jobs": [asdict(j) for j in services.asr.trace]})
                 results.append(result)
+    services.asr.trace = None
+    if trace:
+        trace.write_text(json.dumps(traces))
     return results
 
 
@@ -257,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stagger", type=float, default=DEFAULT_STAGGER_S, help="seconds between call starts")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--vad", choices=["silero", "energy"], default="silero", help="speech detector (vad.detector)")
+    parser.add_argument("--trace", type=Path, help="record every ASR pool job of each batch and write them here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     engines = ["vosk", "whisper"] if args.engine == "both" else [args.engine]
@@ -268,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(c) for c in args.calls.split(",") if c.strip()]
     console = Console(width=220)
     cond = conditions()
-    results = asyncio.run(bench(engines, counts, fixtures, args.stagger, console, args.vad))
+    results = asyncio.run(bench(engines, counts, fixtures, args.stagger, console, args.vad, args.trace))
     print_table(results, cond, console)
     if args.json:
         args.json.write_text(json.dumps({"conditions": cond, "results": [asdict(r) for r in results]}, indent=1))

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
+from ivr.asr.vosk_chunking import DEFAULT_FRAMES_PER_CHUNK
 from ivr.errors import ConfigError
 from ivr.telephony.peers import parse_peer
 
@@ -121,6 +122,9 @@ class AsrSettings(BaseModel):
     # when a Vosk grammar rejects a turn, decode the same audio with Whisper for the language and take its reading
     # if it snaps onto a phrase (ivr/asr/second_opinion.py); costs a Whisper decode on those turns only
     second_opinion: bool = True
+    # feature frames Vosk's acoustic network computes at once (Kaldi's --frames-per-chunk, a multiple of 3; 0: the
+    # model's own, 20): larger chunks cost less CPU per second of speech (ivr/asr/vosk_chunking.py)
+    vosk_frames_per_chunk: int = Field(default=DEFAULT_FRAMES_PER_CHUNK, ge=0)
     # Whisper decodes that run at once (model replicas; 0: one per core) and threads each (0: cores / replicas)
     whisper_replicas: int = Field(default=0, ge=0)
     whisper_threads: int = Field(default=0, ge=0)
@@ -215,6 +219,7 @@ ENV_OVERRIDES = {
     "IVR_ASR_MAX_BATCH": "asr.max_batch",
     "IVR_ASR_WORKERS": "asr.workers",
     "IVR_ASR_SECOND_OPINION": "asr.second_opinion",
+    "IVR_VOSK_FRAMES_PER_CHUNK": "asr.vosk_frames_per_chunk",
     "IVR_CALL_TIME": "call_time",
     "IVR_VAD_DETECTOR": "vad.detector",
 }

@@ -73,6 +73,27 @@ def test_a_call_going_quiet_hurries_its_chunk_already_waiting_on_the_pool() -> N
     assert asyncio.run(scenario()) == ["chunk of call A", "final of call B", "chunk of call C"]
 
 
+def test_the_trace_records_each_job_with_its_call_wait_and_cpu() -> None:
+    """`bench/concurrency.py --trace` reads this: what ran, whose, how long it waited and what it cost."""
+    def spin(seconds: float) -> None:
+        until = time.thread_time() + seconds
+        while time.thread_time() < until:
+            pass
+
+    async def scenario() -> list:  # type: ignore[type-arg]
+        pool = AsrScheduler(workers=1)
+        pool.trace = []
+        await pool.run(spin, 0.02, lane="call-1")
+        await pool.run(len, "untraced?", deadline=None)
+        pool.close()
+        return pool.trace
+
+    spun, counted = asyncio.run(scenario())
+    assert (spun.kind, spun.lane, counted.kind, counted.lane) == ("spin", "call-1", "len", "")
+    assert spun.cpu_s >= 0.02 and spun.queued <= spun.started <= spun.ended
+    assert spun.ended - spun.started >= 0.02
+
+
 class CountingDecoder:
     """A batch decoder recording the batches it was given (the real Whisper one is tested below)."""
 

@@ -95,7 +95,8 @@ def _vosk(lang: str, settings: Settings, model: str | None) -> VoskEngine:
 
     resolved = resolve_model(lang, settings, model)
     log.info("ASR %s: Vosk model %s (%s)", lang, resolved.path, resolved.source)
-    return VoskEngine(resolved.path)
+    chunking = settings.asr.vosk_frames_per_chunk
+    return VoskEngine(resolved.path, frames_per_chunk=chunking, chunking_dir=settings.asr.models_dir / ".chunking")
 
 
 def _whisper(lang: str, settings: Settings, model: str | None, *, min_window_s: float | None = None) -> AsrEngine:

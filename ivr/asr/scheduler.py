@@ -92,6 +92,20 @@ class _Job:
 
 
 @dataclass
+class JobTrace:
+    """One job as it went through the pool (`AsrScheduler.trace`, for `bench/concurrency.py --trace`):
+    time.monotonic() stamps and the worker thread's CPU seconds."""
+
+    kind: str  # the function run: accept, close_segment, _timed_final, ...
+    lane: str  # whose (a call's id), "" for none
+    queued: float
+    deadline: float  # as it stood when the job started (expedite may have moved it)
+    started: float = 0.0
+    ended: float = 0.0
+    cpu_s: float = 0.0
+
+
+@dataclass
 class SchedulerStats:
     """Counters the benchmark reads (decode time is thread CPU time, queue time is wall time)."""
 
@@ -115,6 +129,7 @@ class AsrScheduler:
         self.batch_window_s = batch_window_s
         self.max_batch = max(1, max_batch)
         self.stats = SchedulerStats()
+        self.trace: list[JobTrace] | None = None  # set to a list to have every job run recorded in it
         self._heap: list[_Job] = []
         self._cond = threading.Condition()
         self._seq = itertools.count()
@@ -223,12 +238,20 @@ class AsrScheduler:
     def _run_one(self, job: _Job) -> None:
         if job.future.cancelled():
             return
+        trace = self.trace
+        if trace is not None:
+            record = JobTrace(getattr(job.func, "__name__", type(job.func).__name__), str(job.lane or ""),
+                              job.queued_at, job.deadline, time.monotonic())
+            cpu = time.thread_time()
         try:
             result = job.func(*job.args)
         except BaseException as exc:  # handed to the awaiting call, which fails open
             job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
         else:
             job.loop.call_soon_threadsafe(_set_result, job.future, result)
+        if trace is not None:
+            record.ended, record.cpu_s = time.monotonic(), time.thread_time() - cpu
+            trace.append(record)  # list.append is atomic: the workers share the list safely
 
     def _run_batch(self, first: _Job) -> None:
         decoder = first.batch

@@ -34,6 +34,7 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 from ivr.asr.base import Alternative, AsrResult
+from ivr.asr.vosk_chunking import chunked_model_dir
 from ivr.audio.pcm import FRAME_BYTES, SAMPLE_RATE
 from ivr.errors import ConfigError, EngineError, ModelNotFoundError
 
@@ -122,10 +123,18 @@ class VoskEngine:
     name = "vosk"
     streaming = True
 
-    def __init__(self, model_path: str | Path, params: VoskParams | None = None) -> None:
+    def __init__(self, model_path: str | Path, params: VoskParams | None = None, *, frames_per_chunk: int = 0,
+                 chunking_dir: Path | None = None) -> None:
+        """`frames_per_chunk`: the acoustic network's chunk (0: the model's own; ivr/asr/vosk_chunking.py), set
+        through an overlay of the model under `chunking_dir`."""
         self.model_path = Path(model_path)
         self.params = params or VoskParams()
-        self.model = load_model(model_path)
+        self.frames_per_chunk = frames_per_chunk
+        load_from = self.model_path
+        if frames_per_chunk and self.model_path.is_dir():
+            load_from = chunked_model_dir(self.model_path, frames_per_chunk,
+                                          chunking_dir or self.model_path.parent / ".chunking")
+        self.model = load_model(load_from)
         self._vocab_cache: dict[str, bool] = {}
         self._warned: set[str] = set()
         # Kaldi recognizers given back by finished calls and grammar changes, by grammar: building
