@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
-from ivr.asr.vosk_chunking import DEFAULT_FRAMES_PER_CHUNK
+from ivr.asr.vosk_chunking import DEFAULT_FRAMES_PER_CHUNK, SUBSAMPLING
 from ivr.errors import ConfigError
 from ivr.telephony.peers import parse_peer
 
@@ -138,6 +138,15 @@ class AsrSettings(BaseModel):
     # finals of one engine decoded in one batch at most (Whisper): a batch's results all come at its end, and on
     # CPU a batch is not cheaper per turn at the 20 s window (docs/performance.md), so 1 (no batching)
     max_batch: int = Field(default=1, ge=1)
+
+    @field_validator("vosk_frames_per_chunk")
+    @classmethod
+    def _whole_output_frames(cls, frames: int) -> int:
+        if frames % SUBSAMPLING:  # caught when the file is read, not at the first call's engine
+            fits = frames - frames % SUBSAMPLING + SUBSAMPLING
+            raise ValueError(f"{frames} is not a multiple of {SUBSAMPLING} (Vosk's network outputs every third "
+                             f"frame): use e.g. {fits}, or 0 for the model's own")
+        return frames
 
 
 class VadSettings(BaseModel):

@@ -83,3 +83,11 @@ def test_a_host_name_in_allowed_peers_is_a_config_error_naming_it(tmp_path: Path
         load_settings(config, env={})
     config.write_text("server:\n  allowed_peers: [10.1.0.0/16, '::1']\n")
     assert load_settings(config, env={}).server.allowed_peers == ["10.1.0.0/16", "::1"]
+
+
+def test_a_vosk_chunk_that_splits_an_output_frame_is_refused_when_the_settings_are_read() -> None:
+    """Not at the first call's engine build: the error names the setting and a value that works."""
+    with pytest.raises(ConfigError, match=r"asr\.vosk_frames_per_chunk: .*50 is not a multiple of 3.*use e\.g\. 51"):
+        load_settings(env={"IVR_VOSK_FRAMES_PER_CHUNK": "50"})
+    assert load_settings(env={"IVR_VOSK_FRAMES_PER_CHUNK": "0"}).asr.vosk_frames_per_chunk == 0  # the model's own
+    assert load_settings(env={}).asr.vosk_frames_per_chunk == 51
