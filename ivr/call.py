@@ -480,12 +480,12 @@ class CallSession:
             due = self._final_due or self._segment_due or partial_deadline()
             try:
                 if job[0] == "start":
-                    await decode(_start_turn, recognizer, job[1], job[2], deadline=due, lane=self.call_id)
+                    await self._prepare(_start_turn, recognizer, job[1], job[2], deadline=due)
                 elif job[0] == "feed":
                     self._discard_early()  # the caller spoke again: the turn is longer than the early final's
                     if job[1] is self._unfed:  # audio arriving from now on goes into a next job
                         self._unfed = None
-                    await decode(recognizer.accept, b"".join(job[1]), deadline=due, lane=self.call_id)
+                    await self._prepare(recognizer.accept, b"".join(job[1]), deadline=due)
                 elif job[0] == "segment":
                     close_segment = getattr(recognizer, "close_segment", None)
                     early_turn = getattr(recognizer, "early_turn", None)
@@ -507,6 +507,16 @@ class CallSession:
                 self.services.metrics_error("asr")
                 if job[0] == "final":
                     self._inbox.put_nowait(_CallerInput("speech", job[3], AsrResult("", 0.0, True), barge_in=job[2]))
+
+    async def _prepare(self, func: Callable[..., Any], *args: Any, deadline: float) -> None:
+        """Start a turn or feed audio: a streaming recognizer decodes as it is fed, on the ASR pool; a buffering one
+        (Whisper's: a byte append, two fields set) does it here on the loop. Through the pool its chunks waited
+        behind other calls' Whisper decodes holding every worker thread: in a burst of ten English callers, 8 of
+        the 10 early finals were queued 220-260 ms late, their calls' last chunk still waiting."""
+        if self._engine is not None and not self._engine.streaming:
+            func(*args)
+        else:
+            await self.services.run_asr(func, *args, deadline=deadline, lane=self.call_id)
 
     async def _turn_final(self, recognizer: Recognizer, due: float) -> tuple[AsrResult, float]:
         """The final of the decided turn: the early one when nothing was fed after it (done, or awaited

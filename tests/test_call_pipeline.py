@@ -147,6 +147,31 @@ def test_speech_that_arrives_while_the_pool_is_busy_is_fed_in_one_job_not_one_pe
     assert max(fed) >= preroll + 5 * one_chunk
 
 
+@pytest.mark.slow
+def test_a_buffering_recognizer_takes_the_callers_audio_on_the_loop_not_behind_other_calls_decodes(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whisper's accept is a byte append: through the pool, a call's last chunk waited behind other calls'
+    Whisper decodes holding every worker, and its early final was queued late. Only decodes go to the pool."""
+    services = CallServices.create(settings, with_records=False, engine_override={"en": "whisper"})
+    pooled: list[str] = []
+    run_asr = services.run_asr
+
+    async def recording(func, *args, deadline=None, lane=None):  # type: ignore[no-untyped-def]
+        pooled.append(getattr(func, "__name__", ""))
+        return await run_asr(func, *args, deadline=deadline, lane=lane)
+
+    monkeypatch.setattr(services, "run_asr", recording)
+    turns = [CallerTurn(pcm=read_wav(FIXTURES / "en/balance_1.wav"), barge_in_after_ms=500)]
+    try:
+        result, _ = asyncio.run(run_call(services, "en", turns, caller_id=CALLER, realtime=True))
+    finally:
+        services.close()
+    assert result.turns[0].intent == "balance"
+    assert pooled == ["recognizer"]  # no accept, no turn start on the pool (the early final has its own queue)
+    assert services.asr.stats.early_finals >= 1
+
+
 def test_keys_work_without_any_speech_model(settings: Settings) -> None:
     """Russian has no speech model on this machine: the call still works by keys (fail open)."""
     services = CallServices.create(settings, with_records=False)

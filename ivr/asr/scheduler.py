@@ -96,7 +96,7 @@ class JobTrace:
     """One job as it went through the pool (`AsrScheduler.trace`, for `bench/concurrency.py --trace`):
     time.monotonic() stamps and the worker thread's CPU seconds."""
 
-    kind: str  # the function run: accept, close_segment, _timed_final, ...
+    kind: str  # the function run: accept, close_segment, _timed_final, final_batch[N] (N finals decoded together)
     lane: str  # whose (a call's id), "" for none
     queued: float
     deadline: float  # as it stood when the job started (expedite may have moved it)
@@ -278,7 +278,7 @@ class AsrScheduler:
         self.stats.batches += 1
         self.stats.batched_finals += len(jobs)
         self.stats.max_batch = max(self.stats.max_batch, len(jobs))
-        started = time.perf_counter()
+        started, began = time.perf_counter(), time.monotonic()
         try:
             results = decoder.final_batch([j.args[0] for j in jobs])
         except BaseException as exc:
@@ -286,6 +286,10 @@ class AsrScheduler:
                 job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
             return
         took = time.perf_counter() - started
+        trace = self.trace
+        if trace is not None:  # the decode's CPU is the engine's own threads (CTranslate2): not counted here
+            trace.extend(JobTrace(f"final_batch[{len(jobs)}]", str(j.lane or ""), j.queued_at, j.deadline, began,
+                                  time.monotonic()) for j in jobs)
         for job, result in zip(jobs, results, strict=True):
             job.loop.call_soon_threadsafe(_set_result, job.future, (result, took))
 
