@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,47 +31,43 @@ class Gate:
         return "held"
 
 
-def test_jobs_run_earliest_deadline_first_whatever_the_arrival_order() -> None:
-    async def scenario() -> list[str]:
-        pool = AsrScheduler(workers=1)
-        gate, order = Gate(), []
-        busy = asyncio.ensure_future(pool.run(gate.hold))
-        await asyncio.to_thread(gate.entered.wait, 5)
-        now = time.monotonic()
-        jobs = [pool.run(order.append, name, deadline=now + due)
-                for name, due in [("partial-late", 1.0), ("final", 0.15), ("partial-old", 0.05), ("other", 0.5)]]
-        tasks = [asyncio.ensure_future(job) for job in jobs]
-        await asyncio.sleep(0.05)
-        gate.release.set()
-        await asyncio.gather(busy, *tasks)
-        pool.close()
-        return order
+async def behind_a_busy_worker(queue: Callable[[AsrScheduler, float], list[Awaitable[Any]]],
+                               meanwhile: Callable[[AsrScheduler], None] = lambda pool: None) -> None:
+    """Hold the pool's only worker, queue the jobs `queue` makes (given the pool and the time), call `meanwhile`,
+    then let the worker go and wait for every job."""
+    pool = AsrScheduler(workers=1)
+    gate = Gate()
+    busy = asyncio.ensure_future(pool.run(gate.hold))
+    await asyncio.to_thread(gate.entered.wait, 5)
+    tasks = [asyncio.ensure_future(job) for job in queue(pool, time.monotonic())]
+    await asyncio.sleep(0.05)
+    meanwhile(pool)
+    gate.release.set()
+    await asyncio.gather(busy, *tasks)
+    pool.close()
 
-    assert asyncio.run(scenario()) == ["partial-old", "final", "other", "partial-late"]
+
+def test_jobs_run_earliest_deadline_first_whatever_the_arrival_order() -> None:
+    order: list[str] = []
+    asyncio.run(behind_a_busy_worker(lambda pool, now: [
+        pool.run(order.append, name, deadline=now + due)
+        for name, due in [("partial-late", 1.0), ("final", 0.15), ("partial-old", 0.05), ("other", 0.5)]]))
+    assert order == ["partial-old", "final", "other", "partial-late"]
 
 
 def test_a_call_going_quiet_hurries_its_chunk_already_waiting_on_the_pool() -> None:
     """A chunk queued while the caller talked waits with a partial's second; once the caller goes quiet the
     call's answer waits behind it, so `expedite` makes it as urgent as the call's final (and no one else's)."""
-    async def scenario() -> list[str]:
-        pool = AsrScheduler(workers=1)
-        gate, order = Gate(), []
-        busy = asyncio.ensure_future(pool.run(gate.hold))
-        await asyncio.to_thread(gate.entered.wait, 5)
-        now = time.monotonic()
-        jobs = [pool.run(order.append, name, deadline=now + due, lane=lane)
-                for name, due, lane in [("chunk of call A", 1.0, "A"), ("final of call B", 0.5, "B"),
-                                        ("chunk of call C", 0.9, "C")]]
-        tasks = [asyncio.ensure_future(job) for job in jobs]
-        await asyncio.sleep(0.05)
-        pool.expedite("A", final_deadline(time.monotonic()))  # call A's caller went quiet: due in 150 ms
-        pool.expedite("C", now + 2.0)  # a later deadline never delays a job
-        gate.release.set()
-        await asyncio.gather(busy, *tasks)
-        pool.close()
-        return order
+    def caller_a_goes_quiet(pool: AsrScheduler) -> None:
+        pool.expedite("A", final_deadline(time.monotonic()))  # call A's answer is due in 150 ms
+        pool.expedite("C", time.monotonic() + 2.0)  # a later deadline never delays a job
 
-    assert asyncio.run(scenario()) == ["chunk of call A", "final of call B", "chunk of call C"]
+    order: list[str] = []
+    asyncio.run(behind_a_busy_worker(lambda pool, now: [
+        pool.run(order.append, name, deadline=now + due, lane=lane)
+        for name, due, lane in [("chunk of call A", 1.0, "A"), ("final of call B", 0.5, "B"),
+                                ("chunk of call C", 0.9, "C")]], caller_a_goes_quiet))
+    assert order == ["chunk of call A", "final of call B", "chunk of call C"]
 
 
 def test_the_trace_records_each_job_with_its_call_wait_and_cpu() -> None:
