@@ -158,7 +158,7 @@ class AsrScheduler:
         """Run a blocking recognizer call on the pool; `deadline` (time.monotonic) orders the queue;
         `lane` names whose job it is (a call), so that `expedite` can make it more urgent while it waits."""
         deadline = deadline if deadline is not None else partial_deadline()
-        return await self._submit(func, args, deadline, None, lane)  # type: ignore[no-any-return]
+        return await self._submit(func, args, deadline, None, lane)
 
     def expedite(self, lane: object, deadline: float) -> None:
         """The jobs of `lane` still queued are due by `deadline` at the latest. A call queues a chunk with a
@@ -243,15 +243,15 @@ class AsrScheduler:
             record = JobTrace(getattr(job.func, "__name__", type(job.func).__name__), str(job.lane or ""),
                               job.queued_at, job.deadline, time.monotonic())
             cpu = time.thread_time()
+        hand_over: Callable[[asyncio.Future[Any], Any], None]
         try:
-            result = job.func(*job.args)
+            hand_over, outcome = _set_result, job.func(*job.args)
         except BaseException as exc:  # handed to the awaiting call, which fails open
-            job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
-        else:
-            job.loop.call_soon_threadsafe(_set_result, job.future, result)
-        if trace is not None:
+            hand_over, outcome = _set_exception, exc
+        if trace is not None:  # recorded before the caller hears back: whoever awaited the job finds it traced
             record.ended, record.cpu_s = time.monotonic(), time.thread_time() - cpu
             trace.append(record)  # list.append is atomic: the workers share the list safely
+        job.loop.call_soon_threadsafe(hand_over, job.future, outcome)
 
     def _run_batch(self, first: _Job) -> None:
         decoder = first.batch
