@@ -26,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from ivr.asr.base import AsrEngine, AsrResult, Recognizer
 from ivr.asr.scheduler import final_deadline, partial_deadline
@@ -43,6 +43,7 @@ from ivr.services import CallServices
 from ivr.storage.records import FAQ_ANSWERED, NBEST_EVENT
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Audio kept from before the endpointer decides that speech started (after speech_start_ms of it), so the
 # first syllable reaches ASR with some silence ahead of it. 300 ms was enough with the energy detector;
@@ -459,9 +460,8 @@ class CallSession:
     # ---- ASR worker ---------------------------------------------------------------------------
     async def _asr_worker(self) -> None:
         """Runs the recognizer's jobs in order on the ASR threads; finals go to the inbox."""
-        decode = self.services.run_asr
         if self._engine is not None:
-            self._recognizer = await decode(self._engine.recognizer, lane=self.call_id)
+            self._recognizer = await self._on_pool(self._engine.recognizer)
         recognizer = self._recognizer
         try:
             await self._run_asr_jobs(recognizer)
@@ -469,7 +469,6 @@ class CallSession:
             self._discard_early()
 
     async def _run_asr_jobs(self, recognizer: Recognizer | None) -> None:
-        decode = self.services.run_asr
         while True:
             job = await self._asr_jobs.get()
             if recognizer is None:  # no model for this language: speech is a no-match, keys still work
@@ -490,7 +489,7 @@ class CallSession:
                     close_segment = getattr(recognizer, "close_segment", None)
                     early_turn = getattr(recognizer, "early_turn", None)
                     if close_segment is not None:
-                        await decode(close_segment, self._answer_by(due), deadline=due, lane=self.call_id)
+                        await self._on_pool(close_segment, self._answer_by(due), deadline=due)
                     elif early_turn is not None:  # on the loop: a copy of the buffer; no decode of this call runs
                         self._early_turn = early_turn()
                         self._early = self.services.asr.early_final(self._early_turn, self._batch_decoder, job[1])
@@ -516,7 +515,11 @@ class CallSession:
         if self._engine is not None and not self._engine.streaming:
             func(*args)
         else:
-            await self.services.run_asr(func, *args, deadline=deadline, lane=self.call_id)
+            await self._on_pool(func, *args, deadline=deadline)
+
+    async def _on_pool(self, func: Callable[..., T], *args: Any, deadline: float | None = None) -> T:
+        """Run a recognizer call on the ASR pool as this call's job (its lane: `_queue_asr` hurries them)."""
+        return await self.services.run_asr(func, *args, deadline=deadline, lane=self.call_id)
 
     async def _turn_final(self, recognizer: Recognizer, due: float) -> tuple[AsrResult, float]:
         """The final of the decided turn: the early one when nothing was fed after it (done, or awaited

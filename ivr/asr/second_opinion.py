@@ -99,9 +99,14 @@ class SecondOpinionEngine:
         the last was measured more than DECODE_S_TTL_S ago."""
         return self.decode_s if time.monotonic() - self.measured_at < DECODE_S_TTL_S else 0.0
 
+    def spare_s(self, answer_by: float) -> float:
+        """Seconds a decode of the recent length, started now, would be done before `answer_by` (time.monotonic);
+        negative: it would be late."""
+        return answer_by - time.monotonic() - self.expected_decode_s()
+
     def fits(self, answer_by: float) -> bool:
-        """Whether a decode of the recent length, started now, is done by `answer_by` (time.monotonic)."""
-        return time.monotonic() + self.expected_decode_s() <= answer_by
+        """Whether a decode of the recent length, started now, is done by `answer_by`."""
+        return self.spare_s(answer_by) >= 0
 
     def decode(self, turn: WhisperRecognizer | EarlyTurn, *, wait_s: float | None = 0.0) -> AsrResult | None:
         """Whisper's reading of `turn`, snapped to the same phrases or rejected (""); None when every slot
@@ -226,7 +231,7 @@ class SecondOpinionRecognizer:
         engine = self.engine
         if answer_by is None:
             return engine.decode(turn, wait_s=None)
-        wait_s = answer_by - time.monotonic() - engine.expected_decode_s()
+        wait_s = engine.spare_s(answer_by)
         return engine.decode(turn, wait_s=wait_s) if wait_s > 0 else None
 
     def reset(self) -> None:

@@ -129,7 +129,6 @@ class VoskEngine:
         through an overlay of the model under `chunking_dir`."""
         self.model_path = Path(model_path)
         self.params = params or VoskParams()
-        self.frames_per_chunk = frames_per_chunk
         load_from = self.model_path
         if frames_per_chunk and self.model_path.is_dir():
             load_from = chunked_model_dir(self.model_path, frames_per_chunk,
