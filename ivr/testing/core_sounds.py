@@ -5,7 +5,11 @@ nobody here, for scoring speech recognition (tests/test_asr_whisper*.py)."""
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
+
+# the transcripts write key names as symbols
+SYMBOLS = {"#": " pound ", "*": " star "}
 
 
 def transcripts_file(lang: str) -> Path:
@@ -21,3 +25,10 @@ def transcripts(path: Path) -> dict[str, str]:
                 name, text = line.split(":", 1)
                 out[name.strip()] = text.strip()
     return out
+
+
+def words_of(text: str) -> list[str]:
+    """A transcript (the package's or a recogniser's) as the lower-case words WER is counted on."""
+    for symbol, word in SYMBOLS.items():
+        text = text.replace(symbol, word)
+    return re.sub(r"[^\w\s']", " ", text.lower().replace("-", " ")).split()
