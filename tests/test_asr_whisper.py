@@ -129,3 +129,14 @@ def test_short_grammar_turns_are_heard_on_the_call_path(engine: WhisperEngine) -
         recognizer.accept(read_wav(SOUNDS / f"{name}.wav", target_rate=None))
         heard[name] = engine.final_batch([recognizer])[0].text  # the call path's decode (whisper_batch)
     assert heard == SHORT_WORDS
+
+
+def test_a_batch_decodes_each_turn_as_it_would_alone(engine: WhisperEngine) -> None:
+    """A short turn's 30 s window is its own: the longer turn batched with it keeps the shorter window."""
+    from ivr.asr.whisper_batch import decode_batch
+
+    items = [(read_wav(SOUNDS / "digits/3.wav", target_rate=None), MENU),
+             (read_wav(SOUNDS / "vm-login.wav", target_rate=None), None)]
+    together = decode_batch(engine, items)
+    assert together == [decode_batch(engine, [item])[0] for item in items]
+    assert together[0][0].strip(",. ").lower() == "three"

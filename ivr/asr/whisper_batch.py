@@ -2,9 +2,9 @@
 
 faster-whisper's `transcribe` pads every utterance to Whisper's 30 s window, and the encoder's
 cost follows the window, not the speech: a 2 s "what is my balance" pays for 30 s. Here the
-mel features are padded only to `min_window_s` (or the longest utterance of the batch + 1 s; a batch
-with a turn shorter than `short_turn_s` keeps the 30 s window, which short turns need),
-the batch is encoded in one CTranslate2 call, and the decoder runs once per group of items that
+mel features are padded only to `min_window_s` (or the utterance + 1 s when longer; a turn shorter
+than `short_turn_s` keeps the 30 s window, which short turns need), the turns of a batch that share a
+window are encoded in one CTranslate2 call, and the decoder runs once per group of them that
 share a prompt (CTranslate2 needs the same prompt length across a batch; calls in the same
 dialog state share their phrase list, hence their prompt).
 
@@ -61,43 +61,46 @@ def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]
         seconds.append(len(audio) / WHISPER_RATE)
     if not feats:
         return out
-    frames = encoder_frames([f.shape[1] for f in feats], p.min_window_s, p.short_turn_s)
-    batch = np.stack([_fit(f, frames) for f in feats])
+    windows: dict[int, list[int]] = {}  # encoder window -> rows of feats: each turn is encoded as it would be alone
+    for row, f in enumerate(feats):
+        windows.setdefault(encoder_frames(f.shape[1], p.min_window_s, p.short_turn_s), []).append(row)
     try:
         import ctranslate2
         from faster_whisper.transcribe import get_ctranslate2_storage
 
-        encoded = np.array(model.model.encode(get_ctranslate2_storage(batch), to_cpu=True))
         tokenizer = _tokenizer(engine)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for row, i in enumerate(index):
-            groups.setdefault(tuple(_prompt(engine, tokenizer, items[i][1])), []).append(row)
-        for prompt, rows in groups.items():
-            budget = int(max(seconds[r] for r in rows) * TOKENS_PER_S) + EXTRA_TOKENS
-            results = model.model.generate(
-                ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[rows])),
-                [list(prompt)] * len(rows),
-                beam_size=p.beam_size,
-                max_length=len(prompt) + budget,
-                return_scores=True,
-                return_no_speech_prob=True,
-                suppress_blank=True,
-                suppress_tokens=[-1],
-            )
-            for row, result in zip(rows, results, strict=True):
-                out[index[row]] = _judge(tokenizer, result, p.no_speech_threshold)
+        for frames, window_rows in windows.items():
+            batch = np.stack([_fit(feats[r], frames) for r in window_rows])
+            encoded = np.array(model.model.encode(get_ctranslate2_storage(batch), to_cpu=True))
+            groups: dict[tuple[int, ...], list[int]] = {}  # prompt -> positions in `encoded`
+            for pos, row in enumerate(window_rows):
+                groups.setdefault(tuple(_prompt(engine, tokenizer, items[index[row]][1])), []).append(pos)
+            for prompt, positions in groups.items():
+                budget = int(max(seconds[window_rows[q]] for q in positions) * TOKENS_PER_S) + EXTRA_TOKENS
+                results = model.model.generate(
+                    ctranslate2.StorageView.from_array(np.ascontiguousarray(encoded[positions])),
+                    [list(prompt)] * len(positions),
+                    beam_size=p.beam_size,
+                    max_length=len(prompt) + budget,
+                    return_scores=True,
+                    return_no_speech_prob=True,
+                    suppress_blank=True,
+                    suppress_tokens=[-1],
+                )
+                for q, result in zip(positions, results, strict=True):
+                    out[index[window_rows[q]]] = _judge(tokenizer, result, p.no_speech_threshold)
     except Exception as exc:
         raise EngineError(f"Whisper batch decoding failed ({type(exc).__name__}: {exc})", fix="see the log") from exc
     return out
 
 
-def encoder_frames(lengths: Sequence[int], min_window_s: float, short_turn_s: float) -> int:
-    """The encoder window (mel frames of 10 ms) of a batch of utterances `lengths` frames long: Whisper's own
-    30 s when one of them is shorter than `short_turn_s` (the shorter window loses short turns: WhisperParams),
-    else `min_window_s`, or the longest utterance and its trailing pad when that is longer."""
-    if min(lengths) < short_turn_s * 100:
+def encoder_frames(length: int, min_window_s: float, short_turn_s: float) -> int:
+    """The encoder window (mel frames of 10 ms) of an utterance `length` frames long: Whisper's own 30 s when it
+    is shorter than `short_turn_s` (the shorter window loses short turns: WhisperParams), else `min_window_s`, or
+    the utterance and its trailing pad when that is longer."""
+    if length < short_turn_s * 100:
         return FULL_WINDOW_FRAMES
-    frames = max(int(min_window_s * 100), max(lengths) + TAIL_PAD_FRAMES)
+    frames = max(int(min_window_s * 100), length + TAIL_PAD_FRAMES)
     return min(FULL_WINDOW_FRAMES, frames + frames % 2)  # the encoder halves the frames
 
 
