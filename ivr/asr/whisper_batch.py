@@ -9,7 +9,8 @@ share a prompt (CTranslate2 needs the same prompt length across a batch; calls i
 dialog state share their phrase list, hence their prompt).
 
 Measured (docs/performance.md, one run each, shared machine): the 20 s default window doubles the
-turns per CPU-second of the 30 s one with the same intents; 10 s gives 3.7x but loses intents;
+turns per CPU-second of the 30 s one with the same intents on turns of 2 s or more (shorter ones lose
+on it: ivr/asr/whisper.py DEFAULT_SHORT_TURN_S); 10 s gives 3.7x but loses intents;
 batching itself gained +29 % on 10 s and lost 17 % on 20 s. The result is checked like `transcribe`'s:
 no-speech probability, compression ratio (repetition loops), a token budget per second of audio.
 """
