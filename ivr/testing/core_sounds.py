@@ -1,6 +1,6 @@
 """Asterisk's recorded prompts (Debian asterisk-core-sounds-<lang>-wav) and the packages' own transcripts
 (asterisk-core-sounds-<lang>: core-sounds-<lang>.txt.gz): real voices with reference text written by
-nobody here, for scoring speech recognition (tests/test_asr_whisper*.py)."""
+nobody here, for scoring speech recognition (tests/test_asr_whisper*.py, bench/whisper_window.py)."""
 
 from __future__ import annotations
 
