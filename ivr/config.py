@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
-from ivr.asr.vosk_chunking import DEFAULT_FRAMES_PER_CHUNK, SUBSAMPLING
+from ivr.asr.vosk_chunking import DEFAULT_FRAMES_PER_CHUNK, chunk_size_problem
 from ivr.errors import ConfigError
 from ivr.telephony.peers import parse_peer
 
@@ -142,10 +142,9 @@ class AsrSettings(BaseModel):
     @field_validator("vosk_frames_per_chunk")
     @classmethod
     def _whole_output_frames(cls, frames: int) -> int:
-        if frames % SUBSAMPLING:  # caught when the file is read, not at the first call's engine
-            fits = frames - frames % SUBSAMPLING + SUBSAMPLING
-            raise ValueError(f"{frames} is not a multiple of {SUBSAMPLING} (Vosk's network outputs every third "
-                             f"frame): use e.g. {fits}, or 0 for the model's own")
+        problem = chunk_size_problem(frames)
+        if problem is not None:  # caught when the file is read, not at the first call's engine
+            raise ValueError(": ".join(problem))
         return frames
 
 

@@ -35,14 +35,22 @@ DEFAULT_FRAMES_PER_CHUNK = 51
 SUBSAMPLING = 3
 
 
+def chunk_size_problem(frames: int) -> tuple[str, str] | None:
+    """Why Vosk cannot compute `frames` frames at a time, and the fix; None when it can (0: the model's own)."""
+    if frames % SUBSAMPLING == 0:
+        return None
+    return (f"{frames} is not a multiple of {SUBSAMPLING} (Vosk's network outputs every third frame)",
+            f"use e.g. {frames - frames % SUBSAMPLING + SUBSAMPLING}, or 0 for the model's own")
+
+
 def chunked_model_dir(model_dir: Path, frames: int, cache_dir: Path) -> Path:
     """`model_dir` as Vosk should load it to compute `frames` frames at a time (0: the model's own setting).
     A model without conf/model.conf (the old layout, whose options are built into Vosk) is used as it is."""
     if frames <= 0:
         return model_dir
-    if frames % SUBSAMPLING:
-        raise ConfigError(f"asr.vosk_frames_per_chunk = {frames} is not a multiple of {SUBSAMPLING}",
-                          fix=f"use e.g. {frames - frames % SUBSAMPLING + SUBSAMPLING}, or 0 for the model's own")
+    problem = chunk_size_problem(frames)
+    if problem is not None:
+        raise ConfigError(f"asr.vosk_frames_per_chunk = {problem[0]}", fix=problem[1])
     conf = model_dir / "conf" / "model.conf"
     if not conf.is_file():
         log.warning("Vosk model %s has no conf/model.conf: its chunk size stays Vosk's built-in one", model_dir)
