@@ -9,6 +9,8 @@ all threads)
   - batches of 4 and 8 on the fitted window (what the ASR pool does when finals queue up);
   - two finals at a time on two model replicas of one thread each (`WhisperParams.workers=2,
     cpu_threads=1`) instead of one replica using both cores, the ASR pool's threads feeding them;
+  - the same with Moonshine tiny decoding the turns of 2-9 s (ivr/asr/moonshine.py), as the pool does
+    when finals wait for every replica (`asr.moonshine: under_load`);
 with the word error rate of each against the manifest transcripts.
 
 Vosk (Korean, the support grammar, the Korean speech fixtures): per turn, the CPU spent after the
@@ -82,15 +84,19 @@ def whisper_rows(rounds: int) -> list[dict[str, Any]]:
             return out
         return run
 
-    def two_in_parallel() -> list[str]:
-        with ThreadPoolExecutor(2) as pool:
-            return list(pool.map(lambda p: decode_batch(replicas, [(p, None)])[0][0], pcms))
+    def two_in_parallel(hurry: bool) -> Any:
+        def run() -> list[str]:
+            with ThreadPoolExecutor(2) as pool:
+                return list(pool.map(lambda p: decode_batch(replicas, [(p, None)], hurry=hurry)[0][0], pcms))
+        return run
 
     ways = [("one at a time, 30 s window (before)", one_at_a_time_30s),
             (f"one at a time, {engine.params.min_window_s:.0f} s window", batched(1)),
             (f"batches of 4, {engine.params.min_window_s:.0f} s window", batched(4)),
             (f"batches of 8, {engine.params.min_window_s:.0f} s window", batched(8)),
-            (f"2 at once, 2 replicas x 1 thread, {engine.params.min_window_s:.0f} s", two_in_parallel)]
+            (f"2 at once, 2 replicas x 1 thread, {engine.params.min_window_s:.0f} s", two_in_parallel(False))]
+    if replicas.moonshine is not None:  # what the pool does when finals wait for every replica (moonshine: under_load)
+        ways.append(("2 at once, as above, Moonshine for turns of 2-9 s", two_in_parallel(True)))
     rows: list[dict[str, Any]] = [{"way": name, "cpu_s": 0.0, "wall_s": 0.0, "turns": 0, "wer": 0.0}
                                   for name, _ in ways]
     for _ in range(rounds):  # interleaved, so load changes hit every way alike
@@ -185,10 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine in ("whisper", "both"):
         out["whisper"] = whisper_rows(args.rounds)
         print("\nWhisper tiny.en int8, English speech fixtures, turns per CPU-second (process CPU, all threads)")
-        print(f"{'way':42} {'turns':>6} {'CPU s':>7} {'wall s':>7} {'turns/CPU-s':>12} {'x before':>9} "
+        print(f"{'way':50} {'turns':>6} {'CPU s':>7} {'wall s':>7} {'turns/CPU-s':>12} {'x before':>9} "
               f"{'turns/s':>8} {'WER':>6}")
         for r in out["whisper"]:
-            print(f"{r['way']:42} {r['turns']:6d} {r['cpu_s']:7.2f} {r['wall_s']:7.2f} {r['turns_per_cpu_s']:12.2f} "
+            print(f"{r['way']:50} {r['turns']:6d} {r['cpu_s']:7.2f} {r['wall_s']:7.2f} {r['turns_per_cpu_s']:12.2f} "
                   f"{r['speedup']:9.2f} {r['turns_per_wall_s']:8.2f} {r['wer']:6.3f}")
     if args.engine in ("vosk", "both"):
         out["vosk"] = vosk_rows(args.rounds)

@@ -35,7 +35,7 @@ import platform
 import sys
 import time
 import wave
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from bench.harness import (  # noqa: E402
     RssSampler,
     bench_settings,
     cpu_seconds,
+    decoded_by,
     percentile,
     rss_bytes,
     temp_data_dir,
@@ -107,6 +108,7 @@ class BatchResult:
     loadavg_1m: float  # machine load (all processes) at the end of the batch: other work competes too
     vad_behind_frames: int = 0  # frames Silero's worker was too far behind for (judged by energy)
     vad_mean_batch: float | None = None  # Silero windows per network run
+    decoded_by: dict[str, int] = field(default_factory=dict)  # finals by model (Whisper's: whisper, moonshine)
 
 
 def read_pcm(path: Path) -> bytes:
@@ -140,6 +142,7 @@ async def run_batch(server: InProcessServer, engine: str, lang: str, fixture: st
     rss_before = rss_bytes()
     cpu_before = cpu_seconds()
     vad_before = server.services.vad_stats()
+    decoded_before = decoded_by(server.services, {lang})
     started = time.monotonic()
     with RssSampler() as sampler:
         reports = await run_clients(server.agi_port, calls, stagger_s)
@@ -175,6 +178,7 @@ async def run_batch(server: InProcessServer, engine: str, lang: str, fixture: st
         client_send_lag_max_ms=max((r["send_lag_max_ms"] for r in reports), default=0.0), wall_s=wall,
         loadavg_1m=os.getloadavg()[0], vad_behind_frames=vad.get("behind_frames", 0),
         vad_mean_batch=vad["windows_run"] / vad["batches"] if vad.get("batches") else None,
+        decoded_by=dict(decoded_by(server.services, {lang}) - decoded_before),
     )
 
 
@@ -215,6 +219,9 @@ def print_table(results: list[BatchResult], cond: dict[str, Any], console: Conso
                   "network run (energy detector: 0 / -). "
                   "load 1m: machine load average at the end of the batch (other processes compete for the cores).")
     for r in results:
+        if r.decoded_by:
+            console.print(f"{r.engine} N={r.calls}: finals decoded by "
+                          + ", ".join(f"{model} {n}" for model, n in sorted(r.decoded_by.items())))
         if r.errors:
             console.print(f"[yellow]{r.engine} N={r.calls}: caller errors: {'; '.join(r.errors)[:300]}")
         if r.client_send_lag_max_ms > 40:

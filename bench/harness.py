@@ -14,7 +14,7 @@ import resource
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -157,6 +157,15 @@ class InProcessServer:
 
 
 # ------------------------------------------------------------------------------------ process gauges
+
+
+def decoded_by(services: CallServices, langs: set[str]) -> Counter[str]:
+    """Call-path finals so far by the model that decoded them (`WhisperEngine.decoded`: whisper, moonshine) over
+    these languages' engines; empty for engines that do not count (Vosk)."""
+    total: Counter[str] = Counter()
+    for lang in langs:
+        total += getattr(services.asr_engine(lang), "decoded", Counter())
+    return total
 
 
 def rss_bytes() -> int:

@@ -280,6 +280,7 @@ class LoadResult:
     # turns Vosk's grammar rejected, by what the second opinion did (ivr/asr/second_opinion.py): "whisper" decoded
     # in time, "busy" every slot taken, "late" no decode could be done by the time the answer was due
     second_opinion: dict[str, int] = field(default_factory=dict)
+    decoded_by: dict[str, int] = field(default_factory=dict)  # finals by model (Whisper's: whisper, moonshine)
     intents_right: int = 0  # replied turns whose intent is the fixture's (of those whose fixture names one)
     intents_checked: int = 0
 
@@ -323,7 +324,7 @@ async def _child(script: Path, args: list[str], jobs: dict[str, Any]) -> list[di
 
 async def run_load(server: Any, services: Any, rate: float, duration_s: float, pool: list[dict[str, Any]],
                    rng: random.Random, tag: str, sip: Any = None) -> LoadResult:
-    from bench.harness import RssSampler, cpu_seconds
+    from bench.harness import RssSampler, cpu_seconds, decoded_by
 
     calls = plan_calls(rate, duration_s, pool, rng, tag)
     jobs: dict[str, Any] = await sip.prepare(calls) if sip is not None else {}  # dry runs: before the figures
@@ -331,6 +332,7 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
     before = (stats.batches, stats.batched_finals, stats.rejected, stats.early_finals, stats.early_discarded)
     stats.max_batch = 0
     opinions_before = _second_opinions(services, {c["lang"] for c in calls})
+    decoded_before = decoded_by(services, {c["lang"] for c in calls})
     cpu_before, callers_before = cpu_seconds(), _children_cpu_s()
     asterisk_before = sip.asterisk_cpu_s() if sip is not None else 0.0
     with RssSampler() as sampler:
@@ -400,6 +402,7 @@ async def run_load(server: Any, services: Any, rate: float, duration_s: float, p
                                  if r.get("greeting_after_s") is not None])["p50"],
         asr_early=stats.early_finals - before[3], asr_early_discarded=stats.early_discarded - before[4],
         second_opinion=dict(_second_opinions(services, {c["lang"] for c in calls}) - opinions_before),
+        decoded_by=dict(decoded_by(services, {c["lang"] for c in calls}) - decoded_before),
         intents_right=right, intents_checked=checked,
     )
 
@@ -464,7 +467,9 @@ async def bench(engines: list[str], rates: list[float], duration_s: float, seed:
                       f"{result.intents_checked}, early finals {result.asr_early} "
                       f"({result.asr_early_discarded} dropped: speech resumed)"
                       + (", second opinion " + ", ".join(f"{k} {n}" for k, n in sorted(result.second_opinion.items()))
-                         if result.second_opinion else ""), flush=True)
+                         if result.second_opinion else "")
+                      + (", finals decoded by " + ", ".join(f"{k} {n}" for k, n in sorted(result.decoded_by.items()))
+                         if result.decoded_by else ""), flush=True)
                 results.append(result)
     finally:
         services.close()

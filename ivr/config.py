@@ -122,6 +122,10 @@ class AsrSettings(BaseModel):
     # when a Vosk grammar rejects a turn, decode the same audio with Whisper for the language and take its reading
     # if it snaps onto a phrase (ivr/asr/second_opinion.py); costs a Whisper decode on those turns only
     second_opinion: bool = True
+    # English turns of 2-9 s decoded by Moonshine tiny instead of Whisper tiny.en, for a third of the CPU
+    # (ivr/asr/moonshine.py): "under_load" (when finals wait for every Whisper replica), "always" or "off"; only with
+    # the bundled English Whisper model and moonshine-voice installed
+    moonshine: Literal["off", "under_load", "always"] = "under_load"
     # feature frames Vosk's acoustic network computes at once (Kaldi's --frames-per-chunk, a multiple of 3; 0: the
     # model's own, 20): larger chunks cost less CPU per second of speech (ivr/asr/vosk_chunking.py)
     vosk_frames_per_chunk: int = Field(default=DEFAULT_FRAMES_PER_CHUNK, ge=0)
@@ -227,6 +231,7 @@ ENV_OVERRIDES = {
     "IVR_ASR_MAX_BATCH": "asr.max_batch",
     "IVR_ASR_WORKERS": "asr.workers",
     "IVR_ASR_SECOND_OPINION": "asr.second_opinion",
+    "IVR_ASR_MOONSHINE": "asr.moonshine",
     "IVR_VOSK_FRAMES_PER_CHUNK": "asr.vosk_frames_per_chunk",
     "IVR_CALL_TIME": "call_time",
     "IVR_VAD_DETECTOR": "vad.detector",

@@ -96,9 +96,11 @@ class CountingDecoder:
 
     def __init__(self) -> None:
         self.batches: list[int] = []
+        self.backlogs: list[int] = []  # finals still queued behind each batch
 
-    def final_batch(self, recognizers: Sequence[object]) -> list[str]:
+    def final_batch(self, recognizers: Sequence[object], backlog: int = 0) -> list[str]:
         self.batches.append(len(recognizers))
+        self.backlogs.append(backlog)
         return [f"text of {r}" for r in recognizers]
 
 
@@ -114,7 +116,7 @@ class Named:
 
 
 def test_finals_queued_together_are_decoded_in_one_batch_and_each_gets_its_own_result() -> None:
-    async def scenario() -> tuple[list[tuple[str, float]], list[int], int]:
+    async def scenario() -> tuple[list[tuple[str, float]], CountingDecoder, int]:
         pool = AsrScheduler(workers=1, max_batch=3)
         gate, decoder = Gate(), CountingDecoder()
         busy = asyncio.ensure_future(pool.run(gate.hold))
@@ -126,11 +128,12 @@ def test_finals_queued_together_are_decoded_in_one_batch_and_each_gets_its_own_r
         results = await asyncio.gather(*finals)
         await busy
         pool.close()
-        return results, decoder.batches, pool.stats.max_batch
+        return results, decoder, pool.stats.max_batch
 
-    results, batches, max_batch = asyncio.run(scenario())
+    results, decoder, max_batch = asyncio.run(scenario())
     assert [text for text, _ in results] == [f"text of c{i}" for i in range(5)]
-    assert batches == [3, 2] and max_batch == 3  # the batch follows the queue, up to max_batch
+    assert decoder.batches == [3, 2] and max_batch == 3  # the batch follows the queue, up to max_batch
+    assert decoder.backlogs == [2, 0]  # the decoder hears how many finals still wait behind each batch
 
 
 def test_over_the_bound_the_pool_says_so_and_an_engine_error_reaches_the_caller() -> None:
@@ -220,7 +223,7 @@ class TwoReplicaDecoder:
         self.running = self.most_at_once = 0
         self.lock = threading.Lock()
 
-    def final_batch(self, recognizers: Sequence[object]) -> list[str]:
+    def final_batch(self, recognizers: Sequence[object], backlog: int = 0) -> list[str]:
         with self.lock:
             self.batches.append(len(recognizers))
             self.running += 1

@@ -115,7 +115,8 @@ def _whisper(lang: str, settings: Settings, model: str | None, *, min_window_s: 
     short = DEFAULT_SHORT_TURN_S if short_turn_s is None else short_turn_s
     return WhisperEngine(name, WhisperParams(language=lang, max_audio_s=conf.max_audio_s,
                                              cpu_threads=threads, workers=replicas,
-                                             min_window_s=min_window_s or DEFAULT_MIN_WINDOW_S, short_turn_s=short))
+                                             min_window_s=min_window_s or DEFAULT_MIN_WINDOW_S, short_turn_s=short,
+                                             moonshine=conf.moonshine))
 
 
 def _remote(lang: str, settings: Settings) -> AsrEngine:

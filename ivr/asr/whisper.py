@@ -17,6 +17,7 @@ import math
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ivr.asr import moonshine
 from ivr.asr.base import Alternative, AsrResult
 from ivr.asr.whisper_decoding import (
     EXTRA_TOKENS,
@@ -65,6 +67,12 @@ DEFAULT_MIN_WINDOW_S = 20.0
 # what the shorter window loses: repeated ("e, e, e, e"), written as numerals ("3") or dropped. The price: a
 # short turn's decode costs ~2.4x a 20 s one (486 against 199 ms of CPU); on that set, short-heavy, 357 ms a turn.
 DEFAULT_SHORT_TURN_S = 2.0
+# When Moonshine tiny decodes English turns of 2-9 s (ivr/asr/moonshine.py): at a third of tiny.en's CPU it was as
+# often right on recorded prompts of that length (230 of 237, 225 for tiny.en on 20 s), but it has no prompt for the
+# domain's words and on the replay fixtures (espeak-ng's voice, free-form requests) understood 87.8 % of the intents
+# against 100 %. So it takes a turn only when the alternative is a late answer: finals queued for every replica.
+MOONSHINE_MODES = ("off", "under_load", "always")
+DEFAULT_MOONSHINE = "under_load"
 # with a grammar, a snapped phrase needs at least this decoder confidence
 DEFAULT_GRAMMAR_MIN_CONFIDENCE = 0.2
 
@@ -85,6 +93,9 @@ class WhisperParams:
     max_audio_s: float = DEFAULT_MAX_AUDIO_S
     min_window_s: float = DEFAULT_MIN_WINDOW_S  # call-path finals; 30: Whisper's own window
     short_turn_s: float = DEFAULT_SHORT_TURN_S  # call-path finals shorter than this: the 30 s window
+    # English call-path finals from short_turn_s to 9 s decoded by Moonshine tiny (ivr/asr/moonshine.py): "off",
+    # "under_load" (when finals wait for every replica) or "always"; only with the bundled tiny.en
+    moonshine: str = DEFAULT_MOONSHINE
 
 
 _MODELS: dict[tuple[str, str, int, int], Any] = {}
@@ -140,6 +151,7 @@ class WhisperEngine:
 
     def __init__(self, model: str | Path = "", params: WhisperParams | None = None) -> None:
         self.params = params or WhisperParams()
+        bundled_english = not model and self.params.language == "en"
         if not model:
             lang = self.params.language
             bundled = bundled_model_path(lang)
@@ -152,18 +164,32 @@ class WhisperEngine:
         self.model_name = str(model)
         self.model = _load(self.model_name, self.params)
         self.parallel = max(1, self.params.workers)  # batches decoded at once (the ASR pool shares finals out)
+        # a configured model is the operator's choice for every turn; the bundled tiny.en shares them with Moonshine
+        if self.params.moonshine not in MOONSHINE_MODES:
+            raise EngineError(f"unknown Moonshine mode {self.params.moonshine!r}",
+                              fix=f"set asr.moonshine to one of {', '.join(MOONSHINE_MODES)}")
+        use = bundled_english and self.params.moonshine != "off"
+        self.moonshine = moonshine.load() if use else None
+        self.decoded: Counter[str] = Counter()  # call-path finals by the model that decoded them (benchmarks read it)
+        self._decoded_lock = threading.Lock()
 
     def recognizer(self) -> WhisperRecognizer:
         return WhisperRecognizer(self)
 
-    def final_batch(self, recognizers: Sequence[WhisperRecognizer | EarlyTurn]) -> list[AsrResult]:
-        """The finals of several calls' recognizers in one batch (the ASR pool's batching hook)."""
+    def final_batch(self, recognizers: Sequence[WhisperRecognizer | EarlyTurn], backlog: int = 0) -> list[AsrResult]:
+        """The finals of several calls' recognizers in one batch (the ASR pool's batching hook); with `backlog`
+        finals queued for every replica, Moonshine takes the turns it can (`WhisperParams.moonshine`)."""
         from ivr.asr.whisper_batch import decode_batch
 
         taken = [r.take_turn() for r in recognizers]
-        decoded = decode_batch(self, taken)
+        decoded = decode_batch(self, taken, hurry=backlog >= self.parallel)
         return [r.result_for(text, conf, phrases)
                 for r, (text, conf), (_pcm, phrases) in zip(recognizers, decoded, taken, strict=True)]
+
+    def count_decoded(self, model: str, turns: int = 1) -> None:
+        """Count call-path finals decoded by `model` ("whisper" or "moonshine"); the ASR threads call it."""
+        with self._decoded_lock:
+            self.decoded[model] += turns
 
     def transcribe(self, pcm: bytes, phrases: Sequence[str] | None = None) -> tuple[str, float]:
         """Decode 8 kHz slin; returns (text, confidence in [0, 1]); ('', ...) for no speech."""

@@ -6,7 +6,9 @@ mel features are padded only to `min_window_s` (or the utterance + 1 s when long
 than `short_turn_s` keeps the 30 s window, which short turns need), the turns of a batch that share a
 window are encoded in one CTranslate2 call, and the decoder runs once per group of them that
 share a prompt (CTranslate2 needs the same prompt length across a batch; calls in the same
-dialog state share their phrase list, hence their prompt).
+dialog state share their phrase list, hence their prompt). With the bundled English model and finals
+waiting for every replica, turns from `short_turn_s` to 9 s go to Moonshine tiny instead, for a third of
+the CPU (ivr/asr/moonshine.py; WhisperParams.moonshine); short ones, which it hears worse, stay here.
 
 Measured (docs/performance.md, one run each, shared machine): the 20 s default window doubles the
 turns per CPU-second of the 30 s one with the same intents on turns of 2 s or more (shorter ones lose
@@ -18,19 +20,20 @@ no-speech probability, compression ratio (repetition loops), a token budget per 
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from ivr.asr.moonshine import MAX_TURN_S as MOONSHINE_MAX_S
+from ivr.asr.moonshine import MoonshineModel
 from ivr.asr.whisper_decoding import (
     EXTRA_TOKENS,
-    MAX_COMPRESSION_RATIO,
     MIN_AUDIO_S,
     TOKENS_PER_S,
     WHISPER_RATE,
     bias_prompt,
+    repetitive,
 )
 from ivr.audio.pcm import SAMPLE_RATE, resample
 from ivr.errors import EngineError
@@ -41,27 +44,36 @@ FULL_WINDOW_FRAMES = 3000
 TAIL_PAD_FRAMES = 100
 
 
-def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]]) -> list[tuple[str, float]]:
-    """(text, confidence) per (8 kHz slin, phrase list); ('', 0.0) for no speech, as `transcribe`."""
+def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]],
+                 hurry: bool = False) -> list[tuple[str, float]]:
+    """(text, confidence) per (8 kHz slin, phrase list); ('', 0.0) for no speech, as `transcribe`. `hurry`: other
+    finals wait, so the engine's Moonshine (if any) takes the turns it can under `moonshine: under_load`."""
     out: list[tuple[str, float]] = [("", 0.0)] * len(items)
     model = engine.model
     p = engine.params
     feats: list[np.ndarray] = []
     index: list[int] = []
     seconds: list[float] = []
+    fast = engine.moonshine if p.moonshine == "always" or (hurry and p.moonshine == "under_load") else None
     for i, (pcm, _phrases) in enumerate(items):
         samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
         if len(samples) < MIN_AUDIO_S * SAMPLE_RATE:
             continue
         if len(samples) / SAMPLE_RATE > FULL_WINDOW_FRAMES / 100 - 1:  # longer than one window: the slow path
             out[i] = engine.transcribe(pcm, _phrases)
+            engine.count_decoded("whisper")
             continue
         audio = resample(samples, SAMPLE_RATE, WHISPER_RATE).astype(np.float32) / 32768.0
+        if fast is not None and p.short_turn_s <= len(samples) / SAMPLE_RATE <= MOONSHINE_MAX_S:
+            out[i] = _moonshine(fast, audio)
+            engine.count_decoded("moonshine")
+            continue
         feats.append(model.feature_extractor(audio))
         index.append(i)
         seconds.append(len(audio) / WHISPER_RATE)
     if not feats:
         return out
+    engine.count_decoded("whisper", len(feats))
     windows: dict[int, list[int]] = {}  # encoder window -> rows of feats: each turn is encoded as it would be alone
     for row, f in enumerate(feats):
         windows.setdefault(encoder_frames(f.shape[1], p.min_window_s, p.short_turn_s), []).append(row)
@@ -93,6 +105,13 @@ def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]
     except Exception as exc:
         raise EngineError(f"Whisper batch decoding failed ({type(exc).__name__}: {exc})", fix="see the log") from exc
     return out
+
+
+def _moonshine(model: MoonshineModel, audio: np.ndarray) -> tuple[str, float]:
+    try:
+        return model.transcribe(audio)
+    except Exception as exc:
+        raise EngineError(f"Moonshine decoding failed ({type(exc).__name__}: {exc})", fix="see the log") from exc
 
 
 def encoder_frames(length: int, min_window_s: float, short_turn_s: float) -> int:
@@ -140,12 +159,8 @@ def _judge(tokenizer: Any, result: Any, no_speech_threshold: float) -> tuple[str
     no_speech = result.no_speech_prob
     if no_speech > no_speech_threshold and avg_logprob < -1.0:
         return "", 0.0
-    if _compression_ratio(text) > MAX_COMPRESSION_RATIO:
+    if repetitive(text):
         return "", 0.0
     confidence = math.exp(avg_logprob) * (1.0 - no_speech)
     return text, round(min(1.0, max(0.0, confidence)), 3)
 
-
-def _compression_ratio(text: str) -> float:
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data))

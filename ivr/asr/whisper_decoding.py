@@ -1,8 +1,10 @@
 """Decoding rules both Whisper paths share: the one-file path (ivr/asr/whisper.py) and the batched
-call-path finals (ivr/asr/whisper_batch.py). Here so neither imports the other."""
+call-path finals (ivr/asr/whisper_batch.py; the repetition test also for Moonshine's, ivr/asr/moonshine.py).
+Here so neither imports the other."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 WHISPER_RATE = 16000
@@ -33,3 +35,9 @@ def bias_prompt(phrases: Sequence[str] | None) -> str | None:
         kept.append(phrase)
         size += len(phrase) + 2
     return ", ".join(kept) or None
+
+
+def repetitive(text: str) -> bool:
+    """A transcript that compresses this well is a repetition loop, not speech (MAX_COMPRESSION_RATIO)."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) > MAX_COMPRESSION_RATIO
