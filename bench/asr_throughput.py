@@ -9,7 +9,7 @@ all threads)
   - batches of 4 and 8 on the fitted window (what the ASR pool does when finals queue up);
   - two finals at a time on two model replicas of one thread each (`WhisperParams.workers=2,
     cpu_threads=1`) instead of one replica using both cores, the ASR pool's threads feeding them;
-  - the same with Moonshine tiny decoding the turns of 2-9 s (ivr/asr/moonshine.py), as the pool does
+  - the same with Moonshine tiny decoding the turns up to 9 s (ivr/asr/moonshine.py), as the pool does
     when finals wait for every replica (`asr.moonshine: under_load`);
 with the word error rate of each against the manifest transcripts.
 
@@ -96,7 +96,7 @@ def whisper_rows(rounds: int) -> list[dict[str, Any]]:
             (f"batches of 8, {engine.params.min_window_s:.0f} s window", batched(8)),
             (f"2 at once, 2 replicas x 1 thread, {engine.params.min_window_s:.0f} s", two_in_parallel(False))]
     if replicas.moonshine is not None:  # what the pool does when finals wait for every replica (moonshine: under_load)
-        ways.append(("2 at once, as above, Moonshine for turns of 2-9 s", two_in_parallel(True)))
+        ways.append(("2 at once, as above, Moonshine for turns up to 9 s", two_in_parallel(True)))
     rows: list[dict[str, Any]] = [{"way": name, "cpu_s": 0.0, "wall_s": 0.0, "turns": 0, "wer": 0.0}
                                   for name, _ in ways]
     for _ in range(rounds):  # interleaved, so load changes hit every way alike

@@ -16,7 +16,8 @@ most of the time (it keeps the first ~400 characters); the transcript is snapped
 call (`WhisperRecognizer.result_for`). Every turn is decoded on both windows (tiny.en int8, one thread,
 one decode at a time); a rule "30 s for turns shorter than T" takes each turn's verdict and CPU from
 the window it would use. Printed per rule: right / wrong / rejected, right by the turn's length, CPU per
-decode.
+decode. Every turn up to 9 s is also decoded by Moonshine tiny (ivr/asr/moonshine.py, no prompt, snapped
+the same way): the rule "Moonshine for every turn up to 9 s" is the call path's under load.
 """
 
 from __future__ import annotations
@@ -34,14 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench.concurrency import conditions  # noqa: E402
 from bench.line_signals import quiet_line  # noqa: E402
+from ivr.asr import moonshine  # noqa: E402
 from ivr.asr.whisper import DEFAULT_MIN_WINDOW_S, DEFAULT_SHORT_TURN_S, WhisperEngine, WhisperParams  # noqa: E402
 from ivr.asr.whisper_batch import FULL_WINDOW_FRAMES, decode_batch  # noqa: E402
-from ivr.audio.pcm import SAMPLE_RATE, read_wav  # noqa: E402
+from ivr.audio.pcm import SAMPLE_RATE, read_wav, resample  # noqa: E402
 from ivr.services import one_blas_thread  # noqa: E402
 from ivr.testing.core_sounds import transcripts, transcripts_file, words_of  # noqa: E402
 
@@ -90,13 +93,34 @@ def turns(step: int) -> list[Turn]:
 
 def decode_all(turns_: list[Turn], base: WhisperEngine, window_s: float) -> list[tuple[str, float]]:
     """(verdict, CPU seconds) per turn, every turn on `window_s` (a shorter turn pads up to it)."""
-    engine = WhisperEngine(base.model_name, replace(base.params, min_window_s=window_s, short_turn_s=0.0))
+    engine = WhisperEngine(base.model_name, replace(base.params, min_window_s=window_s, short_turn_s=0.0,
+                                                    moonshine="off"))
     recognizer = engine.recognizer()
     decode_batch(engine, [(turns_[0].pcm, turns_[0].phrases)])  # warm-up: the first decode of a window is slower
     out = []
     for turn in turns_:
         started = time.process_time()
         (text, confidence), = decode_batch(engine, [(turn.pcm, turn.phrases)])
+        cpu = time.process_time() - started
+        heard = recognizer.result_for(text, confidence, turn.phrases).text
+        out.append(("rejected" if not heard else "right" if heard == turn.text else "wrong", cpu))
+    return out
+
+
+def decode_moonshine(turns_: list[Turn], base: WhisperEngine) -> list[tuple[str, float] | None]:
+    """(verdict, CPU seconds) per turn by Moonshine tiny (ivr/asr/moonshine.py); None for turns longer than it takes."""
+    model = moonshine.load()
+    if model is None:
+        raise SystemExit("needs moonshine-voice==0.1.0 (ivr[whisper]): run ./install.sh")
+    recognizer = base.recognizer()
+    out: list[tuple[str, float] | None] = []
+    for turn in turns_:
+        if turn.seconds > moonshine.MAX_TURN_S:
+            out.append(None)
+            continue
+        audio = resample(np.frombuffer(turn.pcm, "<i2"), SAMPLE_RATE, moonshine.RATE).astype(np.float32) / 32768.0
+        started = time.process_time()
+        text, confidence = model.transcribe(audio)
         cpu = time.process_time() - started
         heard = recognizer.result_for(text, confidence, turn.phrases).text
         out.append(("rejected" if not heard else "right" if heard == turn.text else "wrong", cpu))
@@ -138,6 +162,15 @@ def main() -> None:
         mark = " (the default)" if threshold == DEFAULT_SHORT_TURN_S else ""
         rules.append((f"{DEFAULT_MIN_WINDOW_S:g} s, 30 s under {threshold:g} s{mark}", threshold,
                       [f if t.seconds < threshold else s_ for t, f, s_ in zip(turns_, full, short, strict=True)]))
+    moon = decode_moonshine(turns_, base)
+    rule = [f if t.seconds < DEFAULT_SHORT_TURN_S else s_ for t, f, s_ in zip(turns_, full, short, strict=True)]
+    rules += [
+        ("Moonshine for every turn up to 9 s (the call path under load)", 0.0,
+         [m or s_ for m, s_ in zip(moon, short, strict=True)]),
+        (f"Moonshine {DEFAULT_SHORT_TURN_S:g}-9 s, else as the default", DEFAULT_SHORT_TURN_S,
+         [m if m is not None and t.seconds >= DEFAULT_SHORT_TURN_S else r
+          for t, m, r in zip(turns_, moon, rule, strict=True)]),
+    ]
     results = []
     for label, threshold, picked in rules:
         row = summary(turns_, picked)
@@ -157,7 +190,8 @@ def main() -> None:
     console.print(table)
     if args.json:
         per_turn = [{"name": t.name, "seconds": round(t.seconds, 2), "said": t.text, "full window": f[0],
-                     "shorter window": s_[0]} for t, f, s_ in zip(turns_, full, short, strict=True)]
+                     "shorter window": s_[0], "moonshine": m[0] if m else None}
+                    for t, f, s_, m in zip(turns_, full, short, moon, strict=True)]
         args.json.write_text(json.dumps({"conditions": cond, "turns": len(turns_), "results": results,
                                          "per_turn": per_turn}, indent=1))
 

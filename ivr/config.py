@@ -122,7 +122,7 @@ class AsrSettings(BaseModel):
     # when a Vosk grammar rejects a turn, decode the same audio with Whisper for the language and take its reading
     # if it snaps onto a phrase (ivr/asr/second_opinion.py); costs a Whisper decode on those turns only
     second_opinion: bool = True
-    # English turns of 2-9 s decoded by Moonshine tiny instead of Whisper tiny.en, for a third of the CPU
+    # English turns up to 9 s decoded by Moonshine tiny instead of Whisper tiny.en, for a third of the CPU or less
     # (ivr/asr/moonshine.py): "under_load" (when finals wait for every Whisper replica), "always" or "off"; only with
     # the bundled English Whisper model and moonshine-voice installed
     moonshine: Literal["off", "under_load", "always"] = "under_load"

@@ -1,12 +1,13 @@
-"""Moonshine tiny (English) on onnxruntime: the call path's decoder for English turns of 2-9 s.
+"""Moonshine tiny (English) on onnxruntime: the call path's English decoder under load.
 
-Whisper's encoder pays for a fixed window (20 s at least on the call path, ivr/asr/whisper_batch.py)
-whatever the speech; Moonshine's encoder follows the audio, so a 3 s turn costs ~60 ms of one core
-against ~205 ms for tiny.en on its 20 s window (`bench/asr_throughput.py`). On the 547 recorded Asterisk
-prompts of `bench/whisper_window.py`, turns of 2-9 s were as often right as tiny.en on its own 30 s
-window (230 of 237) and more than on 20 s (225); shorter turns were not (169 of 216 under 1.5 s against
-184): those stay with Whisper (WhisperParams.short_turn_s). It has no prompt: a grammar turn is snapped
-onto its phrases afterwards, as Whisper's is.
+Whisper's encoder pays for a fixed window (20 s at least on the call path, 30 s for a short turn;
+ivr/asr/whisper_batch.py) whatever the speech; Moonshine's encoder follows the audio, so a 3 s turn
+costs ~60 ms of one core against ~205 ms for tiny.en on 20 s, a 1.5 s one ~30 ms against ~490 ms on
+30 s. On the 547 recorded Asterisk prompts of `bench/whisper_window.py` it was as often right as tiny.en
+on 30 s for turns of 2-9 s and as on 20 s for shorter ones, but it has no prompt for the domain's words
+and understood fewer of the replay fixtures' free-form requests; so it decodes when finals wait for
+every Whisper replica (WhisperParams.moonshine). A grammar turn is snapped onto its phrases
+afterwards, as Whisper's is.
 
 Weights: the tiny-en ONNX Runtime files (MIT) inside the PyPI package `moonshine-voice` 0.1.0 (later
 versions download them at run time; this module uses only the files, not the package's code). The

@@ -67,10 +67,12 @@ DEFAULT_MIN_WINDOW_S = 20.0
 # what the shorter window loses: repeated ("e, e, e, e"), written as numerals ("3") or dropped. The price: a
 # short turn's decode costs ~2.4x a 20 s one (486 against 199 ms of CPU); on that set, short-heavy, 357 ms a turn.
 DEFAULT_SHORT_TURN_S = 2.0
-# When Moonshine tiny decodes English turns of 2-9 s (ivr/asr/moonshine.py): at a third of tiny.en's CPU it was as
-# often right on recorded prompts of that length (230 of 237, 225 for tiny.en on 20 s), but it has no prompt for the
-# domain's words and on the replay fixtures (espeak-ng's voice, free-form requests) understood 87.8 % of the intents
-# against 100 %. So it takes a turn only when the alternative is a late answer: finals queued for every replica.
+# When Moonshine tiny decodes English turns up to 9 s (ivr/asr/moonshine.py). `bench/whisper_window.py` (547 recorded
+# prompts as grammar turns): right 476 of 547 for 44 ms of CPU a turn, against 495 for 332 ms with the windows above;
+# as often right as tiny.en on 30 s for turns of 2-9 s, as on 20 s for shorter ones (which cost 486 ms on 30 s). It
+# has no prompt for the domain's words: on the replay fixtures (espeak-ng's voice, free-form requests) it understood
+# 87.8 % of the intents against 100 %. So it takes a turn only when the alternative is a late answer: finals queued
+# for every replica.
 MOONSHINE_MODES = ("off", "under_load", "always")
 DEFAULT_MOONSHINE = "under_load"
 # with a grammar, a snapped phrase needs at least this decoder confidence
@@ -93,8 +95,8 @@ class WhisperParams:
     max_audio_s: float = DEFAULT_MAX_AUDIO_S
     min_window_s: float = DEFAULT_MIN_WINDOW_S  # call-path finals; 30: Whisper's own window
     short_turn_s: float = DEFAULT_SHORT_TURN_S  # call-path finals shorter than this: the 30 s window
-    # English call-path finals from short_turn_s to 9 s decoded by Moonshine tiny (ivr/asr/moonshine.py): "off",
-    # "under_load" (when finals wait for every replica) or "always"; only with the bundled tiny.en
+    # English call-path finals up to 9 s decoded by Moonshine tiny (ivr/asr/moonshine.py): "off", "under_load"
+    # (when finals wait for every replica) or "always"; only with the bundled tiny.en
     moonshine: str = DEFAULT_MOONSHINE
 
 

@@ -7,8 +7,8 @@ than `short_turn_s` keeps the 30 s window, which short turns need), the turns of
 window are encoded in one CTranslate2 call, and the decoder runs once per group of them that
 share a prompt (CTranslate2 needs the same prompt length across a batch; calls in the same
 dialog state share their phrase list, hence their prompt). With the bundled English model and finals
-waiting for every replica, turns from `short_turn_s` to 9 s go to Moonshine tiny instead, for a third of
-the CPU (ivr/asr/moonshine.py; WhisperParams.moonshine); short ones, which it hears worse, stay here.
+waiting for every replica, turns up to 9 s go to Moonshine tiny instead, for a third of the CPU of a 20 s
+decode and a twentieth of a short turn's 30 s one (ivr/asr/moonshine.py; WhisperParams.moonshine).
 
 Measured (docs/performance.md, one run each, shared machine): the 20 s default window doubles the
 turns per CPU-second of the 30 s one with the same intents on turns of 2 s or more (shorter ones lose
@@ -47,7 +47,7 @@ TAIL_PAD_FRAMES = 100
 def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]],
                  hurry: bool = False) -> list[tuple[str, float]]:
     """(text, confidence) per (8 kHz slin, phrase list); ('', 0.0) for no speech, as `transcribe`. `hurry`: other
-    finals wait, so the engine's Moonshine (if any) takes the turns it can under `moonshine: under_load`."""
+    finals wait, so the engine's Moonshine (if any) takes the turns it can (up to 9 s) under `moonshine: under_load`."""
     out: list[tuple[str, float]] = [("", 0.0)] * len(items)
     model = engine.model
     p = engine.params
@@ -64,7 +64,7 @@ def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]
             engine.count_decoded("whisper")
             continue
         audio = resample(samples, SAMPLE_RATE, WHISPER_RATE).astype(np.float32) / 32768.0
-        if fast is not None and p.short_turn_s <= len(samples) / SAMPLE_RATE <= MOONSHINE_MAX_S:
+        if fast is not None and len(samples) / SAMPLE_RATE <= MOONSHINE_MAX_S:
             out[i] = _moonshine(fast, audio)
             engine.count_decoded("moonshine")
             continue
