@@ -6,6 +6,7 @@ the routing tests decode the project's English fixtures through `WhisperEngine.f
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from rapidfuzz.distance import Levenshtein
 
 from ivr.asr import moonshine
-from ivr.asr.whisper import WhisperEngine, WhisperParams, WhisperRecognizer
+from ivr.asr.whisper import WhisperEngine, WhisperParams
 from ivr.asr.whisper_models import tiny_en_path
 from ivr.audio.pcm import SAMPLE_RATE, read_wav, resample
 from ivr.errors import EngineError
@@ -80,32 +81,45 @@ def test_audio_longer_than_the_decoder_attends_to_is_refused_with_the_fix(model:
     assert "Whisper" in caught.value.fix
 
 
-def _turn(engine: WhisperEngine, name: str) -> WhisperRecognizer:
-    recognizer = engine.recognizer()
-    recognizer.accept(read_wav(FIXTURES / f"{name}.wav"))
-    return recognizer
+def test_a_final_is_late_by_queue_only_when_whisper_would_have_been_in_time() -> None:
+    engine = WhisperEngine(params=WhisperParams(cpu_threads=1))
+    now = time.monotonic()
+    assert not engine.late_by_queue(2000, now - 1.0, now)  # no decode on that window measured yet: Whisper's
+    engine.record_decode(2000, 0.2)
+    assert engine.late_by_queue(2000, now - 0.5, now + 0.05)  # queued in time for 0.2 s, picked up too late
+    assert not engine.late_by_queue(2000, now, now + 0.5)  # still in time
+    assert not engine.late_by_queue(2000, now, now + 0.1)  # never in time for Whisper: not the queue's doing
+    assert not engine.late_by_queue(2000, None, None)  # not from the pool (a file, a test)
+    engine.record_decode(2000, 0.4)  # a slower decode moves the estimate part of the way: 0.2 + 0.3 * 0.2
+    assert engine.late_by_queue(2000, now - 0.1, now + 0.2) and not engine.late_by_queue(2000, now, now + 0.3)
 
 
-def test_under_load_moonshine_takes_the_turns_up_to_9_s_and_whisper_the_rest() -> None:
-    engine = WhisperEngine(params=WhisperParams(cpu_threads=1, workers=2))  # under_load, the default
+def test_under_load_moonshine_takes_the_turns_up_to_9_s_that_the_queue_made_late() -> None:
+    engine = WhisperEngine(params=WhisperParams(cpu_threads=1))  # under_load, the default
     assert engine.moonshine is not None
-    idle = engine.final_batch([_turn(engine, "balance_1")], backlog=1)  # 3.1 s, one final waiting: fewer than replicas
-    assert engine.decoded == {"whisper": 1}
-    busy = engine.final_batch([_turn(engine, "balance_1")], backlog=2)  # a final waits for every replica
-    short = engine.final_batch([_turn(engine, "real_goodbye_1")], backlog=5)  # a real voice, 1.7 s
-    assert engine.decoded == {"whisper": 1, "moonshine": 2}
-    for result in (idle[0], busy[0]):
-        assert words_of(result.text)[:5] == ["how", "much", "money", "is", "left"]
-    assert words_of(short[0].text) == ["goodbye"]
-    recognizer = engine.recognizer()  # longer than Moonshine's decoder attends to: Whisper's, load or not
-    recognizer.accept(read_wav(FIXTURES / "balance_1.wav") * 4)
-    engine.final_batch([recognizer], backlog=5)
+
+    def decode(name: str, waited_s: float, pcm: bytes | None = None) -> str:
+        recognizer = engine.recognizer()
+        recognizer.accept(pcm if pcm is not None else read_wav(FIXTURES / f"{name}.wav"))
+        now = time.monotonic()  # due 0.65 s after it was queued, as an early final is
+        return engine.final_batch([recognizer], queued=now - waited_s, due=now - waited_s + 0.65)[0].text
+
+    idle = [decode("balance_1", 0.0), decode("real_goodbye_1", 0.0)]  # 3.1 s and a real voice's 1.7 s, in time
+    assert engine.decoded == {"whisper": 2}
+    late = [decode("balance_1", 0.6), decode("real_goodbye_1", 0.6)]  # 0.6 s in the queue: Whisper would be late
     assert engine.decoded == {"whisper": 2, "moonshine": 2}
+    for text in (idle[0], late[0]):
+        assert words_of(text)[:5] == ["how", "much", "money", "is", "left"]
+    assert words_of(idle[1]) == words_of(late[1]) == ["goodbye"]
+    decode("", 0.6, read_wav(FIXTURES / "balance_1.wav") * 4)  # longer than Moonshine hears: Whisper's, late or not
+    assert engine.decoded == {"whisper": 3, "moonshine": 2}
 
 
 def test_moonshine_always_off_or_with_a_configured_model() -> None:
     always = WhisperEngine(params=WhisperParams(cpu_threads=1, moonshine="always"))
-    always.final_batch([_turn(always, "balance_1")])
+    recognizer = always.recognizer()
+    recognizer.accept(read_wav(FIXTURES / "balance_1.wav"))
+    always.final_batch([recognizer])
     assert always.decoded == {"moonshine": 1}
     assert WhisperEngine(params=WhisperParams(cpu_threads=1, moonshine="off")).moonshine is None
     # a model the operator configured decodes every turn, even if it is the same tiny.en

@@ -96,11 +96,12 @@ class CountingDecoder:
 
     def __init__(self) -> None:
         self.batches: list[int] = []
-        self.backlogs: list[int] = []  # finals still queued behind each batch
+        self.timings: list[tuple[float | None, float | None]] = []  # (queued, due) of each batch
 
-    def final_batch(self, recognizers: Sequence[object], backlog: int = 0) -> list[str]:
+    def final_batch(self, recognizers: Sequence[object], queued: float | None = None,
+                    due: float | None = None) -> list[str]:
         self.batches.append(len(recognizers))
-        self.backlogs.append(backlog)
+        self.timings.append((queued, due))
         return [f"text of {r}" for r in recognizers]
 
 
@@ -116,24 +117,28 @@ class Named:
 
 
 def test_finals_queued_together_are_decoded_in_one_batch_and_each_gets_its_own_result() -> None:
-    async def scenario() -> tuple[list[tuple[str, float]], CountingDecoder, int]:
+    async def scenario() -> tuple[list[tuple[str, float]], CountingDecoder, int, float, float, float]:
         pool = AsrScheduler(workers=1, max_batch=3)
         gate, decoder = Gate(), CountingDecoder()
         busy = asyncio.ensure_future(pool.run(gate.hold))
         await asyncio.to_thread(gate.entered.wait, 5)
         due = final_deadline(time.monotonic())
+        before = time.monotonic()
         finals = [asyncio.ensure_future(pool.final(Named(f"c{i}"), decoder, due + i / 1000)) for i in range(5)]
         await asyncio.sleep(0.05)
+        after = time.monotonic()
         gate.release.set()
         results = await asyncio.gather(*finals)
         await busy
         pool.close()
-        return results, decoder, pool.stats.max_batch
+        return results, decoder, pool.stats.max_batch, due, before, after
 
-    results, decoder, max_batch = asyncio.run(scenario())
+    results, decoder, max_batch, due, before, after = asyncio.run(scenario())
     assert [text for text, _ in results] == [f"text of c{i}" for i in range(5)]
     assert decoder.batches == [3, 2] and max_batch == 3  # the batch follows the queue, up to max_batch
-    assert decoder.backlogs == [2, 0]  # the decoder hears how many finals still wait behind each batch
+    # the decoder hears when each batch's finals were queued (the last of them) and when the first is due
+    assert [d for _q, d in decoder.timings] == [due, due + 3 / 1000]
+    assert all(q is not None and before <= q <= after for q, _d in decoder.timings)
 
 
 def test_over_the_bound_the_pool_says_so_and_an_engine_error_reaches_the_caller() -> None:
@@ -223,7 +228,8 @@ class TwoReplicaDecoder:
         self.running = self.most_at_once = 0
         self.lock = threading.Lock()
 
-    def final_batch(self, recognizers: Sequence[object], backlog: int = 0) -> list[str]:
+    def final_batch(self, recognizers: Sequence[object], queued: float | None = None,
+                    due: float | None = None) -> list[str]:
         with self.lock:
             self.batches.append(len(recognizers))
             self.running += 1

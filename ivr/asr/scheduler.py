@@ -73,9 +73,11 @@ BUSY_WINDOW_S = 1.0
 class BatchDecoder(Protocol):
     """An engine that decodes the finals of several recognizers in one go (Whisper)."""
 
-    def final_batch(self, recognizers: Sequence[Any], backlog: int = 0) -> list[Any]: ...
+    def final_batch(self, recognizers: Sequence[Any], queued: float | None = None,
+                    due: float | None = None) -> list[Any]: ...
 
-    # `backlog`: finals of this decoder still queued behind the batch (a decoder may decode faster when many wait)
+    # `queued`, `due` (time.monotonic): when the batch's last final was queued and when its first is due. A decoder
+    # with a faster, rougher way may take it when the queue, not the decode, would make a final late (Whisper's).
 
     # optional `parallel: int`: how many batches it decodes at the same time (model replicas)
 
@@ -269,14 +271,12 @@ class AsrScheduler:
             if busy and len(jobs) < self.max_batch and self.batch_window_s > 0:
                 time.sleep(self.batch_window_s)
                 jobs += self._take_same(key, self.max_batch - len(jobs), replicas, len(jobs))
-            with self._cond:
-                backlog = sum(1 for j in self._heap if j.batch is not None and id(j.batch) == key)
-            self._decode_batch(decoder, [j for j in jobs if not j.future.cancelled()], backlog)
+            self._decode_batch(decoder, [j for j in jobs if not j.future.cancelled()])
         finally:
             with self._cond:
                 self._decoding[key] -= 1
 
-    def _decode_batch(self, decoder: BatchDecoder, jobs: list[_Job], backlog: int) -> None:
+    def _decode_batch(self, decoder: BatchDecoder, jobs: list[_Job]) -> None:
         if not jobs:
             return
         self.stats.batches += 1
@@ -284,7 +284,8 @@ class AsrScheduler:
         self.stats.max_batch = max(self.stats.max_batch, len(jobs))
         started, began = time.perf_counter(), time.monotonic()
         try:
-            results = decoder.final_batch([j.args[0] for j in jobs], backlog=backlog)
+            results = decoder.final_batch([j.args[0] for j in jobs], queued=max(j.queued_at for j in jobs),
+                                          due=min(j.deadline for j in jobs))
         except BaseException as exc:
             for job in jobs:
                 job.loop.call_soon_threadsafe(_set_exception, job.future, exc)

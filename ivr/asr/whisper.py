@@ -71,10 +71,12 @@ DEFAULT_SHORT_TURN_S = 2.0
 # prompts as grammar turns): right 476 of 547 for 44 ms of CPU a turn, against 495 for 332 ms with the windows above;
 # as often right as tiny.en on 30 s for turns of 2-9 s, as on 20 s for shorter ones (which cost 486 ms on 30 s). It
 # has no prompt for the domain's words: on the replay fixtures (espeak-ng's voice, free-form requests) it understood
-# 87.8 % of the intents against 100 %. So it takes a turn only when the alternative is a late answer: finals queued
-# for every replica.
+# 87.8 % of the intents against 100 %. So it takes a turn only when the alternative is a late answer: when the ASR
+# queue has held a final so long that Whisper, which would have been in time, no longer is (`late_by_queue`).
 MOONSHINE_MODES = ("off", "under_load", "always")
 DEFAULT_MOONSHINE = "under_load"
+# weight of the newest decode in the running estimate of a Whisper decode's wall time per encoder window
+DECODE_S_WEIGHT = 0.3
 # with a grammar, a snapped phrase needs at least this decoder confidence
 DEFAULT_GRAMMAR_MIN_CONFIDENCE = 0.2
 
@@ -96,7 +98,7 @@ class WhisperParams:
     min_window_s: float = DEFAULT_MIN_WINDOW_S  # call-path finals; 30: Whisper's own window
     short_turn_s: float = DEFAULT_SHORT_TURN_S  # call-path finals shorter than this: the 30 s window
     # English call-path finals up to 9 s decoded by Moonshine tiny (ivr/asr/moonshine.py): "off", "under_load"
-    # (when finals wait for every replica) or "always"; only with the bundled tiny.en
+    # (when the queue would make Whisper's reading late) or "always"; only with the bundled tiny.en
     moonshine: str = DEFAULT_MOONSHINE
 
 
@@ -174,19 +176,38 @@ class WhisperEngine:
         self.moonshine = moonshine.load() if use else None
         self.decoded: Counter[str] = Counter()  # call-path finals by the model that decoded them (benchmarks read it)
         self._decoded_lock = threading.Lock()
+        self._decode_s: dict[int, float] = {}  # encoder window (mel frames) -> recent wall seconds of a decode on it
 
     def recognizer(self) -> WhisperRecognizer:
         return WhisperRecognizer(self)
 
-    def final_batch(self, recognizers: Sequence[WhisperRecognizer | EarlyTurn], backlog: int = 0) -> list[AsrResult]:
-        """The finals of several calls' recognizers in one batch (the ASR pool's batching hook); with `backlog`
-        finals queued for every replica, Moonshine takes the turns it can (`WhisperParams.moonshine`)."""
+    def final_batch(self, recognizers: Sequence[WhisperRecognizer | EarlyTurn], queued: float | None = None,
+                    due: float | None = None) -> list[AsrResult]:
+        """The finals of several calls' recognizers in one batch (the ASR pool's batching hook). `queued`, `due`
+        (time.monotonic): when the pool queued them and when they are due; Moonshine takes a turn that the
+        queue, not Whisper's decode, would make late (`WhisperParams.moonshine`, `late_by_queue`)."""
         from ivr.asr.whisper_batch import decode_batch
 
         taken = [r.take_turn() for r in recognizers]
-        decoded = decode_batch(self, taken, hurry=backlog >= self.parallel)
+        decoded = decode_batch(self, taken, queued=queued, due=due)
         return [r.result_for(text, conf, phrases)
                 for r, (text, conf), (_pcm, phrases) in zip(recognizers, decoded, taken, strict=True)]
+
+    def late_by_queue(self, window_frames: int, queued: float | None, due: float | None) -> bool:
+        """Would a Whisper decode on this encoder window started now end after `due`, when started at `queued` it
+        would not have? (A final due sooner than Whisper can ever decode it is not the queue's doing: Whisper's.)
+        Judged by the last decodes on that window (wall time: on a busy machine they take longer); unknown: no."""
+        if queued is None or due is None:
+            return False
+        with self._decoded_lock:
+            took = self._decode_s.get(window_frames)
+        return took is not None and queued + took <= due < time.monotonic() + took
+
+    def record_decode(self, window_frames: int, seconds: float) -> None:
+        """A Whisper decode on this window took `seconds` (wall): the running estimate `late_by_queue` reads."""
+        with self._decoded_lock:
+            last = self._decode_s.get(window_frames)
+            self._decode_s[window_frames] = seconds if last is None else last + DECODE_S_WEIGHT * (seconds - last)
 
     def count_decoded(self, model: str, turns: int = 1) -> None:
         """Count call-path finals decoded by `model` ("whisper" or "moonshine"); the ASR threads call it."""

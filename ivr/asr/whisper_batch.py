@@ -6,9 +6,10 @@ mel features are padded only to `min_window_s` (or the utterance + 1 s when long
 than `short_turn_s` keeps the 30 s window, which short turns need), the turns of a batch that share a
 window are encoded in one CTranslate2 call, and the decoder runs once per group of them that
 share a prompt (CTranslate2 needs the same prompt length across a batch; calls in the same
-dialog state share their phrase list, hence their prompt). With the bundled English model and finals
-waiting for every replica, turns up to 9 s go to Moonshine tiny instead, for a third of the CPU of a 20 s
-decode and a twentieth of a short turn's 30 s one (ivr/asr/moonshine.py; WhisperParams.moonshine).
+dialog state share their phrase list, hence their prompt). With the bundled English model, a turn up
+to 9 s that the ASR queue made too late for a Whisper decode goes to Moonshine tiny instead, for a third of
+the CPU of a 20 s decode and a twentieth of a short turn's 30 s one (ivr/asr/moonshine.py;
+WhisperParams.moonshine, WhisperEngine.late_by_queue).
 
 Measured (docs/performance.md, one run each, shared machine): the 20 s default window doubles the
 turns per CPU-second of the 30 s one with the same intents on turns of 2 s or more (shorter ones lose
@@ -20,6 +21,7 @@ no-speech probability, compression ratio (repetition loops), a token budget per 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,19 +44,21 @@ from ivr.errors import EngineError
 FULL_WINDOW_FRAMES = 3000
 # silence kept after the speech inside the window (the decoder ends the text on it)
 TAIL_PAD_FRAMES = 100
+HOP = WHISPER_RATE // 100  # samples per mel frame (10 ms): the features of n samples are n // HOP + 1 frames
 
 
-def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]],
-                 hurry: bool = False) -> list[tuple[str, float]]:
-    """(text, confidence) per (8 kHz slin, phrase list); ('', 0.0) for no speech, as `transcribe`. `hurry`: other
-    finals wait, so the engine's Moonshine (if any) takes the turns it can (up to 9 s) under `moonshine: under_load`."""
+def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]], queued: float | None = None,
+                 due: float | None = None) -> list[tuple[str, float]]:
+    """(text, confidence) per (8 kHz slin, phrase list); ('', 0.0) for no speech, as `transcribe`. `queued`, `due`
+    (time.monotonic, from the ASR pool): the engine's Moonshine (if any) takes a turn up to 9 s that the queue made
+    too late for Whisper (`moonshine: under_load`; `always`: every such turn)."""
     out: list[tuple[str, float]] = [("", 0.0)] * len(items)
     model = engine.model
     p = engine.params
     feats: list[np.ndarray] = []
     index: list[int] = []
     seconds: list[float] = []
-    fast = engine.moonshine if p.moonshine == "always" or (hurry and p.moonshine == "under_load") else None
+    fast = engine.moonshine  # None when off, or for a configured model
     for i, (pcm, _phrases) in enumerate(items):
         samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
         if len(samples) < MIN_AUDIO_S * SAMPLE_RATE:
@@ -64,7 +68,9 @@ def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]
             engine.count_decoded("whisper")
             continue
         audio = resample(samples, SAMPLE_RATE, WHISPER_RATE).astype(np.float32) / 32768.0
-        if fast is not None and len(samples) / SAMPLE_RATE <= MOONSHINE_MAX_S:
+        window = encoder_frames(len(audio) // HOP + 1, p.min_window_s, p.short_turn_s)
+        if fast is not None and len(samples) / SAMPLE_RATE <= MOONSHINE_MAX_S and (
+                p.moonshine == "always" or engine.late_by_queue(window, queued, due)):
             out[i] = _moonshine(fast, audio)
             engine.count_decoded("moonshine")
             continue
@@ -83,6 +89,7 @@ def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]
 
         tokenizer = _tokenizer(engine)
         for frames, window_rows in windows.items():
+            started = time.monotonic()
             batch = np.stack([_fit(feats[r], frames) for r in window_rows])
             encoded = np.array(model.model.encode(get_ctranslate2_storage(batch), to_cpu=True))
             groups: dict[tuple[int, ...], list[int]] = {}  # prompt -> positions in `encoded`
@@ -102,6 +109,7 @@ def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]
                 )
                 for q, result in zip(positions, results, strict=True):
                     out[index[window_rows[q]]] = _judge(tokenizer, result, p.no_speech_threshold)
+            engine.record_decode(frames, time.monotonic() - started)  # what a final queued now would wait for
     except Exception as exc:
         raise EngineError(f"Whisper batch decoding failed ({type(exc).__name__}: {exc})", fix="see the log") from exc
     return out
