@@ -84,19 +84,21 @@ def whisper_rows(rounds: int) -> list[dict[str, Any]]:
             return out
         return run
 
-    def two_in_parallel(hurry: bool) -> Any:
+    def two_in_parallel(engine: WhisperEngine) -> Any:
         def run() -> list[str]:
             with ThreadPoolExecutor(2) as pool:
-                return list(pool.map(lambda p: decode_batch(replicas, [(p, None)], hurry=hurry)[0][0], pcms))
+                return list(pool.map(lambda p: decode_batch(engine, [(p, None)])[0][0], pcms))
         return run
 
     ways = [("one at a time, 30 s window (before)", one_at_a_time_30s),
             (f"one at a time, {engine.params.min_window_s:.0f} s window", batched(1)),
             (f"batches of 4, {engine.params.min_window_s:.0f} s window", batched(4)),
             (f"batches of 8, {engine.params.min_window_s:.0f} s window", batched(8)),
-            (f"2 at once, 2 replicas x 1 thread, {engine.params.min_window_s:.0f} s", two_in_parallel(False))]
-    if replicas.moonshine is not None:  # what the pool does when finals wait for every replica (moonshine: under_load)
-        ways.append(("2 at once, as above, Moonshine for turns up to 9 s", two_in_parallel(True)))
+            (f"2 at once, 2 replicas x 1 thread, {engine.params.min_window_s:.0f} s", two_in_parallel(replicas))]
+    # what the pool does with the turns the queue made late (asr.moonshine: under_load), for every turn
+    fast = WhisperEngine(params=WhisperParams(cpu_threads=1, workers=2, moonshine="always"))
+    if fast.moonshine is not None:
+        ways.append(("2 at once, as above, Moonshine for turns up to 9 s", two_in_parallel(fast)))
     rows: list[dict[str, Any]] = [{"way": name, "cpu_s": 0.0, "wall_s": 0.0, "turns": 0, "wer": 0.0}
                                   for name, _ in ways]
     for _ in range(rounds):  # interleaved, so load changes hit every way alike
