@@ -137,3 +137,19 @@ def test_the_setting_reaches_the_english_engine() -> None:
     assert isinstance(engine, WhisperEngine) and engine.params.moonshine == "off" and engine.moonshine is None
     engine = _build("en", load_settings(None, env={"IVR_ASR_MOONSHINE": "always"}), "whisper", None)
     assert isinstance(engine, WhisperEngine) and engine.params.moonshine == "always" and engine.moonshine is not None
+
+
+def test_a_moonshine_fault_costs_time_not_the_turn() -> None:
+    """A damaged Moonshine (here: one that raises) leaves the turn to Whisper instead of losing it."""
+
+    class Broken:
+        def transcribe(self, audio: np.ndarray) -> tuple[str, float]:
+            raise RuntimeError("onnxruntime: bad allocation")
+
+    engine = WhisperEngine(params=WhisperParams(cpu_threads=1, moonshine="always"))
+    engine.moonshine = Broken()  # type: ignore[assignment]
+    recognizer = engine.recognizer()
+    recognizer.accept(read_wav(FIXTURES / "balance_1.wav"))
+    result = engine.final_batch([recognizer])[0]
+    assert words_of(result.text)[:5] == ["how", "much", "money", "is", "left"]
+    assert engine.decoded == {"whisper": 1}

@@ -5,9 +5,9 @@ ivr/asr/whisper_batch.py) whatever the speech; Moonshine's encoder follows the a
 costs ~60 ms of one core against ~205 ms for tiny.en on 20 s, a 1.5 s one ~30 ms against ~490 ms on
 30 s. On the 547 recorded Asterisk prompts of `bench/whisper_window.py` it was as often right as tiny.en
 on 30 s for turns of 2-9 s and as on 20 s for shorter ones, but it has no prompt for the domain's words
-and understood fewer of the replay fixtures' free-form requests; so it decodes when finals wait for
-every Whisper replica (WhisperParams.moonshine). A grammar turn is snapped onto its phrases
-afterwards, as Whisper's is.
+and understood fewer of the replay fixtures' free-form requests; so it decodes the turns the ASR queue
+made too late for Whisper (WhisperParams.moonshine, WhisperEngine.late_by_queue). A grammar turn is
+snapped onto its phrases afterwards, as Whisper's is.
 
 Weights: the tiny-en ONNX Runtime files (MIT) inside the PyPI package `moonshine-voice` 0.1.0 (later
 versions download them at run time; this module uses only the files, not the package's code). The
@@ -39,7 +39,7 @@ MAX_TURN_S = 9.0
 TOKENS_PER_S = 6.5
 EXTRA_TOKENS = 5
 BOS, EOS = 1, 2
-LAYERS, HEADS, HEAD_DIM = 6, 8, 36  # tiny's decoder: the shape of its key/value cache
+HEADS, HEAD_DIM = 8, 36  # tiny's decoder: the shape of its key/value cache
 
 _MODEL: MoonshineModel | None = None
 _MODEL_LOCK = threading.Lock()
@@ -101,7 +101,7 @@ class MoonshineModel:
                                                  providers=["CPUExecutionProvider"])
         except Exception as exc:  # a damaged install
             raise EngineError(f"cannot load the Moonshine model in {path} ({type(exc).__name__}: {exc})",
-                              fix="reinstall moonshine-voice==0.1.0, or set asr.moonshine: false") from exc
+                              fix="reinstall moonshine-voice==0.1.0, or set asr.moonshine: off") from exc
         self._tokens = read_tokens(path / "tokenizer.bin")
         self._past = [i.name for i in self._decoder.get_inputs() if i.name.startswith("past_key_values")]
         self._outputs = [o.name for o in self._decoder.get_outputs()]
@@ -110,7 +110,7 @@ class MoonshineModel:
     def transcribe(self, audio: np.ndarray) -> tuple[str, float]:
         """(text, confidence) of 16 kHz float audio: greedy decoding; confidence is the mean token
         probability; ('', 0.0) for nothing or a repetition loop."""
-        if len(audio) / RATE > MAX_TURN_S + 0.25:
+        if len(audio) / RATE > MAX_TURN_S:
             raise EngineError(f"{len(audio) / RATE:.1f} s is longer than Moonshine decodes ({MAX_TURN_S:g} s)",
                               fix="decode it with Whisper")
         x = np.ascontiguousarray(audio, dtype=np.float32)[None, :]

@@ -172,14 +172,26 @@ class WhisperEngine:
         if self.params.moonshine not in MOONSHINE_MODES:
             raise EngineError(f"unknown Moonshine mode {self.params.moonshine!r}",
                               fix=f"set asr.moonshine to one of {', '.join(MOONSHINE_MODES)}")
-        use = bundled_english and self.params.moonshine != "off"
-        self.moonshine = moonshine.load() if use else None
+        self.moonshine = self._load_moonshine() if bundled_english and self.params.moonshine != "off" else None
         self.decoded: Counter[str] = Counter()  # call-path finals by the model that decoded them (benchmarks read it)
         self._decoded_lock = threading.Lock()
         self._decode_s: dict[int, float] = {}  # encoder window (mel frames) -> recent wall seconds of a decode on it
 
     def recognizer(self) -> WhisperRecognizer:
         return WhisperRecognizer(self)
+
+    @staticmethod
+    def _load_moonshine() -> moonshine.MoonshineModel | None:
+        """Moonshine for the turns the queue makes late; without it (not installed, damaged) Whisper hears them all."""
+        try:
+            model = moonshine.load()
+        except EngineError as exc:
+            log.warning("%s (fix: %s); Whisper decodes every English turn", exc, exc.fix)
+            return None
+        if model is None:
+            log.info("moonshine-voice 0.1.0 is not installed: Whisper decodes every English turn, under load too "
+                     "(%s)", INSTALL_FIX)
+        return model
 
     def final_batch(self, recognizers: Sequence[WhisperRecognizer | EarlyTurn], queued: float | None = None,
                     due: float | None = None) -> list[AsrResult]:
