@@ -9,8 +9,8 @@ all threads)
   - batches of 4 and 8 on the fitted window (what the ASR pool does when finals queue up);
   - two finals at a time on two model replicas of one thread each (`WhisperParams.workers=2,
     cpu_threads=1`) instead of one replica using both cores, the ASR pool's threads feeding them;
-  - the same with Moonshine tiny decoding the turns up to 9 s (ivr/asr/moonshine.py), as the pool does
-    when finals wait for every replica (`asr.moonshine: under_load`);
+  - the same with Moonshine tiny decoding every turn up to 9 s (ivr/asr/moonshine.py), as the pool does
+    with the turns its queue made too late for Whisper (`asr.moonshine: under_load`);
 with the word error rate of each against the manifest transcripts.
 
 Vosk (Korean, the support grammar, the Korean speech fixtures): per turn, the CPU spent after the

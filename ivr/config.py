@@ -123,8 +123,8 @@ class AsrSettings(BaseModel):
     # if it snaps onto a phrase (ivr/asr/second_opinion.py); costs a Whisper decode on those turns only
     second_opinion: bool = True
     # English turns up to 9 s decoded by Moonshine tiny instead of Whisper tiny.en, for a third of the CPU or less
-    # (ivr/asr/moonshine.py): "under_load" (when finals wait for every Whisper replica), "always" or "off"; only with
-    # the bundled English Whisper model and moonshine-voice installed (the modes: ivr.asr.whisper.MOONSHINE_MODES)
+    # (ivr/asr/moonshine.py): "under_load" (the turns the ASR queue made too late for Whisper), "always" or "off";
+    # only with the bundled English Whisper model and moonshine-voice installed (ivr.asr.whisper.MOONSHINE_MODES)
     moonshine: Literal["off", "under_load", "always"] = "under_load"
     # feature frames Vosk's acoustic network computes at once (Kaldi's --frames-per-chunk, a multiple of 3; 0: the
     # model's own, 20): larger chunks cost less CPU per second of speech (ivr/asr/vosk_chunking.py)
