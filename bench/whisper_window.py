@@ -46,9 +46,9 @@ from ivr.asr.whisper import DEFAULT_MIN_WINDOW_S, DEFAULT_SHORT_TURN_S, WhisperE
 from ivr.asr.whisper_batch import FULL_WINDOW_FRAMES, decode_batch  # noqa: E402
 from ivr.audio.pcm import SAMPLE_RATE, read_wav, resample  # noqa: E402
 from ivr.services import one_blas_thread  # noqa: E402
-from ivr.testing.core_sounds import transcripts, transcripts_file, words_of  # noqa: E402
+from ivr.testing.core_sounds import EN_SOUNDS, transcripts, transcripts_file, words_of  # noqa: E402
 
-SOUNDS = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+SOUNDS = EN_SOUNDS
 MIN_S, MAX_S = 0.3, 12.0
 PHRASES_PER_TURN = 20
 SEED = 13

@@ -18,17 +18,11 @@ from ivr.asr.whisper import WhisperEngine, WhisperParams
 from ivr.asr.whisper_models import tiny_en_path
 from ivr.audio.pcm import SAMPLE_RATE, read_wav, resample
 from ivr.errors import EngineError
-from ivr.testing.core_sounds import transcripts, transcripts_file, words_of
+from ivr.testing.core_sounds import EN_SOUNDS, EN_WER_PROMPTS, transcripts, transcripts_file, words_of
 
-SOUNDS = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+SOUNDS = EN_SOUNDS
 FIXTURES = Path(__file__).resolve().parent.parent / "audio_fixtures" / "en"
-# the English Whisper test's 20 prompts (tests/test_asr_whisper.py): every 11th plain transcript of 2-14 words
-PROMPTS = [
-    "agent-incorrect", "call-forwarding", "conf-getchannel", "conf-muted", "conf-thereare",
-    "confbridge-conf-end", "confbridge-invalid", "confbridge-mute-in", "confbridge-rest-list-vol-in",
-    "dictate/enter_filename", "dir-nomore", "from-unknown-caller", "letters/ascii40", "pbx-invalidpark",
-    "privacy-thankyou", "simul-call-limit-reached", "to-extension", "vm-duration", "vm-login", "vm-nomore",
-]
+PROMPTS = EN_WER_PROMPTS  # the English Whisper test's (tests/test_asr_whisper.py)
 # measured 0.094 (11 errors / 117 words, "log in" for "login", "file name", "parentheses"; tiny.en 0.051 on the
 # same prompts, free-form as here); bound with margin
 MAX_WER = 0.15

@@ -16,17 +16,11 @@ from ivr.asr.whisper import WhisperEngine
 from ivr.asr.whisper_models import tiny_en_path
 from ivr.audio.pcm import FRAME_BYTES, read_wav, silence
 from ivr.errors import ModelNotFoundError
-from ivr.testing.core_sounds import transcripts, transcripts_file, words_of
+from ivr.testing.core_sounds import EN_SOUNDS, EN_WER_PROMPTS, transcripts, transcripts_file, words_of
 
-SOUNDS = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+SOUNDS = EN_SOUNDS
 TRANSCRIPTS = transcripts_file("en")
-# 20 prompts: every 11th of the 238 with a plain transcript of 2-14 words (no digits, no [tones])
-PROMPTS = [
-    "agent-incorrect", "call-forwarding", "conf-getchannel", "conf-muted", "conf-thereare",
-    "confbridge-conf-end", "confbridge-invalid", "confbridge-mute-in", "confbridge-rest-list-vol-in",
-    "dictate/enter_filename", "dir-nomore", "from-unknown-caller", "letters/ascii40", "pbx-invalidpark",
-    "privacy-thankyou", "simul-call-limit-reached", "to-extension", "vm-duration", "vm-login", "vm-nomore",
-]
+PROMPTS = EN_WER_PROMPTS
 # measured 0.051 (6 errors / 117 words, greedy decoding, tiny.en int8, 2 cores); bound with margin
 MAX_WER = 0.12
 

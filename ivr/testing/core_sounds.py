@@ -1,6 +1,7 @@
 """Asterisk's recorded prompts (Debian asterisk-core-sounds-<lang>-wav) and the packages' own transcripts
 (asterisk-core-sounds-<lang>: core-sounds-<lang>.txt.gz): real voices with reference text written by
-nobody here, for scoring speech recognition (tests/test_asr_whisper*.py, bench/whisper_window.py)."""
+nobody here, for scoring speech recognition (tests/test_asr_whisper*.py, tests/test_asr_moonshine.py,
+bench/whisper_window.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ from pathlib import Path
 
 # the transcripts write key names as symbols
 SYMBOLS = {"#": " pound ", "*": " star "}
+# the English voice's recordings (asterisk-core-sounds-en-wav)
+EN_SOUNDS = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+# 20 English prompts for a recogniser's WER (tests/test_asr_whisper.py, tests/test_asr_moonshine.py): every 11th
+# of the 238 with a plain transcript of 2-14 words (no digits, no [tones])
+EN_WER_PROMPTS = (
+    "agent-incorrect", "call-forwarding", "conf-getchannel", "conf-muted", "conf-thereare",
+    "confbridge-conf-end", "confbridge-invalid", "confbridge-mute-in", "confbridge-rest-list-vol-in",
+    "dictate/enter_filename", "dir-nomore", "from-unknown-caller", "letters/ascii40", "pbx-invalidpark",
+    "privacy-thankyou", "simul-call-limit-reached", "to-extension", "vm-duration", "vm-login", "vm-nomore",
+)
 
 
 def transcripts_file(lang: str) -> Path:
