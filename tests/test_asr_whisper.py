@@ -134,3 +134,14 @@ def test_a_batch_decodes_each_turn_as_it_would_alone(engine: WhisperEngine) -> N
     together = decode_batch(engine, items)
     assert together == [decode_batch(engine, [item])[0] for item in items]
     assert together[0][0].strip(",. ").lower() == "three"
+
+
+def test_a_turns_window_is_judged_from_its_sample_count_as_its_features_would_give(engine: WhisperEngine) -> None:
+    """decode_batch picks a turn's encoder window before computing its features (Moonshine may take it instead):
+    faster-whisper's feature extractor gives n // HOP + 1 frames for n samples."""
+    import numpy as np
+
+    from ivr.asr.whisper_batch import HOP
+
+    for n in (3200, 16000, 32000, 32080, 47999):
+        assert engine.model.feature_extractor(np.zeros(n, np.float32)).shape[1] == n // HOP + 1

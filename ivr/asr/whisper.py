@@ -115,6 +115,13 @@ def whisper_available(lang: str = "en") -> bool:
     return bundled_installed(lang)
 
 
+def moonshine_serves(lang: str, model: str | Path, mode: str) -> bool:
+    """Does Moonshine share the turns of the Whisper engine for `lang` built from `model` (empty: the bundled one)?
+    Only English's bundled tiny.en, unless asr.moonshine is off: a configured model is the operator's choice for
+    every turn."""
+    return lang == "en" and not model and mode != "off"
+
+
 def _load(model: str, params: WhisperParams) -> Any:
     try:
         from faster_whisper import WhisperModel
@@ -155,7 +162,7 @@ class WhisperEngine:
 
     def __init__(self, model: str | Path = "", params: WhisperParams | None = None) -> None:
         self.params = params or WhisperParams()
-        bundled_english = not model and self.params.language == "en"
+        shared = moonshine_serves(self.params.language, model, self.params.moonshine)
         if not model:
             lang = self.params.language
             bundled = bundled_model_path(lang)
@@ -168,11 +175,10 @@ class WhisperEngine:
         self.model_name = str(model)
         self.model = _load(self.model_name, self.params)
         self.parallel = max(1, self.params.workers)  # batches decoded at once (the ASR pool shares finals out)
-        # a configured model is the operator's choice for every turn; the bundled tiny.en shares them with Moonshine
         if self.params.moonshine not in MOONSHINE_MODES:
             raise EngineError(f"unknown Moonshine mode {self.params.moonshine!r}",
                               fix=f"set asr.moonshine to one of {', '.join(MOONSHINE_MODES)}")
-        self.moonshine = self._load_moonshine() if bundled_english and self.params.moonshine != "off" else None
+        self.moonshine = self._load_moonshine() if shared else None
         self.decoded: Counter[str] = Counter()  # call-path finals by the model that decoded them (benchmarks read it)
         self._decoded_lock = threading.Lock()
         self._decode_s: dict[int, float] = {}  # encoder window (mel frames) -> recent wall seconds of a decode on it

@@ -60,6 +60,7 @@ def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]
     feats: list[np.ndarray] = []
     index: list[int] = []
     seconds: list[float] = []
+    windows_of: list[int] = []  # each turn's encoder window, as it would be encoded alone
     fast = engine.moonshine  # None when off, or for a configured model
     for i, (pcm, _phrases) in enumerate(items):
         samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
@@ -70,7 +71,7 @@ def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]
             engine.count_decoded("whisper")
             continue
         audio = resample(samples, SAMPLE_RATE, WHISPER_RATE).astype(np.float32) / 32768.0
-        window = encoder_frames(len(audio) // HOP + 1, p.min_window_s, p.short_turn_s)
+        window = encoder_frames(len(audio) // HOP + 1, p.min_window_s, p.short_turn_s)  # from its feature frames
         if fast is not None and len(samples) / SAMPLE_RATE <= MOONSHINE_MAX_S and (
                 p.moonshine == "always" or engine.late_by_queue(window, queued, due)):
             try:
@@ -83,12 +84,13 @@ def decode_batch(engine: Any, items: Sequence[tuple[bytes, Sequence[str] | None]
         feats.append(model.feature_extractor(audio))
         index.append(i)
         seconds.append(len(audio) / WHISPER_RATE)
+        windows_of.append(window)
     if not feats:
         return out
     engine.count_decoded("whisper", len(feats))
-    windows: dict[int, list[int]] = {}  # encoder window -> rows of feats: each turn is encoded as it would be alone
-    for row, f in enumerate(feats):
-        windows.setdefault(encoder_frames(f.shape[1], p.min_window_s, p.short_turn_s), []).append(row)
+    windows: dict[int, list[int]] = {}  # encoder window -> rows of feats
+    for row, window in enumerate(windows_of):
+        windows.setdefault(window, []).append(row)
     try:
         import ctranslate2
         from faster_whisper.transcribe import get_ctranslate2_storage

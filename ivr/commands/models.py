@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace, settings, models) -> int:  # type: ignore[no-untyped-def]
     from ivr.asr import moonshine
-    from ivr.asr.whisper import whisper_available
+    from ivr.asr.whisper import moonshine_serves, whisper_available
     from ivr.asr.whisper_models import bundled_model_name
 
     rows = []
@@ -58,8 +58,9 @@ def _list(args: argparse.Namespace, settings, models) -> int:  # type: ignore[no
         bundled = f"bundled {bundled_model_name(lang)}" if whisper_available(lang) else ""
         whisper = settings.asr.whisper_model or bundled
         # Moonshine shares the bundled tiny.en's turns under load (ivr/asr/moonshine.py)
-        fast = (settings.asr.moonshine if lang == "en" and bundled and not settings.asr.whisper_model
-                and settings.asr.moonshine != "off" and moonshine.model_dir() is not None else None)
+        mode = settings.asr.moonshine
+        fast = (mode if bundled and moonshine_serves(lang, settings.asr.whisper_model, mode)
+                and moonshine.model_dir() is not None else None)
         if fast:
             whisper += f" + Moonshine tiny ({fast})"
         rows.append({"lang": lang, "engine": settings.asr.engine.get(lang, "auto"), "vosk": vosk,
